@@ -1,0 +1,3 @@
+from tailorkit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,207 @@
+"""The Python API. Every `tailor` command is a thin call into these functions.
+
+A run directory holds:
+  recipe.yaml        the resolved recipe (what `--resume` re-reads)
+  metrics.jsonl      one record per step and per evaluation
+  checkpoint/        the resumable state while the run is unfinished
+  model/             the final model in Hugging Face format (+ tokenizer)
+  predictions_test.csv, summary.json   written when the run finishes
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tailorkit.data.batching import EncodedSplit
+from tailorkit.data.prepare import Split, TaskData, prepare_data
+from tailorkit.errors import TailorError
+from tailorkit.evaluate.evaluator import predict_logits, prediction_frame, scalar_metrics, score
+from tailorkit.methods import apply_methods
+from tailorkit.models.handle import ModelHandle, handle_for, load_text_classifier
+from tailorkit.recipe import Recipe, dump_recipe, load_recipe
+from tailorkit.sources import resolve_model
+from tailorkit.train.checkpoint import find_checkpoint
+from tailorkit.train.loop import Trainer, seed_everything, throughput
+from tailorkit.train.losses import TaskLoss, class_weights
+
+SUMMARY = "summary.json"
+
+
+def default_threads() -> int:
+    """Cores not already busy: with the other core loaded, 2 threads ran slower than 1."""
+    cores = len(os.sched_getaffinity(0))
+    busy = os.getloadavg()[0]
+    return max(1, min(cores, round(cores - busy)))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _claim_run_dir(path: Path, overwrite: bool) -> Path:
+    """Refuse to mix runs. With --overwrite the old run is moved aside, never deleted."""
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            what = ("a finished run" if (path / SUMMARY).exists() else
+                    "an unfinished run; continue it with `tailor train --resume " + str(path) + "`"
+                    if find_checkpoint(path) else "files")
+            raise TailorError(
+                f"output_dir {path} already holds {what}; choose another output_dir or pass "
+                "--overwrite (the old one is moved to a .bak folder, not deleted)"
+            )
+        backup = path.with_name(f"{path.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.rename(backup)
+        print(f"moved the previous run to {backup}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def train(recipe: Recipe, overwrite: bool = False) -> Path:
+    run_dir = _claim_run_dir(Path(recipe.output_dir), overwrite)
+    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+    return _run(recipe, run_dir, resume=False)
+
+
+def resume(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    if (run_dir / SUMMARY).exists():
+        raise TailorError(f"{run_dir}: this run already finished; nothing to resume")
+    if find_checkpoint(run_dir) is None:
+        raise TailorError(f"{run_dir}: no checkpoint found; start the run again with tailor train")
+    return _run(load_recipe(run_dir / "recipe.yaml"), run_dir, resume=True)
+
+
+def build_handle(recipe: Recipe, data: TaskData) -> ModelHandle:
+    seed_everything(recipe.seed)  # the new head's initial weights depend on it
+    path = resolve_model(recipe.model.name)
+    return load_text_classifier(path, recipe.task, data.labels, recipe.model.trust_remote_code)
+
+
+def _run(recipe: Recipe, run_dir: Path, resume: bool) -> Path:
+    started = time.time()
+    threads = recipe.train.threads or default_threads()
+    torch.set_num_threads(threads)
+    data = prepare_data(recipe.data, recipe.task)
+    handle = build_handle(recipe, data)
+    methods = apply_methods(handle, recipe.methods)
+    encoded = {name: EncodedSplit(split, handle.tokenizer, recipe.model.max_length)
+               for name, split in data.splits.items()}
+    weights = class_weights(data.splits["train"].targets, data.num_labels, recipe.train.class_weights) \
+        if recipe.task == "classification" else None
+    loss_fn = TaskLoss(recipe.task, recipe.train, weights)
+    trainer = Trainer(handle, methods, encoded["train"], encoded["validation"], recipe.train,
+                      loss_fn, data.labels, run_dir, recipe.seed)
+    trainable, total = handle.count_parameters()
+    state = trainer.fit(resume=resume)
+
+    _save_model_atomically(handle, run_dir / "model")
+    test = data.splits["test"]
+    logits = predict_logits(handle, encoded["test"], recipe.train.eval_batch_size, recipe.train.bf16)
+    test_metrics = score(recipe.task, logits, test.targets, data.labels, loss_fn)
+    trainer.sink.log("eval", state.step, {"split": "test", **scalar_metrics(test_metrics)})
+    prediction_frame(recipe.task, test.texts, logits, data.labels, test.targets).to_csv(
+        run_dir / "predictions_test.csv", index=False)
+    summary = {
+        "task": recipe.task,
+        "model": recipe.model.name,
+        "methods": recipe.methods,
+        "labels": data.labels,
+        "data": {name: len(split) for name, split in data.splits.items()},
+        "test": test_metrics,
+        "validation": trainer.last_val,
+        "parameters": {"trainable": trainable, "total": total,
+                       "trainable_pct": round(100 * trainable / total, 4)},
+        "steps": state.step,
+        "epochs": round(state.epoch + state.batch / max(1, trainer.steps_per_epoch), 3),
+        "stopped_early": state.stopped_early,
+        "train_seconds": round(state.train_seconds, 2),
+        "wall_seconds": round(time.time() - started, 2),
+        "samples_per_second": round(throughput(state), 2),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "threads": threads,
+        "bf16": recipe.train.bf16,
+        "resumed": resume,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": _version("transformers")},
+    }
+    _write_json_atomically(run_dir / SUMMARY, summary)
+    shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # the final model supersedes it
+    return run_dir
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def _save_model_atomically(handle: ModelHandle, target: Path) -> None:
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    handle.save(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+def _write_json_atomically(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    tmp.replace(path)
+
+
+# -- using a finished run --------------------------------------------------------------------
+
+def load_run(run_dir: str | Path) -> tuple[Recipe, ModelHandle, list[str]]:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    run_dir = Path(run_dir)
+    model_dir = run_dir / "model"
+    if not (run_dir / "recipe.yaml").is_file():
+        raise TailorError(f"{run_dir}: not a tailorkit run directory (no recipe.yaml)")
+    if not model_dir.is_dir():
+        raise TailorError(f"{run_dir}: the run has no final model yet; finish it with "
+                          f"`tailor train --resume {run_dir}`")
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    trust = recipe.model.trust_remote_code
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=trust)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)] \
+        if recipe.task == "classification" else []
+    model.eval()
+    return recipe, handle_for(model, tokenizer, recipe.task), labels
+
+
+def evaluate(run_dir: str | Path, data_path: str, output: str | None = None) -> dict:
+    """Score a finished run on another labelled file (same columns as the recipe's data)."""
+    recipe, handle, labels = load_run(run_dir)
+    cfg = recipe.data.model_copy(update={"name": None, "train": data_path, "validation": data_path,
+                                         "test": data_path, "max_eval_samples": None,
+                                         "max_train_samples": None})
+    split = prepare_data(cfg, recipe.task, labels=labels or None).splits["test"]
+    encoded = EncodedSplit(split, handle.tokenizer, recipe.model.max_length)
+    logits = predict_logits(handle, encoded, recipe.train.eval_batch_size, recipe.train.bf16)
+    metrics = score(recipe.task, logits, split.targets, labels, TaskLoss(recipe.task, recipe.train, None))
+    if output:
+        prediction_frame(recipe.task, split.texts, logits, labels, split.targets).to_csv(
+            output, index=False)
+    return metrics
+
+
+def predict(run_dir: str | Path, texts: list[str], pairs: list[str] | None = None) -> pd.DataFrame:
+    recipe, handle, labels = load_run(run_dir)
+    if not texts or any(not str(t).strip() for t in texts):
+        raise TailorError("predict: every input text must be non-empty")
+    split = Split("input", list(texts), pairs, np.zeros(len(texts), dtype=np.int64))
+    encoded = EncodedSplit(split, handle.tokenizer, recipe.model.max_length)
+    logits = predict_logits(handle, encoded, recipe.train.eval_batch_size, recipe.train.bf16)
+    return prediction_frame(recipe.task, list(texts), logits, labels)

@@ -1,0 +1,154 @@
+"""`tailor` command line. Each command parses its arguments and calls tailorkit.api."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tailorkit.errors import TailorError
+
+
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                        help="override a recipe field, e.g. --set train.lr=3e-5 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tailor", description="Tailor pretrained models to your task.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train from a recipe, or resume a run")
+    p.add_argument("recipe", nargs="?", help="recipe YAML file")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--overwrite", action="store_true",
+                   help="reuse output_dir; the previous run is moved to a .bak folder")
+    _add_set(p)
+
+    p = sub.add_parser("recipe", help="recipe tools")
+    rsub = p.add_subparsers(dest="recipe_command", required=True)
+    v = rsub.add_parser("validate", help="check a recipe and print it resolved")
+    v.add_argument("recipe")
+    _add_set(v)
+    rsub.add_parser("schema", help="print the recipe reference (every field, type, default)")
+
+    sub.add_parser("methods", help="list registered methods and their config fields")
+
+    p = sub.add_parser("eval", help="score a finished run on another labelled file")
+    p.add_argument("run_dir")
+    p.add_argument("--data", required=True, help="CSV/JSONL/Parquet with the recipe's columns")
+    p.add_argument("--output", help="also write per-row predictions to this CSV")
+
+    p = sub.add_parser("predict", help="predict with a finished run")
+    p.add_argument("run_dir")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--text", action="append", help="text to classify (repeatable)")
+    group.add_argument("--input", help="CSV/JSONL/Parquet with a text column")
+    p.add_argument("--text-column", default=None, help="column of --input (default: the recipe's)")
+    p.add_argument("--output", help="write predictions CSV here (default: print)")
+    return parser
+
+
+def _cmd_train(args) -> None:
+    from tailorkit import api
+    from tailorkit.recipe import load_recipe
+    from tailorkit.train.loop import Interrupted
+
+    if bool(args.recipe) == bool(args.resume):
+        raise TailorError("train: give a recipe file or --resume RUN_DIR (one of them)")
+    try:
+        if args.resume:
+            run_dir = api.resume(args.resume)
+        else:
+            recipe = load_recipe(args.recipe, args.overrides)
+            run_dir = api.train(recipe, overwrite=args.overwrite)
+    except Interrupted:
+        target = args.resume or load_recipe(args.recipe, args.overrides).output_dir
+        print(f"\ninterrupted: checkpoint saved; continue with: tailor train --resume {target}",
+              file=sys.stderr)
+        raise SystemExit(130) from None
+    _print_summary(run_dir)
+
+
+def _print_summary(run_dir: Path) -> None:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    test = summary["test"]
+    keys = ["accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"] \
+        if summary["task"] == "classification" else ["mse", "mae", "r2", "loss"]
+    print(f"run: {run_dir}")
+    print("test: " + "  ".join(f"{k}={test[k]:.4f}" for k in keys))
+    p = summary["parameters"]
+    print(f"trainable {p['trainable']:,} / {p['total']:,} ({p['trainable_pct']:.2f}%)  "
+          f"{summary['samples_per_second']} samples/s  train {summary['train_seconds']} s  "
+          f"peak RSS {summary['peak_rss_mb']} MB")
+
+
+def _cmd_recipe(args) -> None:
+    from tailorkit.recipe import dump_recipe, load_recipe, reference_markdown
+
+    if args.recipe_command == "schema":
+        print(reference_markdown())
+        return
+    recipe = load_recipe(args.recipe, args.overrides)
+    print(dump_recipe(recipe), end="")
+    print(f"# {args.recipe}: valid", file=sys.stderr)
+
+
+def _cmd_methods(args) -> None:
+    from tailorkit.methods import METHODS
+
+    for name, cls in sorted(METHODS.items()):
+        print(f"{name}: {cls.summary}")
+        for field, info in cls.Config.model_fields.items():
+            default = info.get_default(call_default_factory=True)
+            print(f"    {field} = {default!r}  {info.description or ''}".rstrip())
+
+
+def _cmd_eval(args) -> None:
+    from tailorkit import api
+
+    metrics = api.evaluate(args.run_dir, args.data, args.output)
+    print(json.dumps(metrics, indent=2))
+
+
+def _cmd_predict(args) -> None:
+    from tailorkit import api
+    from tailorkit.data.tables import read_table
+
+    if args.text:
+        texts = args.text
+    else:
+        column = args.text_column or api.load_recipe(Path(args.run_dir) / "recipe.yaml").data.text_column
+        table = read_table(args.input, "--input")
+        if isinstance(table, dict) or column not in table.columns:
+            raise TailorError(f"--input {args.input}: no column '{column}'; set --text-column")
+        texts = table[column].astype(str).tolist()
+    frame = api.predict(args.run_dir, texts)
+    if args.output:
+        out = Path(args.output)
+        if args.input and out.resolve() == Path(args.input).resolve():
+            raise TailorError("--output must differ from --input; tailor never overwrites your data")
+        frame.to_csv(out, index=False)
+        print(f"wrote {len(frame)} predictions to {out}")
+    else:
+        cols = [c for c in ("text", "prediction", "confidence") if c in frame]
+        print(frame[cols].to_string(index=False, max_colwidth=60))
+
+
+COMMANDS = {"train": _cmd_train, "recipe": _cmd_recipe, "methods": _cmd_methods,
+            "eval": _cmd_eval, "predict": _cmd_predict}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except TailorError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

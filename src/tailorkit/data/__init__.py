@@ -1,0 +1,1 @@
+"""Data: reading tables, checking and splitting, tokenising and batching."""

@@ -1,0 +1,213 @@
+"""Turn the recipe's data section into checked train/validation/test splits.
+
+All checks happen here, before any model is loaded, so bad input fails in
+seconds with a message naming the file, row or column.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from tailorkit.data.tables import read_table
+from tailorkit.errors import TailorError
+from tailorkit.recipe import DataConfig
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class Split:
+    """One split in canonical form: texts, optional pairs, and targets."""
+
+    source: str  # the file or catalogue name, for error messages
+    texts: list[str]
+    pairs: list[str] | None
+    targets: np.ndarray  # int64 class ids or float32 regression targets
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class TaskData:
+    task: str
+    splits: dict[str, Split]
+    labels: list[str] = field(default_factory=list)  # class names; empty for regression
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels) if self.task == "classification" else 1
+
+
+def _raw_splits(cfg: DataConfig) -> dict[str, tuple[str, pd.DataFrame]]:
+    """Named frames as given by the user (some splits may be missing)."""
+    if cfg.name is not None:
+        from tailorkit.sources import load_catalogue_dataset
+
+        return {"train": (cfg.name, load_catalogue_dataset(cfg.name))}
+    frames: dict[str, tuple[str, pd.DataFrame]] = {}
+    for name in SPLITS:
+        path = getattr(cfg, name)
+        if path is None:
+            continue
+        table = read_table(path, f"data.{name}")
+        if isinstance(table, dict):  # a DatasetDict folder brings its own splits
+            if name != "train":
+                if name not in table:
+                    raise TailorError(f"data.{name}: {path} has no '{name}' split ({list(table)})")
+                table = table[name]
+            else:
+                for split_name, frame in table.items():
+                    key = {"valid": "validation", "val": "validation"}.get(split_name, split_name)
+                    if key == "train" or (key in SPLITS and getattr(cfg, key) is None):
+                        frames.setdefault(key, (f"{path}[{split_name}]", frame))
+                continue
+        frames[name] = (str(path), table)
+    return frames
+
+
+def _check_columns(source: str, frame: pd.DataFrame, cfg: DataConfig, needs_label: bool) -> None:
+    wanted = [("text_column", cfg.text_column)]
+    if cfg.text_pair_column:
+        wanted.append(("text_pair_column", cfg.text_pair_column))
+    if needs_label:
+        wanted.append(("label_column", cfg.label_column))
+    for option, column in wanted:
+        if column not in frame.columns:
+            raise TailorError(
+                f"{source}: no column '{column}' (columns: {', '.join(map(str, frame.columns))}); "
+                f"set data.{option} to the right one"
+            )
+    if len(frame) == 0:
+        raise TailorError(f"{source}: has no rows")
+
+
+def _texts(source: str, frame: pd.DataFrame, column: str) -> list[str]:
+    values = frame[column]
+    blank = values.isna() | (values.astype(str).str.strip() == "")
+    if blank.any():
+        row = int(np.flatnonzero(blank.to_numpy())[0]) + 1
+        raise TailorError(
+            f"{source}: row {row}: empty text in column '{column}' "
+            f"({int(blank.sum())} such rows); remove or fill them"
+        )
+    return values.astype(str).tolist()
+
+
+def _regression_targets(source: str, frame: pd.DataFrame, column: str) -> np.ndarray:
+    values = pd.to_numeric(frame[column], errors="coerce")
+    bad = values.isna() | ~np.isfinite(values.fillna(0))
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0]) + 1
+        raise TailorError(
+            f"{source}: row {row}: target {frame[column].iloc[row - 1]!r} in column '{column}' "
+            "is not a finite number; regression needs numeric targets"
+        )
+    return values.to_numpy(dtype=np.float32)
+
+
+def _subset(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
+    if limit is None or len(frame) <= limit:
+        return frame
+    return frame.sample(n=limit, random_state=seed).sort_index()
+
+
+def _split_off(
+    frame: pd.DataFrame, fraction: float, seed: int, stratify_col: str | None, name: str, source: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if fraction <= 0:
+        raise TailorError(
+            f"data.split.{name} is 0 and no data.{name} file was given; set one of them"
+        )
+    n_out = math.floor(len(frame) * fraction)
+    if n_out == 0 or n_out == len(frame):
+        raise TailorError(
+            f"{source}: the {name} split is empty after splitting {len(frame)} rows with "
+            f"data.split.{name}={fraction}; give more rows, a larger fraction or data.{name}"
+        )
+    labels = frame[stratify_col] if stratify_col else None
+    if labels is not None and labels.value_counts().min() < 2:
+        labels = None  # a class with one example cannot be stratified; fall back to random
+    try:
+        rest, out = train_test_split(frame, test_size=n_out, random_state=seed, stratify=labels)
+    except ValueError:  # too few rows per class for a stratified split
+        rest, out = train_test_split(frame, test_size=n_out, random_state=seed)
+    return rest.sort_index(), out.sort_index()
+
+
+def prepare_data(cfg: DataConfig, task: str, labels: list[str] | None = None) -> TaskData:
+    """Load, check and split. `labels` fixes the class list (when re-evaluating a run)."""
+    raw = _raw_splits(cfg)
+    for source, frame in raw.values():
+        _check_columns(source, frame, cfg, needs_label=True)
+
+    stratify = cfg.label_column if task == "classification" and cfg.split.stratify else None
+    train_source, train = raw["train"]
+    for name in ("test", "validation"):
+        if name not in raw:
+            train, carved = _split_off(
+                train, getattr(cfg.split, name), cfg.split.seed, stratify, name, train_source
+            )
+            raw[name] = (f"{train_source} ({name} split)", carved)
+    raw["train"] = (train_source, train)
+
+    if task == "classification" and labels is None:
+        labels = _class_names(train_source, train[cfg.label_column])
+    splits = {}
+    for name in SPLITS:
+        source, frame = raw[name]
+        limit = cfg.max_train_samples if name == "train" else cfg.max_eval_samples
+        frame = _subset(frame.reset_index(drop=True), limit, cfg.split.seed)
+        splits[name] = _to_split(source, frame, cfg, task, labels)
+        if len(splits[name]) == 0:
+            raise TailorError(f"{source}: the {name} split is empty")
+    return TaskData(task=task, splits=splits, labels=labels or [])
+
+
+def _class_names(source: str, column: pd.Series) -> list[str]:
+    if column.isna().any():
+        row = int(np.flatnonzero(column.isna().to_numpy())[0]) + 1
+        raise TailorError(f"{source}: row {row}: missing label in column '{column.name}'")
+    names = sorted({str(v) for v in column}, key=_natural_key)
+    if len(names) < 2:
+        raise TailorError(
+            f"{source}: column '{column.name}' has one class ({names[0]!r}); classification "
+            "needs at least two (or set task: regression for numeric targets)"
+        )
+    return names
+
+
+def _natural_key(name: str) -> tuple[int, float, str]:
+    """Numeric labels sort as numbers (2 before 10), the rest alphabetically."""
+    try:
+        return (0, float(name), name)
+    except ValueError:
+        return (1, 0.0, name)
+
+
+def _to_split(source: str, frame: pd.DataFrame, cfg: DataConfig, task: str,
+              labels: list[str] | None) -> Split:
+    texts = _texts(source, frame, cfg.text_column)
+    pairs = _texts(source, frame, cfg.text_pair_column) if cfg.text_pair_column else None
+    column = frame[cfg.label_column] if len(frame) else pd.Series(dtype=object)
+    if task == "regression":
+        targets = _regression_targets(source, frame, cfg.label_column)
+    else:
+        assert labels is not None
+        index = {name: i for i, name in enumerate(labels)}
+        ids = []
+        for row, value in enumerate(column, start=1):
+            key = None if pd.isna(value) else str(value)
+            if key not in index:
+                raise TailorError(
+                    f"{source}: row {row}: label {value!r} was not seen in training "
+                    f"(known labels: {', '.join(labels)}); fix the row or add it to train"
+                )
+            ids.append(index[key])
+        targets = np.asarray(ids, dtype=np.int64)
+    return Split(source=source, texts=texts, pairs=pairs, targets=targets)

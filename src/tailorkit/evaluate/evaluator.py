@@ -1,0 +1,60 @@
+"""Run a model over an encoded split and score it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tailorkit.data.batching import EncodedSplit, eval_batches
+from tailorkit.evaluate.metrics import classification_metrics, regression_metrics
+from tailorkit.models.handle import ModelHandle
+
+
+@torch.inference_mode()
+def predict_logits(handle: ModelHandle, data: EncodedSplit, batch_size: int,
+                   bf16: bool = False) -> np.ndarray:
+    """Logits in the split's original order (batches are length-sorted internally)."""
+    was_training = handle.model.training
+    handle.model.eval()
+    out: np.ndarray | None = None
+    for indices in eval_batches(data.lengths, batch_size):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = handle.forward(data.collate(indices)).float().numpy()
+        if out is None:
+            out = np.empty((len(data), logits.shape[-1]), dtype=np.float32)
+        out[indices] = logits
+    handle.model.train(was_training)
+    assert out is not None
+    return out
+
+
+def score(task: str, logits: np.ndarray, targets: np.ndarray, labels: list[str],
+          loss_fn) -> dict:
+    loss = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(targets)))
+    if task == "classification":
+        return {"loss": loss, **classification_metrics(targets, logits.argmax(-1), labels)}
+    return {"loss": loss, **regression_metrics(targets, logits[:, 0])}
+
+
+def prediction_frame(task: str, texts: list[str], logits: np.ndarray, labels: list[str],
+                     targets: np.ndarray | None = None) -> pd.DataFrame:
+    frame = pd.DataFrame({"text": texts})
+    if task == "classification":
+        probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
+        if targets is not None:
+            frame["label"] = [labels[t] for t in targets]
+        frame["prediction"] = [labels[i] for i in probs.argmax(-1)]
+        frame["confidence"] = probs.max(-1)
+        for i, name in enumerate(labels):
+            frame[f"p_{name}"] = probs[:, i]
+    else:
+        if targets is not None:
+            frame["target"] = targets
+        frame["prediction"] = logits[:, 0]
+    return frame
+
+
+def scalar_metrics(metrics: dict) -> dict:
+    """The numbers worth a line in metrics.jsonl (no matrices, no per-class tables)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, float | int)}

@@ -1,0 +1,56 @@
+"""Classification and regression metrics (scikit-learn underneath)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn import metrics as skm
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
+    ids = list(range(len(labels)))
+    out: dict = {"accuracy": float(skm.accuracy_score(y_true, y_pred))}
+    for avg in ("macro", "micro", "weighted"):
+        p, r, f, _ = skm.precision_recall_fscore_support(
+            y_true, y_pred, labels=ids, average=avg, zero_division=0
+        )
+        out[f"precision_{avg}"], out[f"recall_{avg}"], out[f"f1_{avg}"] = float(p), float(r), float(f)
+    p, r, f, s = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=ids, average=None, zero_division=0
+    )
+    out["per_class"] = {
+        name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+        for i, name in enumerate(labels)
+    }
+    out["confusion_matrix"] = {
+        "labels": labels, "matrix": skm.confusion_matrix(y_true, y_pred, labels=ids).tolist()
+    }
+    return out
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    mse = float(skm.mean_squared_error(y_true, y_pred))
+    return {
+        "mse": mse,
+        "rmse": mse ** 0.5,
+        "mae": float(skm.mean_absolute_error(y_true, y_pred)),
+        "r2": float(skm.r2_score(y_true, y_pred)) if len(y_true) > 1 else float("nan"),
+    }
+
+
+# Direction of each scalar metric, for early stopping and search.
+HIGHER_IS_BETTER = {"accuracy", "r2"} | {
+    f"{m}_{a}" for m in ("precision", "recall", "f1") for a in ("macro", "micro", "weighted")
+}
+LOWER_IS_BETTER = {"loss", "mse", "rmse", "mae"}
+TASK_METRICS = {
+    "classification": ["loss", "accuracy"] + sorted(HIGHER_IS_BETTER - {"accuracy", "r2"}),
+    "regression": ["loss", "mse", "rmse", "mae", "r2"],
+}
+
+
+def is_better(metric: str, new: float, old: float | None, min_delta: float = 0.0) -> bool:
+    if old is None:
+        return True
+    if metric in HIGHER_IS_BETTER:
+        return new > old + min_delta
+    return new < old - min_delta

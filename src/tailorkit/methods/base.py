@@ -1,0 +1,87 @@
+"""The Method protocol and its registry.
+
+A method is a small object built from a typed config. `apply` adapts a
+ModelHandle in place (usually by choosing what trains, later by adding
+modules). Methods compose in recipe order. Adding a method is one
+`@register` on a class; the recipe, `tailor methods` and the contract tests
+all read this registry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from tailorkit.errors import TailorError
+from tailorkit.models.handle import ModelHandle
+
+
+class MethodConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Method:
+    """Base class: every hook has a harmless default, so a method only writes what it changes."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    summary: ClassVar[str] = ""
+
+    def __init__(self, config: MethodConfig) -> None:
+        self.config = config
+
+    def apply(self, handle: ModelHandle) -> None:
+        raise NotImplementedError
+
+    def lr_scales(self, handle: ModelHandle) -> dict[str, float]:
+        """Per-parameter learning-rate multipliers (name -> factor); empty means 1 for all."""
+        return {}
+
+    def on_epoch_start(self, handle: ModelHandle, epoch: int) -> None:
+        """Called before every epoch (also when resuming mid-epoch)."""
+
+    def save(self, handle: ModelHandle, directory: Path) -> None:
+        """Write what this method trains, if it is not part of the saved model."""
+
+    def merge(self, handle: ModelHandle) -> None:
+        raise TailorError(f"method '{self.name}' has nothing to merge: its weights are the model's")
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    if cls.name in METHODS:
+        raise ValueError(f"method '{cls.name}' registered twice")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def build_method(name: str, config: dict | None, where: str = "method") -> Method:
+    """Validate `config` for method `name`; errors name the field and the allowed values."""
+    cls = METHODS.get(name)
+    if cls is None:
+        raise ValueError(f"{where}: unknown method '{name}' (registered: {', '.join(sorted(METHODS))})")
+    try:
+        return cls(cls.Config.model_validate(config or {}))
+    except ValidationError as err:
+        from tailorkit.recipe import format_validation_error
+
+        raise ValueError(format_validation_error(err, f"{where}.{name}", cls.Config)) from None
+
+
+def apply_methods(handle: ModelHandle, specs: list[dict[str, dict]]) -> list[Method]:
+    methods = []
+    for i, spec in enumerate(specs):
+        ((name, cfg),) = spec.items()
+        try:
+            method = build_method(name, cfg, where=f"methods[{i}]")
+        except ValueError as err:
+            raise TailorError(str(err)) from None
+        method.apply(handle)
+        methods.append(method)
+    if not handle.trainable_names():
+        raise TailorError("methods: after applying them nothing is trainable; check the freeze options")
+    return methods

@@ -1,0 +1,12 @@
+"""Full fine-tuning: every parameter trains."""
+
+from tailorkit.methods.base import Method, register
+
+
+@register
+class Full(Method):
+    name = "full"
+    summary = "train every parameter"
+
+    def apply(self, handle) -> None:
+        handle.set_trainable(lambda name: True)

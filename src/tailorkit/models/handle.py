@@ -1,0 +1,134 @@
+"""ModelHandle: one interface over model families.
+
+Methods never reach into a model's attribute names. They ask the handle for the
+ordered blocks, the embeddings and the head, and for the depth of a parameter
+(0 = embeddings, 1..n = blocks, n+1 = head). Freezing, layer-wise learning
+rates and gradual unfreezing then work the same on any family that fills in
+this interface.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tailorkit.errors import TailorError
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+def _find_blocks(root: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The longest ModuleList of same-class modules: the transformer layers."""
+    best: tuple[str, nn.ModuleList] | None = None
+    for name, module in root.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0:
+            if len({type(m) for m in module}) == 1 and (best is None or len(module) > len(best[1])):
+                best = (name, module)
+    if best is None:
+        raise TailorError(f"{type(root).__name__}: no repeated block list found")
+    return best
+
+
+@dataclass
+class ModelHandle:
+    """A model plus the structural facts methods need."""
+
+    model: nn.Module
+    tokenizer: object
+    task: str
+    blocks_prefix: str  # e.g. "bert.encoder.layer."
+    embeddings_prefix: str  # e.g. "bert.embeddings."
+    num_blocks: int
+    extra: dict = field(default_factory=dict)  # per-method state (e.g. unfreezing schedule)
+
+    def depth(self, param_name: str) -> int:
+        if param_name.startswith(self.embeddings_prefix):
+            return 0
+        if param_name.startswith(self.blocks_prefix):
+            return int(param_name[len(self.blocks_prefix):].split(".")[0]) + 1
+        return self.num_blocks + 1
+
+    def is_head(self, param_name: str) -> bool:
+        return self.depth(param_name) == self.num_blocks + 1
+
+    def named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return list(self.model.named_parameters())
+
+    def set_trainable(self, predicate) -> None:
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(bool(predicate(name)))
+
+    def trainable_names(self) -> list[str]:
+        return [n for n, p in self.model.named_parameters() if p.requires_grad]
+
+    def count_parameters(self) -> tuple[int, int]:
+        params = list(self.model.parameters())
+        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return self.model(**inputs).logits
+
+    def save(self, directory: Path) -> None:
+        self.model.save_pretrained(directory, safe_serialization=True)
+        self.tokenizer.save_pretrained(directory)
+
+
+def _check_weights(path: Path) -> None:
+    if not path.is_dir():
+        raise TailorError(f"model.name: {path} is not a folder")
+    if not (path / "config.json").is_file():
+        raise TailorError(f"model.name: {path} has no config.json; it is not a Hugging Face model")
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        raise TailorError(
+            f"model.name: {path} has no weights (expected one of: {', '.join(WEIGHT_FILES)})"
+        )
+
+
+def load_text_classifier(
+    path: Path, task: str, labels: list[str], trust_remote_code: bool = False
+) -> ModelHandle:
+    """A sequence classifier/regressor from a local folder; a new head sized to `labels`."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    _check_weights(path)
+    hf_logging.set_verbosity_error()  # "newly initialised head" is expected, not news
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    existing = getattr(config, "id2label", None) or {}
+    same_head = [existing.get(i) for i in range(len(existing))] == labels and task == "classification"
+    kwargs: dict = {"num_labels": len(labels) if task == "classification" else 1}
+    if task == "classification":
+        kwargs["id2label"] = dict(enumerate(labels))
+        kwargs["label2id"] = {name: i for i, name in enumerate(labels)}
+        kwargs["problem_type"] = "single_label_classification"
+    else:
+        kwargs["problem_type"] = "regression"
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, trust_remote_code=trust_remote_code, ignore_mismatched_sizes=not same_head, **kwargs
+    )
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:  # decoder tokenisers often lack one
+        tokenizer.pad_token = tokenizer.eos_token
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return handle_for(model, tokenizer, task)
+
+
+def handle_for(model: nn.Module, tokenizer: object, task: str) -> ModelHandle:
+    blocks_name, blocks = _find_blocks(model)
+    embeddings = model.get_input_embeddings()
+    emb_name = next(n for n, m in model.named_modules() if m is embeddings)
+    # BERT keeps position/type embeddings and a norm beside the word embeddings, so
+    # the parent module is "the embeddings" -- unless it also holds the blocks (Llama).
+    parent = emb_name.rpartition(".")[0] or emb_name
+    emb_prefix = (emb_name if blocks_name.startswith(parent + ".") else parent) + "."
+    return ModelHandle(
+        model=model, tokenizer=tokenizer, task=task, blocks_prefix=blocks_name + ".",
+        embeddings_prefix=emb_prefix, num_blocks=len(blocks),
+    )

@@ -1,0 +1,220 @@
+"""The training loop: a plain PyTorch loop with the bookkeeping a real run needs.
+
+Data order is a pure function of (seed, epoch) and the RNG state is saved at
+step boundaries, so a run resumed from a checkpoint replays exactly what the
+uninterrupted run would have done. Ctrl-C or SIGTERM finishes the current
+step, writes a checkpoint and stops; a second Ctrl-C stops at once.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from tailorkit.data.batching import EncodedSplit, epoch_batches
+from tailorkit.evaluate.evaluator import predict_logits, scalar_metrics, score
+from tailorkit.evaluate.metrics import is_better
+from tailorkit.methods.base import Method
+from tailorkit.models.handle import ModelHandle
+from tailorkit.recipe import TrainConfig
+from tailorkit.track.jsonl import JsonlSink
+from tailorkit.train.checkpoint import (
+    capture_rng,
+    changed_state,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from tailorkit.train.losses import TaskLoss, penalty
+from tailorkit.train.optim import build_optimizer, build_scheduler
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after writing a checkpoint."""
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0
+    batch: int = 0  # micro-batches consumed in the current epoch
+    step: int = 0  # optimiser steps
+    samples: int = 0
+    train_seconds: float = 0.0
+    best_metric: float | None = None
+    bad_evals: int = 0
+    stopped_early: bool = False
+    last_eval_step: int = -1
+
+
+class _StopFlag:
+    """First SIGINT/SIGTERM asks for a clean stop; a second SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    def __init__(self, handle: ModelHandle, methods: list[Method], train: EncodedSplit,
+                 validation: EncodedSplit, cfg: TrainConfig, loss_fn: TaskLoss, labels: list[str],
+                 run_dir: Path, seed: int) -> None:
+        self.handle, self.methods, self.cfg = handle, methods, cfg
+        self.train_data, self.val_data = train, validation
+        self.loss_fn, self.labels, self.run_dir, self.seed = loss_fn, labels, run_dir, seed
+        self.sink = JsonlSink(run_dir / "metrics.jsonl")
+        scales: dict[str, float] = {}
+        for m in methods:
+            for name, factor in m.lr_scales(handle).items():
+                scales[name] = scales.get(name, 1.0) * factor
+        self.optimizer = build_optimizer(handle, cfg, scales)
+        n_batches = math.ceil(len(train) / cfg.batch_size)
+        self.steps_per_epoch = math.ceil(n_batches / cfg.grad_accum)
+        self.total_steps = cfg.max_steps or math.ceil(cfg.epochs * self.steps_per_epoch)
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, cfg)
+        self.state = LoopState()
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.last_val: dict = {}
+
+    # -- public -----------------------------------------------------------------
+    def fit(self, resume: bool = False) -> LoopState:
+        if resume:
+            self._restore()
+        with _StopFlag() as stop, tqdm(
+            total=self.total_steps, initial=self.state.step, unit="step", desc="train",
+            disable=not self.cfg.progress, dynamic_ncols=True,
+        ) as bar:
+            while self.state.step < self.total_steps and not self.state.stopped_early:
+                self._run_epoch(stop, bar)
+        if self.state.last_eval_step != self.state.step:
+            self._evaluate()
+        if self.best_weights is not None:
+            self.handle.model.load_state_dict(self.best_weights, strict=False)
+        return self.state
+
+    # -- internals --------------------------------------------------------------
+    def _run_epoch(self, stop: _StopFlag, bar: tqdm) -> None:
+        s, cfg = self.state, self.cfg
+        for method in self.methods:
+            method.on_epoch_start(self.handle, s.epoch)
+        trainable = [p for p in self.handle.model.parameters() if p.requires_grad]
+        batches = epoch_batches(self.train_data.lengths, cfg.batch_size, self.seed, s.epoch,
+                                cfg.length_grouping)
+        self.handle.model.train()
+        while s.batch < len(batches) and s.step < self.total_steps:
+            group = batches[s.batch : s.batch + cfg.grad_accum]
+            started = time.perf_counter()
+            loss = self._step(group, trainable)
+            elapsed = time.perf_counter() - started
+            n = sum(len(b) for b in group)
+            s.batch += len(group)
+            s.step += 1
+            s.samples += n
+            s.train_seconds += elapsed
+            lr = self.scheduler.get_last_lr()[0]
+            self.sink.log("train", s.step, {"epoch": s.epoch + s.batch / len(batches), "loss": loss,
+                                            "lr": lr, "samples_per_s": n / elapsed})
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", sps=f"{s.samples / s.train_seconds:.1f}",
+                            epoch=s.epoch + 1)
+            if cfg.eval_steps and s.step % cfg.eval_steps == 0:
+                self._evaluate()
+            if s.batch >= len(batches):  # epoch done: evaluate, then checkpoint at the boundary
+                s.epoch, s.batch = s.epoch + 1, 0
+                if not cfg.eval_steps:
+                    self._evaluate()
+                self._checkpoint()
+                return
+            if s.step % cfg.checkpoint_steps == 0 or stop.requested:
+                self._checkpoint()
+            if stop.requested:
+                raise Interrupted
+            if s.stopped_early:
+                return
+
+    def _step(self, group: list[list[int]], trainable: list[torch.nn.Parameter]) -> float:
+        cfg = self.cfg
+        total = 0.0
+        n_examples = sum(len(b) for b in group)
+        for indices in group:
+            batch = self.train_data.collate(indices)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                logits = self.handle.forward(batch)
+            # Weight each micro-batch by its size so accumulation equals one big batch.
+            loss = self.loss_fn(logits, batch["labels"]) * (len(indices) / n_examples)
+            if cfg.l1 or cfg.l2:
+                loss = loss + penalty(trainable, cfg.l1, cfg.l2) / len(group)
+            loss.backward()
+            total += float(loss)
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total
+
+    def _evaluate(self) -> None:
+        s, es = self.state, self.cfg.early_stopping
+        logits = predict_logits(self.handle, self.val_data, self.cfg.eval_batch_size, self.cfg.bf16)
+        metrics = score(self.handle.task, logits, self.val_data.targets, self.labels, self.loss_fn)
+        self.last_val = metrics
+        s.last_eval_step = s.step
+        self.sink.log("eval", s.step, {"split": "validation", **scalar_metrics(metrics)})
+        if es is None:
+            return
+        value = metrics.get(es.metric)
+        assert value is not None, es.metric  # the recipe validator checked the name
+        if is_better(es.metric, value, s.best_metric, es.min_delta):
+            s.best_metric, s.bad_evals = value, 0
+            self.best_weights = changed_state(self.handle.model, self.optimizer)
+        else:
+            s.bad_evals += 1
+            s.stopped_early = s.bad_evals >= es.patience
+
+    def _checkpoint(self) -> None:
+        save_checkpoint(self.run_dir, self.handle.model, self.optimizer, self.scheduler,
+                        {**self.state.__dict__, "last_val": scalar_metrics(self.last_val)},
+                        capture_rng(), self.best_weights)
+
+    def _restore(self) -> None:
+        path = find_checkpoint(self.run_dir)
+        if path is None:
+            raise FileNotFoundError(f"{self.run_dir}: no checkpoint to resume from")
+        loop_state, self.best_weights = load_checkpoint(
+            path, self.handle.model, self.optimizer, self.scheduler
+        )
+        self.last_val = loop_state.pop("last_val", {})
+        self.state = LoopState(**loop_state)
+        self.sink.truncate_after(self.state.step)
+
+
+def throughput(state: LoopState) -> float:
+    return state.samples / state.train_seconds if state.train_seconds else float("nan")
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

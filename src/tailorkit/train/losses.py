@@ -1,0 +1,51 @@
+"""Task losses and weight penalties."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tailorkit.recipe import TrainConfig
+
+
+def class_weights(targets: np.ndarray, num_labels: int, option) -> torch.Tensor | None:
+    """'balanced' weighs class c by n / (k * n_c), as scikit-learn does."""
+    if option == "none":
+        return None
+    if option == "balanced":
+        counts = np.bincount(targets, minlength=num_labels).astype(np.float64)
+        return torch.tensor(len(targets) / (num_labels * np.maximum(counts, 1)), dtype=torch.float32)
+    if len(option) != num_labels:
+        raise ValueError(f"train.class_weights has {len(option)} values for {num_labels} classes")
+    return torch.tensor(option, dtype=torch.float32)
+
+
+class TaskLoss:
+    def __init__(self, task: str, cfg: TrainConfig, weights: torch.Tensor | None) -> None:
+        kind = cfg.loss
+        if kind == "auto":
+            kind = "cross_entropy" if task == "classification" else "mse"
+        self.kind = kind
+        self.smoothing = cfg.label_smoothing
+        self.weights = weights
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if self.kind == "cross_entropy":
+            return F.cross_entropy(logits, labels, weight=self.weights, label_smoothing=self.smoothing)
+        pred = logits.squeeze(-1)
+        if self.kind == "mse":
+            return F.mse_loss(pred, labels.float())
+        return F.l1_loss(pred, labels.float())
+
+
+def penalty(params: list[torch.nn.Parameter], l1: float, l2: float) -> torch.Tensor | float:
+    """Explicit L1/L2 terms on trainable weights (separate from decoupled weight decay)."""
+    total: torch.Tensor | float = 0.0
+    for p in params:
+        if l1:
+            total = total + l1 * p.abs().sum()
+        if l2:
+            total = total + l2 * p.pow(2).sum()
+    return total
