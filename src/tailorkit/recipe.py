@@ -7,6 +7,7 @@ for an unknown field, the allowed ones.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from pathlib import Path
 from typing import Any, Literal
@@ -188,10 +189,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     value = yaml.safe_load(raw) if raw else None
     # YAML 1.1 reads "3e-5" as a string; accept the float people mean.
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
     return key.strip().split("."), value
 
 

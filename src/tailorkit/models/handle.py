@@ -26,9 +26,9 @@ def _find_blocks(root: nn.Module) -> tuple[str, nn.ModuleList]:
     """The longest ModuleList of same-class modules: the transformer layers."""
     best: tuple[str, nn.ModuleList] | None = None
     for name, module in root.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) > 0:
-            if len({type(m) for m in module}) == 1 and (best is None or len(module) > len(best[1])):
-                best = (name, module)
+        same_kind = isinstance(module, nn.ModuleList) and len({type(m) for m in module}) == 1
+        if same_kind and (best is None or len(module) > len(best[1])):
+            best = (name, module)
     if best is None:
         raise TailorError(f"{type(root).__name__}: no repeated block list found")
     return best

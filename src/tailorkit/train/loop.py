@@ -165,7 +165,7 @@ class Trainer:
             if cfg.l1 or cfg.l2:
                 loss = loss + penalty(trainable, cfg.l1, cfg.l2) / len(group)
             loss.backward()
-            total += float(loss)
+            total += float(loss.detach())
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
         self.optimizer.step()
