@@ -31,7 +31,8 @@ def changed_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> d
     """Parameters that train now or have trained (they have optimiser state), plus buffers."""
     with_state = {id(p) for p in optimizer.state}
     out = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad or id(p) in with_state}
-    out.update({n: b.detach() for n, b in model.named_buffers()})
+    persistent = model.state_dict().keys()  # non-persistent buffers are rebuilt, not saved
+    out.update({n: b.detach() for n, b in model.named_buffers() if n in persistent})
     return {n: t.contiguous().clone() for n, t in out.items()}
 
 

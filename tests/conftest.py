@@ -1,0 +1,89 @@
+"""Shared fixtures: a tiny BERT built from a config (no download, trains in seconds) and
+small labelled tables whose labels really depend on the text, so training can be checked."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+POSITIVE = ["good", "great", "excellent", "lovely", "happy", "fine", "superb", "nice"]
+NEGATIVE = ["bad", "awful", "terrible", "poor", "sad", "ugly", "horrible", "nasty"]
+FILLER = ["the", "a", "movie", "film", "was", "is", "very", "quite", "plot", "acting", "and", "but",
+          "story", "really", "it", "this", "show", "book", "day", "food"]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + POSITIVE + NEGATIVE + FILLER
+
+
+def make_sentences(n: int, seed: int = 0) -> pd.DataFrame:
+    """Sentiment-like rows: label pos/neg by the cue word; score in [0, 1] for regression."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        positive = rng.random() < 0.5
+        cue = rng.choice(POSITIVE if positive else NEGATIVE)
+        words = rng.sample(FILLER, rng.randint(2, 8)) + [cue]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": "pos" if positive else "neg",
+                     "score": (0.8 if positive else 0.2) + rng.uniform(-0.1, 0.1)})
+    return pd.DataFrame(rows)
+
+
+def build_tiny_tokenizer():
+    """A word-level BERT tokenizer over VOCAB, built with `tokenizers` (no files needed)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]",
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+
+
+def build_tiny_bert(directory: Path, layers: int = 2) -> Path:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tiny_tokenizer()
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    import torch
+
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-block BERT (hidden 32) saved in Hugging Face format."""
+    return build_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
+
+
+@pytest.fixture
+def sentiment_csv(tmp_path) -> Path:
+    path = tmp_path / "sentiment.csv"
+    make_sentences(120).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def tiny_recipe(tiny_model_dir, sentiment_csv, tmp_path) -> dict:
+    """A recipe dict that trains the tiny model for a few quick steps."""
+    return {
+        "task": "classification",
+        "model": {"name": str(tiny_model_dir), "max_length": 32},
+        "data": {"train": str(sentiment_csv), "split": {"validation": 0.2, "test": 0.2, "seed": 0}},
+        "methods": ["full"],
+        "train": {"epochs": 2, "batch_size": 8, "lr": 5e-3, "progress": False, "threads": 1},
+        "seed": 0,
+        "output_dir": str(tmp_path / "run"),
+    }

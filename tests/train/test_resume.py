@@ -1,0 +1,110 @@
+"""A resumed run must end exactly where the uninterrupted run ends: same data order,
+same dropout masks (RNG state), same optimiser and schedule state."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from tailorkit import api
+from tailorkit.recipe import recipe_from_dict
+from tailorkit.train.loop import Trainer
+
+TOLERANCE = 1e-6  # same ops, same order, same threads: differences are float noise at most
+
+
+class Crash(Exception):
+    """Stands in for kill -9: the process dies between checkpoints."""
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "model" / "model.safetensors"))
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    worst = max((wa[k] - wb[k]).abs().max().item() for k in wa)
+    assert worst <= TOLERANCE, f"resumed weights differ by {worst}"
+
+
+def _recipe(base: dict, out: Path, **train) -> dict:
+    recipe = {**base, "output_dir": str(out)}
+    recipe["train"] = {**base["train"], "checkpoint_steps": 4, "epochs": 3, **train}
+    recipe["methods"] = [{"freeze": {"top": 1}}, {"layerwise_lr": {"decay": 0.5}}]
+    return recipe
+
+
+@pytest.mark.parametrize("crash_at_step", [6, 9])
+def test_crash_then_resume_matches_uninterrupted(tiny_recipe, tmp_path, monkeypatch, crash_at_step):
+    full = api.train(recipe_from_dict(_recipe(tiny_recipe, tmp_path / "full")))
+
+    original_step = Trainer._step
+
+    def crashing_step(self, group, trainable):
+        if self.state.step + 1 == crash_at_step:
+            raise Crash
+        return original_step(self, group, trainable)
+
+    monkeypatch.setattr(Trainer, "_step", crashing_step)
+    crashed = tmp_path / "crashed"
+    with pytest.raises(Crash):
+        api.train(recipe_from_dict(_recipe(tiny_recipe, crashed)))
+    assert (crashed / "checkpoint" / "state.json").is_file()
+    assert not (crashed / "summary.json").exists()
+
+    monkeypatch.setattr(Trainer, "_step", original_step)
+    api.resume(crashed)
+    _assert_same_weights(full, crashed)
+    steps = [json.loads(line)["step"] for line in (crashed / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps == list(range(1, steps[-1] + 1)), "each step logged exactly once"
+    assert json.loads((crashed / "summary.json").read_text())["resumed"] is True
+    assert not (crashed / "checkpoint").exists()
+
+
+def test_resume_refuses_finished_and_unknown_runs(tiny_recipe, tmp_path):
+    from tailorkit.errors import TailorError
+
+    run = api.train(recipe_from_dict(_recipe(tiny_recipe, tmp_path / "done", epochs=1)))
+    with pytest.raises(TailorError, match="already finished"):
+        api.resume(run)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TailorError, match="no checkpoint"):
+        api.resume(tmp_path / "empty")
+
+
+def test_ctrl_c_through_cli_then_resume(tiny_recipe, tmp_path):
+    """A real SIGINT to `tailor train`: it checkpoints, exits 130 and resumes exactly."""
+    long_run = _recipe(tiny_recipe, tmp_path / "interrupted", epochs=15, checkpoint_steps=1000)
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump(long_run))
+    cli = [sys.executable, "-m", "tailorkit"]
+    proc = subprocess.Popen([*cli, "train", str(recipe_file)], stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "interrupted" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 30:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+
+    resumed = subprocess.run([*cli, "train", "--resume", str(tmp_path / "interrupted")],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    full = api.train(recipe_from_dict({**long_run, "output_dir": str(tmp_path / "full")}))
+    _assert_same_weights(full, tmp_path / "interrupted")
