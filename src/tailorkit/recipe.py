@@ -160,12 +160,15 @@ def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(current.model_fields)
 
 
-def format_validation_error(err: ValidationError, source: str, model: type[BaseModel]) -> str:
+def format_validation_error(
+    err: ValidationError, source: str | None, model: type[BaseModel], prefix: str = ""
+) -> str:
     """One line per problem: `source: field.path: what is wrong (allowed: ...)`."""
     lines = []
     for e in err.errors():
         loc = tuple(e["loc"])
-        path = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in loc).replace(".[", "[")
+        path = ".".join([prefix] * bool(prefix) + [str(p) if isinstance(p, str) else f"[{p}]" for p in loc])
+        path = path.replace(".[", "[")
         if e["type"] == "extra_forbidden":
             allowed = _allowed_fields(model, loc)
             hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
@@ -177,7 +180,8 @@ def format_validation_error(err: ValidationError, source: str, model: type[BaseM
             msg = e["msg"].removeprefix("Value error, ")
             if e["type"] == "literal_error":
                 msg = msg.replace("Input should be", "must be one of:")
-        lines.append(f"{source}: {path}: {msg}" if path else f"{source}: {msg}")
+        where = ": ".join(part for part in (source, path) if part)
+        lines.append(f"{where}: {msg}")
     return "\n".join(lines)
 
 

@@ -69,7 +69,7 @@ def build_method(name: str, config: dict | None, where: str = "method") -> Metho
     except ValidationError as err:
         from tailorkit.recipe import format_validation_error
 
-        raise ValueError(format_validation_error(err, f"{where}.{name}", cls.Config)) from None
+        raise ValueError(format_validation_error(err, None, cls.Config, prefix=f"{where}.{name}")) from None
 
 
 def apply_methods(handle: ModelHandle, specs: list[dict[str, dict]]) -> list[Method]:
