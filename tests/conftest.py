@@ -78,12 +78,91 @@ def sentiment_csv(tmp_path) -> Path:
 @pytest.fixture
 def tiny_recipe(tiny_model_dir, sentiment_csv, tmp_path) -> dict:
     """A recipe dict that trains the tiny model for a few quick steps."""
+    return recipe_dict(tiny_model_dir, sentiment_csv, tmp_path / "run")
+
+
+# -- shared builders ------------------------------------------------------------------------------
+
+LABELS = ["neg", "pos"]
+
+
+def recipe_dict(model_dir: Path, train_csv: Path, output_dir: Path, **train) -> dict:
+    """The tiny recipe as a plain dict; `train` overrides fields of its train section."""
     return {
         "task": "classification",
-        "model": {"name": str(tiny_model_dir), "max_length": 32},
-        "data": {"train": str(sentiment_csv), "split": {"validation": 0.2, "test": 0.2, "seed": 0}},
+        "model": {"name": str(model_dir), "max_length": 32},
+        "data": {"train": str(train_csv), "split": {"validation": 0.2, "test": 0.2, "seed": 0}},
         "methods": ["full"],
-        "train": {"epochs": 2, "batch_size": 8, "lr": 5e-3, "progress": False, "threads": 1},
+        "train": {"epochs": 2, "batch_size": 8, "lr": 5e-3, "progress": False, "threads": 1, **train},
         "seed": 0,
-        "output_dir": str(tmp_path / "run"),
+        "output_dir": str(output_dir),
     }
+
+
+@pytest.fixture
+def write_recipe(tmp_path):
+    """Write a recipe dict as YAML and return its path."""
+    import yaml
+
+    def write(recipe: dict, name: str = "recipe.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def make_handle(tiny_model_dir):
+    """A fresh ModelHandle over the tiny BERT (classification over LABELS, or regression)."""
+    from tailorkit.models.handle import load_text_classifier
+
+    def make(task: str = "classification", labels: list[str] | None = None):
+        labels = (labels or LABELS) if task == "classification" else []
+        return load_text_classifier(tiny_model_dir, task, labels)
+
+    return make
+
+
+@pytest.fixture
+def make_trainer(tmp_path):
+    """Build a Trainer from a recipe dict exactly as `api.train` wires it, without running it."""
+    import torch
+
+    from tailorkit import api
+    from tailorkit.data.batching import EncodedSplit
+    from tailorkit.data.prepare import prepare_data
+    from tailorkit.methods import apply_methods
+    from tailorkit.recipe import recipe_from_dict
+    from tailorkit.train.loop import Trainer
+    from tailorkit.train.losses import TaskLoss, class_weights
+
+    def make(recipe: dict) -> Trainer:
+        r = recipe_from_dict(recipe)
+        run_dir = Path(r.output_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(r.train.threads or 1)
+        data = prepare_data(r.data, r.task)
+        handle = api.build_handle(r, data)
+        methods = apply_methods(handle, r.methods)
+        encoded = {name: EncodedSplit(split, handle.tokenizer, r.model.max_length)
+                   for name, split in data.splits.items()}
+        weights = (class_weights(data.splits["train"].targets, data.num_labels, r.train.class_weights)
+                   if r.task == "classification" else None)
+        return Trainer(handle, methods, encoded["train"], encoded["validation"], r.train,
+                       TaskLoss(r.task, r.train, weights), data.labels, run_dir, r.seed)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def finished_run(tiny_model_dir, tmp_path_factory) -> Path:
+    """One finished classification run on the tiny model, shared read-only by api/cli tests."""
+    from tailorkit import api
+    from tailorkit.recipe import recipe_from_dict
+
+    root = tmp_path_factory.mktemp("finished")
+    csv = root / "sentiment.csv"
+    make_sentences(120).to_csv(csv, index=False)
+    recipe = recipe_dict(tiny_model_dir, csv, root / "run", epochs=6, lr=5e-3)
+    return api.train(recipe_from_dict(recipe))

@@ -92,6 +92,17 @@ class TrainConfig(Strict):
     length_grouping: bool = Field(True, description="Batch similar lengths to avoid padding.")
     progress: bool = Field(True, description="Show a progress bar.")
 
+    @field_validator("class_weights", mode="before")
+    @classmethod
+    def _class_weights(cls, value: Any) -> Any:
+        # One clear message instead of one per member of the union.
+        ok = value in ("none", "balanced") if isinstance(value, str) else (
+            isinstance(value, list | tuple)
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value))
+        if not ok:
+            raise ValueError(f"must be 'none', 'balanced' or a list of per-class weights, got {value!r}")
+        return value
+
 
 class Recipe(Strict):
     task: Literal["classification", "regression"] = "classification"

@@ -1,0 +1,186 @@
+"""One contract over every registered adaptation method.
+
+Each method registers itself in `tailorkit.methods.METHODS`; this file keeps a table of
+(method -> example configs -> which parameter names must train). A method that is
+registered without an entry here fails `test_every_registered_method_has_a_case`
+(and its own parametrised case), so a new method cannot skip the contract.
+
+For every case on the tiny 2-block BERT:
+  - exactly the intended parameters have requires_grad;
+  - a few optimiser steps change only those: the frozen rest stays bit-identical;
+  - the same steps lower the loss on a tiny fixed batch;
+  - saving (the model folder plus the method's own save) and loading back gives
+    bit-identical outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from tailorkit.methods import METHODS
+from tailorkit.models.handle import handle_for
+
+STEPS = 6
+
+
+# Parameter-name predicates for the tiny BERT (bert.embeddings.*, bert.encoder.layer.{0,1}.*,
+# bert.pooler.*, classifier.*).
+def head(n: str) -> bool:
+    return n.startswith(("classifier.", "bert.pooler."))
+
+
+def block(i: int) -> Callable[[str], bool]:
+    return lambda n: n.startswith(f"bert.encoder.layer.{i}.")
+
+
+def embeddings(n: str) -> bool:
+    return n.startswith("bert.embeddings.")
+
+
+def bias(n: str) -> bool:
+    return n.endswith(".bias")
+
+
+def norm(n: str) -> bool:
+    return "LayerNorm" in n
+
+
+def everything(n: str) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    methods: list  # as written in a recipe
+    trains: Callable[[str], bool]  # which parameter names must be trainable
+
+
+CASES: dict[str, list[Case]] = {
+    "full": [Case("full", ["full"], everything)],
+    "freeze": [
+        Case("top1", [{"freeze": {"top": 1}}], lambda n: head(n) or block(1)(n)),
+        Case("head-only", [{"freeze": {"top": 0}}], head),
+        Case("bitfit", [{"freeze": {"top": 0, "bias": True}}], lambda n: head(n) or bias(n)),
+        Case("norm-only", [{"freeze": {"head": False, "norm": True}}], norm),
+        Case("embeddings-only", [{"freeze": {"head": False, "embeddings": True}}], embeddings),
+        Case("regex", [{"freeze": {"head": False, "include": [r"layer\.0\.output\.dense"]}}],
+             lambda n: n.startswith("bert.encoder.layer.0.output.dense.")),
+        Case("top2-exclude-attention", [{"freeze": {"top": 2, "exclude": ["attention"]}}],
+             lambda n: (head(n) or block(0)(n) or block(1)(n)) and "attention" not in n),
+    ],
+    "layerwise_lr": [Case("decay0.5", [{"layerwise_lr": {"decay": 0.5}}], everything)],
+    "gradual_unfreeze": [Case("epoch0", [{"gradual_unfreeze": {"every": 1}}], head)],
+}
+
+# Methods compose in recipe order; each composition runs the same contract.
+COMPOSITIONS = [
+    Case("freeze-top1+layerwise_lr", [{"freeze": {"top": 1}}, {"layerwise_lr": {"decay": 0.5}}],
+         lambda n: head(n) or block(1)(n)),
+    Case("bitfit+layerwise_lr", [{"freeze": {"top": 0, "bias": True}}, "layerwise_lr"],
+         lambda n: head(n) or bias(n)),
+    Case("freeze-head-only+full", [{"freeze": {"top": 0}}, "full"], everything),
+]
+
+MISSING = Case("missing", [], everything)
+
+
+def _params() -> list:
+    out = []
+    for name in sorted(METHODS):
+        for case in CASES.get(name, [MISSING]):
+            out.append(pytest.param(name, case, id=f"{name}:{case.id}"))
+    out += [pytest.param("+".join(_names(c.methods)), c, id=f"compose:{c.id}") for c in COMPOSITIONS]
+    return out
+
+
+def _names(methods: list) -> list[str]:
+    return [m if isinstance(m, str) else next(iter(m)) for m in methods]
+
+
+def test_every_registered_method_has_a_case():
+    missing = sorted(set(METHODS) - set(CASES))
+    assert not missing, f"registered methods without a contract case in CASES: {missing}"
+    stale = sorted(set(CASES) - set(METHODS))
+    assert not stale, f"contract cases for methods that are not registered: {stale}"
+    for name, cases in CASES.items():
+        assert cases and all(name in _names(c.methods) for c in cases), name
+
+
+@pytest.fixture
+def contract_recipe(tiny_recipe) -> dict:
+    """The default optimiser (AdamW, weight decay, clipping) at a constant, brisk LR."""
+    return {**tiny_recipe, "train": {**tiny_recipe["train"], "lr": 1e-2, "schedule": "constant"}}
+
+
+def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: t.detach().clone() for n, t in model.state_dict().items()}
+
+
+def _reload(handle, methods, specs: list, make_handle, directory: Path):
+    """Save what the run would save, then load it back into a fresh model.
+
+    Plain methods change the model's own weights: the run saves a Hugging Face model folder.
+    Adapter methods save an adapter folder: load it into a fresh base prepared by the same
+    methods.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tailorkit.methods import apply_methods
+
+    adapters = [m for m in methods if getattr(m, "adapter", False)]
+    if not adapters:
+        handle.save(directory)
+        model = AutoModelForSequenceClassification.from_pretrained(directory)
+        return handle_for(model, AutoTokenizer.from_pretrained(directory), handle.task)
+    (adapter,) = adapters
+    adapter.save_adapter(handle, directory)
+    fresh = make_handle(handle.task)
+    fresh_methods = apply_methods(fresh, specs)
+    (fresh_adapter,) = [m for m in fresh_methods if m.adapter]
+    fresh_adapter.load_adapter(fresh, directory)
+    return fresh
+
+
+@pytest.mark.parametrize(("name", "case"), _params())
+def test_method_contract(name, case, contract_recipe, make_trainer, make_handle, tmp_path):
+    if case is MISSING:
+        pytest.fail(f"method '{name}' is registered but has no entry in CASES (tests/contract)")
+    trainer = make_trainer({**contract_recipe, "methods": case.methods})
+    handle, model = trainer.handle, trainer.handle.model
+    names = [n for n, _ in model.named_parameters()]
+
+    # 1. Exactly the intended parameters train.
+    expected = {n for n in names if case.trains(n)}
+    assert expected, "the predicate selects nothing: the case is wrong"
+    assert set(handle.trainable_names()) == expected
+
+    # 2. A few steps on a fixed batch: the loss falls, frozen tensors stay bit-identical.
+    model.eval()  # dropout off, so the before/after losses are comparable
+    group = [list(range(16))]
+    fixed = trainer.train_data.collate(group[0])
+
+    def loss_now() -> float:
+        with torch.no_grad():
+            return float(trainer.loss_fn(handle.forward(fixed), fixed["labels"]))
+
+    before_state, before_loss = _snapshot(model), loss_now()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for _ in range(STEPS):
+        trainer._step(group, trainable)
+    after_state, after_loss = _snapshot(model), loss_now()
+    assert after_loss < before_loss - 1e-3, (before_loss, after_loss)
+    changed = {n for n in before_state if not torch.equal(before_state[n], after_state[n])}
+    assert changed, "training changed nothing"
+    assert changed <= expected, f"frozen tensors changed: {sorted(changed - expected)[:5]}"
+
+    # 3. Save -> load gives identical outputs.
+    loaded = _reload(handle, trainer.methods, case.methods, make_handle, tmp_path / "saved")
+    loaded.model.eval()
+    with torch.no_grad():
+        assert torch.equal(handle.forward(fixed), loaded.forward(fixed))

@@ -1,0 +1,279 @@
+"""The recipe schema: clear errors that name the dotted field, overrides, normalisation."""
+
+from __future__ import annotations
+
+import pytest
+
+from tailorkit import cli
+from tailorkit.errors import TailorError
+from tailorkit.recipe import (
+    Recipe,
+    apply_overrides,
+    dump_recipe,
+    load_recipe,
+    parse_override,
+    recipe_from_dict,
+    reference_markdown,
+)
+
+BASE = {"model": {"name": "some-model"}, "data": {"train": "train.csv"}}
+
+
+def _with(**sections) -> dict:
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in BASE.items()}
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return raw
+
+
+def _error(raw: dict) -> str:
+    with pytest.raises(TailorError) as info:
+        recipe_from_dict(raw)
+    return str(info.value)
+
+
+def test_minimal_recipe_gets_defaults():
+    recipe = recipe_from_dict(BASE)
+    assert recipe.task == "classification"
+    assert recipe.methods == [{"full": {}}]
+    assert recipe.train.optimizer == "adamw" and recipe.train.early_stopping is None
+    assert recipe.data.split.seed == 0 and recipe.data.text_column == "text"
+
+
+@pytest.mark.parametrize(("sections", "path", "hint"), [
+    ({"train": {"lrr": 1e-3}}, "train.lrr", "lr"),
+    ({"model": {"max_lenght": 64}}, "model.max_lenght", "max_length"),
+    ({"data": {"split": {"seeed": 3}}}, "data.split.seeed", "seed"),
+    ({"train": {"early_stopping": {"patiance": 2}}}, "train.early_stopping.patiance", "patience"),
+    ({"methods": [{"freeze": {"topp": 2}}]}, "methods[0].freeze.topp", "top"),
+    ({"sed": 1}, "sed", "seed"),
+])
+def test_unknown_field_names_dotted_path_and_suggests(sections, path, hint):
+    message = _error(_with(**sections))
+    assert f"{path}: unknown field" in message
+    assert f"did you mean '{hint}'?" in message
+    assert "\n" not in message
+
+
+def test_unknown_field_lists_the_allowed_fields():
+    message = _error(_with(train={"zzz": 1}))
+    assert "did you mean" not in message  # nothing close
+    assert "allowed: epochs, max_steps, batch_size" in message
+
+
+@pytest.mark.parametrize(("sections", "path", "words"), [
+    ({"train": {"batch_size": "many"}}, "train.batch_size", "integer"),
+    ({"train": {"lr": "fast"}}, "train.lr", "number"),
+    ({"train": {"bf16": "maybe"}}, "train.bf16", "boolean"),
+    ({"model": {"max_length": 4}}, "model.max_length", "greater than or equal to 8"),
+    ({"train": {"class_weights": "balancd"}}, "train.class_weights", "'balanced' or a list"),
+    ({"train": {"class_weights": [1, "x"]}}, "train.class_weights", "'balanced' or a list"),
+])
+def test_wrong_type_or_range_names_the_field(sections, path, words):
+    message = _error(_with(**sections))
+    assert message.startswith(f"recipe: {path}: ")
+    assert words in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(("sections", "path", "allowed"), [
+    ({"train": {"optimizer": "adagrad"}}, "train.optimizer", ["adamw", "adam", "sgd"]),
+    ({"train": {"schedule": "cyclic"}}, "train.schedule",
+     ["constant", "linear", "cosine", "step", "polynomial"]),
+    ({"task": "translation"}, "task", ["classification", "regression"]),
+])
+def test_wrong_enum_value_lists_the_allowed_values(sections, path, allowed):
+    message = _error(_with(**sections))
+    assert f"{path}: must be one of" in message
+    for value in allowed:
+        assert f"'{value}'" in message
+
+
+def test_class_weights_accepts_keyword_or_list():
+    assert recipe_from_dict(_with(train={"class_weights": "balanced"})).train.class_weights == "balanced"
+    assert recipe_from_dict(_with(train={"class_weights": [1, 2.5]})).train.class_weights == [1.0, 2.5]
+
+
+@pytest.mark.parametrize(("methods", "expected"), [
+    (["full"], [{"full": {}}]),
+    ([{"freeze": {"top": 2}}, "layerwise_lr"], [{"freeze": {"top": 2}}, {"layerwise_lr": {}}]),
+    ([{"freeze": None}], [{"freeze": {}}]),
+    ([{"gradual_unfreeze": {"every": 2}}], [{"gradual_unfreeze": {"every": 2}}]),
+])
+def test_methods_as_strings_or_dicts(methods, expected):
+    assert recipe_from_dict(_with(methods=methods)).methods == expected
+
+
+@pytest.mark.parametrize(("methods", "words"), [
+    ("full", "methods must be a list"),
+    (["nosuch"], "unknown method 'nosuch' (registered: "),
+    ([{"freeze": {}, "full": {}}], "each method is a name or"),
+    ([{"freeze": {"top": -1}}], "methods[0].freeze.top"),
+    (["full", {"layerwise_lr": {"decay": 2}}], "methods[1].layerwise_lr.decay"),
+    ([{"freeze": {"include": ["("]}}], "bad regex"),
+])
+def test_bad_methods(methods, words):
+    assert words in _error(_with(methods=methods))
+
+
+def test_unknown_method_lists_every_registered_one():
+    from tailorkit.methods import METHODS
+
+    message = _error(_with(methods=["nosuch"]))
+    for name in METHODS:
+        assert name in message
+
+
+@pytest.mark.parametrize(("task", "metric", "ok"), [
+    ("classification", "accuracy", True),
+    ("classification", "f1_macro", True),
+    ("classification", "loss", True),
+    ("classification", "r2", False),
+    ("classification", "mae", False),
+    ("regression", "mae", True),
+    ("regression", "r2", True),
+    ("regression", "accuracy", False),
+    ("regression", "f1_macro", False),
+])
+def test_early_stopping_metric_must_fit_the_task(task, metric, ok):
+    raw = _with(task=task, train={"early_stopping": {"metric": metric}})
+    if ok:
+        assert recipe_from_dict(raw).train.early_stopping.metric == metric
+    else:
+        message = _error(raw)
+        assert f"train.early_stopping.metric: '{metric}' is not a {task} metric" in message
+
+
+@pytest.mark.parametrize(("task", "loss", "ok"), [
+    ("classification", "cross_entropy", True), ("classification", "mse", False),
+    ("regression", "mae", True), ("regression", "cross_entropy", False),
+])
+def test_loss_must_fit_the_task(task, loss, ok):
+    raw = _with(task=task, train={"loss": loss})
+    if ok:
+        assert recipe_from_dict(raw).train.loss == loss
+    else:
+        assert f"train.loss: '{loss}' does not fit task {task}" in _error(raw)
+
+
+@pytest.mark.parametrize("data", [{"train": None}, {"name": "bbc-news"}])
+def test_data_needs_exactly_one_source(data):
+    message = _error(_with(data=data))
+    assert "exactly one of data.name" in message
+
+
+# -- overrides ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "path", "value"), [
+    ("train.lr=3e-5", ["train", "lr"], 3e-5),
+    ("train.lr=0.001", ["train", "lr"], 0.001),
+    ("train.batch_size=4", ["train", "batch_size"], 4),
+    ("train.bf16=true", ["train", "bf16"], True),
+    ("train.max_grad_norm=null", ["train", "max_grad_norm"], None),
+    ("train.betas=[0.8, 0.9]", ["train", "betas"], [0.8, 0.9]),
+    ("model.name=my/model=v2", ["model", "name"], "my/model=v2"),
+    ("output_dir=runs/x", ["output_dir"], "runs/x"),
+])
+def test_parse_override_coerces_types(text, path, value):
+    assert parse_override(text) == (path, value)
+
+
+def test_overrides_apply_and_coerce_through_the_schema(tmp_path, write_recipe):
+    path = write_recipe(BASE)
+    recipe = load_recipe(path, ["train.lr=3e-5", "train.batch_size=4", "data.split.seed=7",
+                                "train.early_stopping.metric=accuracy", "methods=[{freeze: {top: 1}}]",
+                                "train.betas=[0.8, 0.9]"])
+    assert recipe.train.lr == pytest.approx(3e-5) and isinstance(recipe.train.lr, float)
+    assert recipe.train.batch_size == 4 and isinstance(recipe.train.batch_size, int)
+    assert recipe.data.split.seed == 7
+    assert recipe.train.early_stopping.metric == "accuracy"  # the section was created
+    assert recipe.methods == [{"freeze": {"top": 1}}]
+    assert recipe.train.betas == (0.8, 0.9)
+
+
+def test_later_override_wins():
+    raw = {"train": {"lr": 1.0}}
+    out = apply_overrides(raw, ["train.lr=2", "train.lr=3"])
+    assert out["train"]["lr"] == 3
+
+
+@pytest.mark.parametrize(("override", "words"), [
+    ("train.lr", "expected dotted.path=value"),
+    ("train.lr.value=1", "'lr' is not a section"),
+    ("train.lrr=1", "train.lrr: unknown field; did you mean 'lr'?"),
+    ("nosuch.field=1", "nosuch: unknown field"),
+    ("train.batch_size=many", "train.batch_size: Input should be a valid integer"),
+])
+def test_bad_overrides(override, words, write_recipe):
+    with pytest.raises(TailorError) as info:
+        load_recipe(write_recipe(_with(train={"lr": 0.1})), [override])
+    assert words in str(info.value)
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+def test_errors_name_the_recipe_file(write_recipe):
+    path = write_recipe(_with(train={"lrr": 1}))
+    with pytest.raises(TailorError, match=rf"^{path}: train\.lrr: unknown field"):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    ("task: [unclosed", "not valid YAML"),
+    ("- a\n- b\n", "a recipe is a YAML mapping"),
+])
+def test_unreadable_recipe_files(tmp_path, content, words):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    with pytest.raises(TailorError) as info:
+        load_recipe(path)
+    assert words in str(info.value) and str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(TailorError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_dump_then_load_round_trips(tmp_path):
+    recipe = recipe_from_dict(_with(methods=[{"freeze": {"top": 1}}, "layerwise_lr"],
+                                    train={"early_stopping": {"metric": "f1_macro", "patience": 2},
+                                           "class_weights": [1.0, 2.0]}))
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_recipe(recipe))
+    assert load_recipe(path) == recipe
+
+
+def test_reference_lists_every_field():
+    text = reference_markdown()
+    for section in (Recipe, Recipe.model_fields["train"].annotation):
+        for name in section.model_fields:
+            assert f"| `{name}` |" in text
+
+
+# -- `tailor recipe validate` -----------------------------------------------------------------------
+
+def test_cli_validate_ok_prints_resolved_recipe(write_recipe, capsys):
+    path = write_recipe(BASE)
+    assert cli.main(["recipe", "validate", str(path), "--set", "train.lr=1e-4"]) == 0
+    out, err = capsys.readouterr()
+    assert "lr: 0.0001" in out and "optimizer: adamw" in out  # resolved, defaults filled in
+    assert "valid" in err
+
+
+def test_cli_validate_bad_recipe_exits_2_with_one_line(write_recipe, capsys):
+    path = write_recipe(_with(train={"optimizer": "adagrad"}))
+    assert cli.main(["recipe", "validate", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "train.optimizer: must be one of" in err
+
+
+def test_cli_schema_prints_reference(capsys):
+    assert cli.main(["recipe", "schema"]) == 0
+    assert "#### `train.early_stopping`" in capsys.readouterr().out
