@@ -4,7 +4,9 @@ A run directory holds:
   recipe.yaml        the resolved recipe (what `--resume` re-reads)
   metrics.jsonl      one record per step and per evaluation
   checkpoint/        the resumable state while the run is unfinished
-  model/             the final model in Hugging Face format (+ tokenizer)
+  model/             the final model in Hugging Face format (+ tokenizer); for an adapter
+                     method, an adapter folder (adapter_config.json + adapter_model.safetensors)
+                     plus the tokenizer and labels.json
   predictions_test.csv, summary.json   written when the run finishes
 """
 
@@ -26,7 +28,7 @@ from tailorkit.data.batching import EncodedSplit
 from tailorkit.data.prepare import Split, TaskData, prepare_data
 from tailorkit.errors import TailorError
 from tailorkit.evaluate.evaluator import predict_logits, prediction_frame, scalar_metrics, score
-from tailorkit.methods import apply_methods
+from tailorkit.methods import Method, adapter_method, apply_methods
 from tailorkit.models.handle import ModelHandle, handle_for, load_text_classifier
 from tailorkit.recipe import Recipe, dump_recipe, load_recipe
 from tailorkit.sources import resolve_model
@@ -35,6 +37,7 @@ from tailorkit.train.loop import Trainer, seed_everything, throughput
 from tailorkit.train.losses import TaskLoss, class_weights
 
 SUMMARY = "summary.json"
+LABELS = "labels.json"  # an adapter folder has no model config to hold them
 
 
 def default_threads() -> int:
@@ -104,7 +107,7 @@ def _run(recipe: Recipe, run_dir: Path, resume: bool) -> Path:
     trainable, total = handle.count_parameters()
     state = trainer.fit(resume=resume)
 
-    _save_model_atomically(handle, run_dir / "model")
+    _save_model_atomically(handle, methods, data.labels, run_dir / "model")
     test = data.splits["test"]
     logits = predict_logits(handle, encoded["test"], recipe.train.eval_batch_size, recipe.train.bf16)
     test_metrics = score(recipe.task, logits, test.targets, data.labels, loss_fn)
@@ -121,6 +124,7 @@ def _run(recipe: Recipe, run_dir: Path, resume: bool) -> Path:
         "validation": trainer.last_val,
         "parameters": {"trainable": trainable, "total": total,
                        "trainable_pct": round(100 * trainable / total, 4)},
+        "artefact_mb": round(_folder_mb(run_dir / "model"), 3),
         "steps": state.step,
         "epochs": round(state.epoch + state.batch / max(1, trainer.steps_per_epoch), 3),
         "stopped_early": state.stopped_early,
@@ -145,10 +149,24 @@ def _version(package: str) -> str:
     return version(package)
 
 
-def _save_model_atomically(handle: ModelHandle, target: Path) -> None:
+def _folder_mb(folder: Path) -> float:
+    """Weights on disk (the tokenizer files are the same for every method)."""
+    weights = [f for f in folder.iterdir() if f.suffix in (".safetensors", ".bin")]
+    return sum(f.stat().st_size for f in weights) / 2**20
+
+
+def _save_model_atomically(handle: ModelHandle, methods: list[Method], labels: list[str],
+                           target: Path) -> None:
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    handle.save(tmp)
+    tmp.mkdir()
+    adapter = adapter_method(methods)
+    if adapter is None:
+        handle.save(tmp)
+    else:
+        adapter.save_adapter(handle, tmp)
+        handle.tokenizer.save_pretrained(tmp)
+        (tmp / LABELS).write_text(json.dumps(labels))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
 
@@ -161,7 +179,8 @@ def _write_json_atomically(path: Path, payload: dict) -> None:
 
 # -- using a finished run --------------------------------------------------------------------
 
-def load_run(run_dir: str | Path) -> tuple[Recipe, ModelHandle, list[str]]:
+def load_run(run_dir: str | Path) -> tuple[Recipe, ModelHandle, list[str], list[Method]]:
+    """The finished model, ready for inference; for adapter runs, base + methods + adapter."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     run_dir = Path(run_dir)
@@ -173,17 +192,40 @@ def load_run(run_dir: str | Path) -> tuple[Recipe, ModelHandle, list[str]]:
                           f"`tailor train --resume {run_dir}`")
     recipe = load_recipe(run_dir / "recipe.yaml")
     trust = recipe.model.trust_remote_code
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=trust)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)] \
-        if recipe.task == "classification" else []
-    model.eval()
-    return recipe, handle_for(model, tokenizer, recipe.task), labels
+    if (model_dir / LABELS).is_file():
+        labels = json.loads((model_dir / LABELS).read_text())
+        seed_everything(recipe.seed)
+        handle = load_text_classifier(resolve_model(recipe.model.name), recipe.task, labels, trust)
+        methods = apply_methods(handle, recipe.methods)
+        adapter_method(methods).load_adapter(handle, model_dir)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=trust)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)] \
+            if recipe.task == "classification" else []
+        handle, methods = handle_for(model, tokenizer, recipe.task), []
+    handle.model.eval()
+    return recipe, handle, labels, methods
+
+
+def merge(run_dir: str | Path, out: str | Path) -> Path:
+    """Fold a run's adapter into its base and save a plain Hugging Face model."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise TailorError(f"--out {out} is not empty; choose a new folder")
+    _, handle, _, methods = load_run(run_dir)
+    adapter = adapter_method(methods)
+    if adapter is None:
+        raise TailorError(f"{run_dir}: the run trained no adapter; its model/ folder is already a "
+                          "plain Hugging Face model")
+    adapter.merge(handle)
+    _save_model_atomically(handle, [], [], out)
+    return out
 
 
 def evaluate(run_dir: str | Path, data_path: str, output: str | None = None) -> dict:
     """Score a finished run on another labelled file (same columns as the recipe's data)."""
-    recipe, handle, labels = load_run(run_dir)
+    recipe, handle, labels, _ = load_run(run_dir)
     cfg = recipe.data.model_copy(update={"name": None, "train": data_path, "validation": data_path,
                                          "test": data_path, "max_eval_samples": None,
                                          "max_train_samples": None})
@@ -198,7 +240,7 @@ def evaluate(run_dir: str | Path, data_path: str, output: str | None = None) -> 
 
 
 def predict(run_dir: str | Path, texts: list[str], pairs: list[str] | None = None) -> pd.DataFrame:
-    recipe, handle, labels = load_run(run_dir)
+    recipe, handle, labels, _ = load_run(run_dir)
     if not texts or any(not str(t).strip() for t in texts):
         raise TailorError("predict: every input text must be non-empty")
     split = Split("input", list(texts), pairs, np.zeros(len(texts), dtype=np.int64))

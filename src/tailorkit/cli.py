@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--input", help="CSV/JSONL/Parquet with a text column")
     p.add_argument("--text-column", default=None, help="column of --input (default: the recipe's)")
     p.add_argument("--output", help="write predictions CSV here (default: print)")
+
+    p = sub.add_parser("merge", help="merge a run's adapter into its base: a plain Hugging Face model")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="new folder for the merged model")
     return parser
 
 
@@ -136,8 +140,15 @@ def _cmd_predict(args) -> None:
         print(frame[cols].to_string(index=False, max_colwidth=60))
 
 
+def _cmd_merge(args) -> None:
+    from tailorkit import api
+
+    out = api.merge(args.run_dir, args.out)
+    print(f"merged model written to {out}; load it with AutoModelForSequenceClassification.from_pretrained")
+
+
 COMMANDS = {"train": _cmd_train, "recipe": _cmd_recipe, "methods": _cmd_methods,
-            "eval": _cmd_eval, "predict": _cmd_predict}
+            "eval": _cmd_eval, "predict": _cmd_predict, "merge": _cmd_merge}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,13 +1,22 @@
 """Adaptation methods. Importing this package registers every built-in method."""
 
-from tailorkit.methods import freeze, full, layerwise  # noqa: F401  (registration)
+from tailorkit.methods import (  # noqa: F401  (registration)
+    bottleneck,
+    freeze,
+    full,
+    ia3,
+    layerwise,
+    lora,
+    prompt,
+)
 from tailorkit.methods.base import (
     METHODS,
     Method,
     MethodConfig,
+    adapter_method,
     apply_methods,
     build_method,
     register,
 )
 
-__all__ = ["METHODS", "Method", "MethodConfig", "apply_methods", "build_method", "register"]
+__all__ = ["METHODS", "Method", "MethodConfig", "adapter_method", "apply_methods", "build_method", "register"]

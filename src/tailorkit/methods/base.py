@@ -28,6 +28,9 @@ class Method:
     name: ClassVar[str]
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     summary: ClassVar[str] = ""
+    # An adapter method keeps its trained weights apart from the base model: the run
+    # saves an adapter folder (save_adapter) instead of a whole model.
+    adapter: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig) -> None:
         self.config = config
@@ -42,10 +45,16 @@ class Method:
     def on_epoch_start(self, handle: ModelHandle, epoch: int) -> None:
         """Called before every epoch (also when resuming mid-epoch)."""
 
-    def save(self, handle: ModelHandle, directory: Path) -> None:
-        """Write what this method trains, if it is not part of the saved model."""
+    def save_adapter(self, handle: ModelHandle, directory: Path) -> None:
+        """Adapter methods: write adapter_config.json + adapter_model.safetensors."""
+        raise NotImplementedError
+
+    def load_adapter(self, handle: ModelHandle, directory: Path) -> None:
+        """Adapter methods: load what save_adapter wrote into a handle `apply` prepared."""
+        raise NotImplementedError
 
     def merge(self, handle: ModelHandle) -> None:
+        """Fold the trained weights into the base so the result is a plain model."""
         raise TailorError(f"method '{self.name}' has nothing to merge: its weights are the model's")
 
 
@@ -72,6 +81,26 @@ def build_method(name: str, config: dict | None, where: str = "method") -> Metho
         raise ValueError(format_validation_error(err, None, cls.Config, prefix=f"{where}.{name}")) from None
 
 
+def chosen_before(handle: ModelHandle) -> list:
+    """Base parameters an earlier method chose to train; none if nothing was frozen yet.
+
+    Adapter methods freeze the base but keep these, so `freeze: {bias: true}` followed by
+    `lora` trains LoRA plus every bias.
+    """
+    params = [p for _, p in handle.named_parameters()]
+    if all(p.requires_grad for p in params):
+        return []
+    return [p for p in params if p.requires_grad]
+
+
+def adapter_method(methods: list[Method]) -> Method | None:
+    found = [m for m in methods if m.adapter]
+    if len(found) > 1:
+        raise TailorError("methods: one adapter method per recipe (got "
+                          f"{', '.join(m.name for m in found)}); train them as separate runs")
+    return found[0] if found else None
+
+
 def apply_methods(handle: ModelHandle, specs: list[dict[str, dict]]) -> list[Method]:
     methods = []
     for i, spec in enumerate(specs):
@@ -80,8 +109,9 @@ def apply_methods(handle: ModelHandle, specs: list[dict[str, dict]]) -> list[Met
             method = build_method(name, cfg, where=f"methods[{i}]")
         except ValueError as err:
             raise TailorError(str(err)) from None
-        method.apply(handle)
         methods.append(method)
+        adapter_method(methods)  # fail before the second adapter touches the model
+        method.apply(handle)
     if not handle.trainable_names():
         raise TailorError("methods: after applying them nothing is trainable; check the freeze options")
     return methods

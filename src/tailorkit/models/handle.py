@@ -44,6 +44,8 @@ class ModelHandle:
     blocks_prefix: str  # e.g. "bert.encoder.layer."
     embeddings_prefix: str  # e.g. "bert.embeddings."
     num_blocks: int
+    head_modules: list[str] = field(default_factory=list)  # the task head, e.g. ["classifier"]
+    wrapper_prefix: str = ""  # set while a wrapper (PEFT) holds the model
     extra: dict = field(default_factory=dict)  # per-method state (e.g. unfreezing schedule)
 
     def depth(self, param_name: str) -> int:
@@ -52,6 +54,20 @@ class ModelHandle:
         if param_name.startswith(self.blocks_prefix):
             return int(param_name[len(self.blocks_prefix):].split(".")[0]) + 1
         return self.num_blocks + 1
+
+    def rebase(self, inner: nn.Module) -> None:
+        """The model was wrapped (e.g. by PEFT): prefixes move under the wrapper's path to `inner`."""
+        path = next(n for n, m in self.model.named_modules() if m is inner)
+        self.wrapper_prefix = path + "." if path else ""
+        self.blocks_prefix = self.wrapper_prefix + self.blocks_prefix
+        self.embeddings_prefix = self.wrapper_prefix + self.embeddings_prefix
+
+    def unwrap(self, model: nn.Module) -> None:
+        """Undo `rebase` once the wrapper is merged away and `model` is the plain model again."""
+        self.model = model
+        self.blocks_prefix = self.blocks_prefix.removeprefix(self.wrapper_prefix)
+        self.embeddings_prefix = self.embeddings_prefix.removeprefix(self.wrapper_prefix)
+        self.wrapper_prefix = ""
 
     def is_head(self, param_name: str) -> bool:
         return self.depth(param_name) == self.num_blocks + 1
@@ -128,7 +144,9 @@ def handle_for(model: nn.Module, tokenizer: object, task: str) -> ModelHandle:
     # the parent module is "the embeddings" -- unless it also holds the blocks (Llama).
     parent = emb_name.rpartition(".")[0] or emb_name
     emb_prefix = (emb_name if blocks_name.startswith(parent + ".") else parent) + "."
+    backbone = blocks_name.partition(".")[0]
+    head = [n for n, m in model.named_children() if n != backbone and any(True for _ in m.parameters())]
     return ModelHandle(
         model=model, tokenizer=tokenizer, task=task, blocks_prefix=blocks_name + ".",
-        embeddings_prefix=emb_prefix, num_blocks=len(blocks),
+        embeddings_prefix=emb_prefix, num_blocks=len(blocks), head_modules=head,
     )

@@ -1,0 +1,45 @@
+"""LoRA (Hu et al. 2021), through PEFT.
+
+A frozen weight W gets a trainable low-rank update: W x + (alpha / r) B A x,
+with A (r x in) random and B (out x r) zero, so training starts at the base
+model. rsLoRA scales by alpha / sqrt(r) instead (Kalajdzievski 2023), which
+keeps large ranks stable; DoRA (Liu et al. 2024) learns a magnitude per output
+and applies LoRA to the direction. Merging adds B A into W: no extra latency.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from tailorkit.methods.base import register
+from tailorkit.methods.peft_wrap import PeftMethod, PeftMethodConfig, head_modules, task_type
+
+
+class LoraConfig(PeftMethodConfig):
+    targets: str | list[str] = Field(
+        "all-linear", description="Module names (suffix match), a regex (full match) or all-linear.")
+    r: int = Field(8, ge=1, description="Rank of the update.")
+    alpha: float = Field(16, gt=0, description="Scale numerator: the update is (alpha / r) B A.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases train.")
+    rslora: bool = Field(False, description="Scale by alpha / sqrt(r) (rank-stabilised LoRA).")
+    dora: bool = Field(False, description="Weight-decomposed LoRA (magnitude + direction).")
+
+
+@register
+class Lora(PeftMethod):
+    name = "lora"
+    Config = LoraConfig
+    summary = "LoRA low-rank updates via PEFT; mergeable into the base"
+
+    def peft_config(self, handle):
+        from peft import LoraConfig as PeftLoraConfig
+
+        c = self.config
+        return PeftLoraConfig(
+            task_type=task_type(handle), target_modules=c.targets, r=c.r, lora_alpha=c.alpha,
+            lora_dropout=c.dropout, bias=c.bias, use_rslora=c.rslora, use_dora=c.dora,
+            modules_to_save=head_modules(handle),
+        )
