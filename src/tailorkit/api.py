@@ -241,6 +241,11 @@ def evaluate(run_dir: str | Path, data_path: str, output: str | None = None) -> 
 
 def predict(run_dir: str | Path, texts: list[str], pairs: list[str] | None = None) -> pd.DataFrame:
     recipe, handle, labels, _ = load_run(run_dir)
+    return predict_with(handle, recipe, labels, texts, pairs)
+
+
+def predict_with(handle: ModelHandle, recipe: Recipe, labels: list[str], texts: list[str],
+                 pairs: list[str] | None = None) -> pd.DataFrame:
     if not texts or any(not str(t).strip() for t in texts):
         raise TailorError("predict: every input text must be non-empty")
     split = Split("input", list(texts), pairs, np.zeros(len(texts), dtype=np.int64))

@@ -40,8 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="CSV/JSONL/Parquet with the recipe's columns")
     p.add_argument("--output", help="also write per-row predictions to this CSV")
 
-    p = sub.add_parser("predict", help="predict with a finished run")
-    p.add_argument("run_dir")
+    p = sub.add_parser("predict", help="predict with a finished run (or several adapter runs)")
+    p.add_argument("run_dir", nargs="+",
+                   help="run folder; several adapter runs on one base load it once (see --adapter)")
+    p.add_argument("--adapter", help="with several runs: the run folder name to predict with")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--text", action="append", help="text to classify (repeatable)")
     group.add_argument("--input", help="CSV/JSONL/Parquet with a text column")
@@ -123,12 +125,12 @@ def _cmd_predict(args) -> None:
     if args.text:
         texts = args.text
     else:
-        column = args.text_column or api.load_recipe(Path(args.run_dir) / "recipe.yaml").data.text_column
+        column = args.text_column or api.load_recipe(Path(args.run_dir[0]) / "recipe.yaml").data.text_column
         table = read_table(args.input, "--input")
         if isinstance(table, dict) or column not in table.columns:
             raise TailorError(f"--input {args.input}: no column '{column}'; set --text-column")
         texts = table[column].astype(str).tolist()
-    frame = api.predict(args.run_dir, texts)
+    frame = _predict(args.run_dir, args.adapter, texts)
     if args.output:
         out = Path(args.output)
         if args.input and out.resolve() == Path(args.input).resolve():
@@ -138,6 +140,26 @@ def _cmd_predict(args) -> None:
     else:
         cols = [c for c in ("text", "prediction", "confidence") if c in frame]
         print(frame[cols].to_string(index=False, max_colwidth=60))
+
+
+def _predict(run_dirs: list[str], adapter: str | None, texts: list[str]):
+    """One run: its model. Several: one base, each run's adapter named after its folder."""
+    from tailorkit import api
+    from tailorkit.adapter_set import AdapterSet
+
+    if len(run_dirs) == 1 and adapter is None:
+        return api.predict(run_dirs[0], texts)
+    names = {Path(d).name: d for d in run_dirs}
+    if len(names) != len(run_dirs):
+        raise TailorError("predict: run folders must have different names; they name the adapters")
+    if adapter is None:
+        raise TailorError(f"predict: several runs given; choose one with --adapter ({', '.join(names)})")
+    if adapter not in names:
+        raise TailorError(f"predict: --adapter {adapter} is not one of {', '.join(names)}")
+    adapters = AdapterSet()
+    for name, run_dir in names.items():
+        adapters.add(name, run_dir)
+    return adapters.predict(texts, adapter)
 
 
 def _cmd_merge(args) -> None:
