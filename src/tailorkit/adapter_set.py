@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from tailorkit.errors import TailorError
-from tailorkit.methods.peft_wrap import TRAINED_BASE
+from tailorkit.methods.peft_wrap import TRAINED_BASE, quiet_peft
 from tailorkit.models.handle import ModelHandle, handle_for, load_text_classifier
 from tailorkit.recipe import Recipe, load_recipe
 from tailorkit.sources import resolve_model
@@ -45,7 +45,8 @@ class AdapterSet:
         base = resolve_model(recipe.model.name).resolve()
         if self.handle is None:
             plain = load_text_classifier(base, recipe.task, labels, recipe.model.trust_remote_code)
-            model = PeftModel.from_pretrained(plain.model, folder, adapter_name=name)
+            with quiet_peft():
+                model = PeftModel.from_pretrained(plain.model, folder, adapter_name=name)
             self.handle, self.base = handle_for(model, plain.tokenizer, recipe.task), base
         else:
             if base != self.base:
@@ -55,7 +56,8 @@ class AdapterSet:
                 raise TailorError(f"{run_dir}: a {kind} adapter cannot join {first} adapters on one "
                                   "base (PEFT keeps one method type per model)")
             _shape_heads(self.handle.model, folder, name)
-            self.handle.model.load_adapter(folder, adapter_name=name)
+            with quiet_peft():
+                self.handle.model.load_adapter(folder, adapter_name=name)
         self.handle.model.eval()
         self.adapters[name] = (recipe, labels)
         self.folders.append(folder)

@@ -13,6 +13,8 @@ beside it, under the adapted model's parameter names.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -40,6 +42,14 @@ class PeftMethodConfig(MethodConfig):
         return self
 
 
+@contextlib.contextmanager
+def quiet_peft():
+    """PEFT calls a transformers API that warns about its removal in v6; not the user's concern."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
 def task_type(handle: ModelHandle):
     from peft import TaskType
 
@@ -64,9 +74,11 @@ class PeftMethod(Method):
             folder = Path(self.config.init_from).expanduser()
             if not (folder / "adapter_config.json").is_file():
                 raise TailorError(f"{self.name}.init_from: {folder} has no adapter_config.json")
-            handle.model = PeftModel.from_pretrained(inner, folder, is_trainable=True)
+            with quiet_peft():
+                handle.model = PeftModel.from_pretrained(inner, folder, is_trainable=True)
         else:
-            handle.model = get_peft_model(inner, self.peft_config(handle))
+            with quiet_peft():
+                handle.model = get_peft_model(inner, self.peft_config(handle))
         handle.rebase(inner)
         replaced = {id(p) for m in handle.model.modules() if hasattr(m, "original_module")
                     for p in m.original_module.parameters()}

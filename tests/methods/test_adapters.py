@@ -1,0 +1,211 @@
+"""Adapter methods beyond the shared contract: PEFT file compatibility both ways, merging,
+zero-init starts, several adapters on one base, and the errors a user can hit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_sentences, recipe_dict
+from tailorkit import api
+from tailorkit.adapter_set import AdapterSet
+from tailorkit.errors import TailorError
+from tailorkit.methods import apply_methods
+from tailorkit.recipe import recipe_from_dict
+
+TEXTS = ["the movie was good and lovely", "awful plot and terrible acting", "a film"]
+
+
+def _train(tiny_model_dir: Path, root: Path, name: str, methods: list, labels=("neg", "pos"),
+           **train) -> Path:
+    frame = make_sentences(96, seed=1)
+    if len(labels) != 2:  # a different task: same texts, more classes
+        frame["label"] = [labels[i % len(labels)] for i in range(len(frame))]
+    csv = root / f"{name}.csv"
+    frame.to_csv(csv, index=False)
+    recipe = recipe_dict(tiny_model_dir, csv, root / name, epochs=1, lr=2e-2, **train)
+    return api.train(recipe_from_dict({**recipe, "methods": methods}))
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("adapter-runs")
+    return {
+        "lora": _train(tiny_model_dir, root, "lora", [{"lora": {"r": 4}}]),
+        "lora3": _train(tiny_model_dir, root, "lora3", [{"lora": {"r": 2}}], labels=("a", "b", "c")),
+        "ia3": _train(tiny_model_dir, root, "ia3", ["ia3"]),
+        "prefix": _train(tiny_model_dir, root, "prefix", [{"prefix": {"virtual_tokens": 4}}]),
+        "houlsby": _train(tiny_model_dir, root, "houlsby", [{"bottleneck": {"placement": "houlsby"}}]),
+        "bitfit+lora": _train(tiny_model_dir, root, "bitfit-lora",
+                              [{"freeze": {"bias": True}}, {"lora": {"r": 4}}]),
+    }
+
+
+def _batch(tokenizer) -> dict:
+    return dict(tokenizer(TEXTS, padding=True, return_tensors="pt"))
+
+
+def _logits(model, batch) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(**batch).logits
+
+
+def _base(tiny_model_dir, labels=("neg", "pos")):
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(
+        tiny_model_dir, num_labels=len(labels), ignore_mismatched_sizes=True)
+
+
+@pytest.mark.parametrize("name", ["lora", "ia3", "prefix"])
+def test_plain_peft_loads_our_adapter_folder(name, runs, tiny_model_dir):
+    from peft import PeftModel
+
+    _, handle, _, _ = api.load_run(runs[name])
+    config = json.loads((runs[name] / "model" / "adapter_config.json").read_text())
+    assert config["peft_type"] == {"lora": "LORA", "ia3": "IA3", "prefix": "PREFIX_TUNING"}[name]
+    peft_model = PeftModel.from_pretrained(_base(tiny_model_dir), runs[name] / "model")
+    batch = _batch(handle.tokenizer)
+    assert torch.equal(_logits(handle.model, batch), _logits(peft_model, batch))
+
+
+def test_adapter_made_by_peft_elsewhere_loads_and_trains(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(3)
+    theirs = get_peft_model(_base(tiny_model_dir),
+                            LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"]))
+    with torch.no_grad():  # a trained-looking adapter, so equality is not trivially base == base
+        for n, p in theirs.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    theirs.save_pretrained(tmp_path / "elsewhere")
+
+    from tailorkit.models.handle import load_text_classifier
+
+    handle = load_text_classifier(tiny_model_dir, "classification", ["neg", "pos"])
+    apply_methods(handle, [{"lora": {"init_from": str(tmp_path / "elsewhere")}}])
+    batch = _batch(handle.tokenizer)
+    assert torch.equal(_logits(handle.model, batch), _logits(theirs, batch))
+    assert any("lora_A" in n for n in handle.trainable_names()), "init_from must stay trainable"
+
+    csv = tmp_path / "d.csv"
+    make_sentences(64).to_csv(csv, index=False)
+    recipe = recipe_dict(tiny_model_dir, csv, tmp_path / "run", epochs=1)
+    methods = [{"lora": {"init_from": str(tmp_path / "elsewhere")}}]
+    run = api.train(recipe_from_dict({**recipe, "methods": methods}))
+    _, trained, _, _ = api.load_run(run)
+    assert not torch.equal(_logits(trained.model, batch), _logits(theirs, batch))
+
+
+@pytest.mark.parametrize("name", ["lora", "ia3", "bitfit+lora"])
+def test_merged_equals_unmerged_and_adds_no_layers(name, runs, tiny_model_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    _, handle, _, _ = api.load_run(runs[name])
+    out = api.merge(runs[name], tmp_path / "merged")
+    merged = AutoModelForSequenceClassification.from_pretrained(out)
+    batch = _batch(handle.tokenizer)
+    assert torch.allclose(_logits(handle.model, batch), _logits(merged, batch), atol=1e-4, rtol=0)
+    base = _base(tiny_model_dir)
+    assert [(n, p.shape) for n, p in merged.named_parameters()] == \
+           [(n, p.shape) for n, p in base.named_parameters()]  # same layers: same latency
+
+
+@pytest.mark.parametrize(("name", "says"), [("prefix", "virtual tokens"), ("houlsby", "nonlinear")])
+def test_unmergeable_methods_say_why(name, says, runs, tmp_path):
+    with pytest.raises(TailorError, match=says):
+        api.merge(runs[name], tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+
+
+def test_merge_refuses_a_run_without_adapter(finished_run, tmp_path):
+    with pytest.raises(TailorError, match="already a plain"):
+        api.merge(finished_run, tmp_path / "merged")
+
+
+@pytest.mark.parametrize("spec", [
+    {"lora": {}}, {"ia3": {}}, {"bottleneck": {"placement": "houlsby"}},
+    {"bottleneck": {"placement": "pfeiffer", "size": 3, "activation": "gelu"}},
+])
+def test_adapters_start_exactly_at_the_base_model(spec, tiny_model_dir):
+    from tailorkit.models.handle import load_text_classifier
+
+    torch.manual_seed(0)
+    plain = load_text_classifier(tiny_model_dir, "classification", ["neg", "pos"])
+    torch.manual_seed(0)
+    adapted = load_text_classifier(tiny_model_dir, "classification", ["neg", "pos"])
+    apply_methods(adapted, [spec])
+    batch = _batch(plain.tokenizer)
+    assert torch.equal(_logits(plain.model, batch), _logits(adapted.model, batch))
+
+
+def test_bottleneck_placement_counts(make_handle):
+    for placement, per_block in (("houlsby", 2), ("pfeiffer", 1)):
+        handle = make_handle()
+        apply_methods(handle, [{"bottleneck": {"placement": placement, "size": 4}}])
+        downs = [n for n in handle.trainable_names() if n.endswith("adapter.down.weight")]
+        assert len(downs) == per_block * handle.num_blocks, placement
+
+
+def test_adapter_set_gives_each_runs_own_outputs(runs):
+    adapters = AdapterSet()
+    adapters.add("lora", runs["lora"])
+    adapters.add("lora3", runs["lora3"])  # three classes beside two, on one base
+    for name in ("lora", "lora3", "lora"):
+        shared = adapters.predict(TEXTS, name)
+        alone = api.predict(runs[name], TEXTS)
+        assert list(shared.columns) == list(alone.columns)
+        assert shared.equals(alone), name
+    assert adapters.handle.model.base_model is not None  # one base model for both
+
+
+def test_adapter_set_refusals(runs):
+    adapters = AdapterSet()
+    adapters.add("lora", runs["lora"])
+    with pytest.raises(TailorError, match="cannot join"):
+        adapters.add("ia3", runs["ia3"])
+    with pytest.raises(TailorError, match="trained base weights"):
+        adapters.add("bitfit", runs["bitfit+lora"])
+    with pytest.raises(TailorError, match="cannot share a base"):
+        adapters.add("houlsby", runs["houlsby"])
+    with pytest.raises(TailorError, match="no adapter 'nope'"):
+        adapters.predict(TEXTS, "nope")
+
+
+def test_cli_predict_picks_an_adapter(runs, capsys):
+    from tailorkit.cli import main
+
+    assert main(["predict", str(runs["lora"]), str(runs["lora3"]), "--adapter", "lora3",
+                 "--text", TEXTS[0]]) == 0
+    assert api.predict(runs["lora3"], TEXTS[:1])["prediction"][0] in capsys.readouterr().out
+    assert main(["predict", str(runs["lora"]), str(runs["lora3"]), "--text", "x"]) == 2
+    assert "--adapter" in capsys.readouterr().err
+
+
+def test_summary_reports_parameters_and_adapter_size(runs):
+    summary = json.loads((runs["lora"] / "summary.json").read_text())
+    params = summary["parameters"]
+    assert 0 < params["trainable"] < params["total"]
+    assert params["trainable_pct"] == pytest.approx(100 * params["trainable"] / params["total"], abs=1e-3)
+    size = (runs["lora"] / "model" / "adapter_model.safetensors").stat().st_size / 2**20
+    assert summary["artefact_mb"] == pytest.approx(size, abs=1e-3)
+
+
+def test_bitfit_before_lora_saves_the_trained_biases(runs):
+    assert (runs["bitfit+lora"] / "model" / "trained_base.safetensors").is_file()
+    assert not (runs["lora"] / "model" / "trained_base.safetensors").exists()
+
+
+def test_config_errors(make_handle):
+    with pytest.raises(TailorError, match="init_from uses the adapter folder's own configuration"):
+        apply_methods(make_handle(), [{"lora": {"init_from": "x", "r": 4}}])
+    with pytest.raises(TailorError, match="one adapter method per recipe"):
+        apply_methods(make_handle(), [{"lora": {}}, {"ia3": {}}])
+    with pytest.raises(TailorError, match="init_text"):
+        apply_methods(make_handle(), [{"prompt": {"init": "text"}}])
+    with pytest.raises(TailorError, match="no adapter_config.json"):
+        apply_methods(make_handle(), [{"lora": {"init_from": "/nonexistent"}}])
