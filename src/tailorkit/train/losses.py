@@ -6,6 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tailorkit.errors import TailorError
 from tailorkit.recipe import TrainConfig
 
 
@@ -17,7 +18,7 @@ def class_weights(targets: np.ndarray, num_labels: int, option) -> torch.Tensor 
         counts = np.bincount(targets, minlength=num_labels).astype(np.float64)
         return torch.tensor(len(targets) / (num_labels * np.maximum(counts, 1)), dtype=torch.float32)
     if len(option) != num_labels:
-        raise ValueError(f"train.class_weights has {len(option)} values for {num_labels} classes")
+        raise TailorError(f"train.class_weights has {len(option)} values for {num_labels} classes")
     return torch.tensor(option, dtype=torch.float32)
 
 
