@@ -95,6 +95,7 @@ class Trainer:
         self.state = LoopState()
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.last_val: dict = {}
+        self.best_val: dict = {}  # validation metrics of best_weights (early stopping)
 
     # -- public -----------------------------------------------------------------
     def fit(self, resume: bool = False) -> LoopState:
@@ -110,6 +111,7 @@ class Trainer:
             self._evaluate()
         if self.best_weights is not None:
             self.handle.model.load_state_dict(self.best_weights, strict=False)
+            self.last_val = self.best_val or self.last_val  # report the weights we keep
         return self.state
 
     # -- internals --------------------------------------------------------------
@@ -186,6 +188,7 @@ class Trainer:
         assert value is not None, es.metric  # the recipe validator checked the name
         if is_better(es.metric, value, s.best_metric, es.min_delta):
             s.best_metric, s.bad_evals = value, 0
+            self.best_val = metrics
             self.best_weights = changed_state(self.handle.model, self.optimizer)
         else:
             s.bad_evals += 1
@@ -193,7 +196,8 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         save_checkpoint(self.run_dir, self.handle.model, self.optimizer, self.scheduler,
-                        {**self.state.__dict__, "last_val": scalar_metrics(self.last_val)},
+                        {**self.state.__dict__, "last_val": scalar_metrics(self.last_val),
+                         "best_val": scalar_metrics(self.best_val)},
                         capture_rng(), self.best_weights)
 
     def _restore(self) -> None:
@@ -204,6 +208,7 @@ class Trainer:
             path, self.handle.model, self.optimizer, self.scheduler
         )
         self.last_val = loop_state.pop("last_val", {})
+        self.best_val = loop_state.pop("best_val", {})
         self.state = LoopState(**loop_state)
         self.sink.truncate_after(self.state.step)
 
