@@ -9,8 +9,10 @@ For every case on the tiny 2-block BERT:
   - exactly the intended parameters have requires_grad;
   - a few optimiser steps change only those: the frozen rest stays bit-identical;
   - the same steps lower the loss on a tiny fixed batch;
-  - saving (the model folder plus the method's own save) and loading back gives
-    bit-identical outputs.
+  - saving (the model folder, or the adapter folder) and loading back gives
+    bit-identical outputs;
+  - merging gives the unmerged outputs within MERGE_TOLERANCE where the table says the
+    method merges, and a clear TailorError where it does not.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from tailorkit.errors import TailorError
 from tailorkit.methods import METHODS
 from tailorkit.models.handle import handle_for
 
 STEPS = 6
+MERGE_TOLERANCE = 1e-5  # merged vs unmerged logits: float32 reassociation only
 
 
 # Parameter-name predicates for the tiny BERT (bert.embeddings.*, bert.encoder.layer.{0,1}.*,
@@ -54,11 +58,25 @@ def everything(n: str) -> bool:
     return True
 
 
+# Adapter methods: PEFT wraps the model (base_model.model.*) and trains a copy of the head.
+def peft_head(n: str) -> bool:
+    return ".modules_to_save." in n
+
+
+def lora(n: str) -> bool:
+    return ".lora_" in n or peft_head(n)
+
+
+def virtual_tokens(n: str) -> bool:
+    return n.startswith("prompt_encoder.") or peft_head(n)
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
     methods: list  # as written in a recipe
     trains: Callable[[str], bool]  # which parameter names must be trainable
+    merges: bool = False  # the last method folds its weights into the base (LoRA, IA3)
 
 
 CASES: dict[str, list[Case]] = {
@@ -76,6 +94,21 @@ CASES: dict[str, list[Case]] = {
     ],
     "layerwise_lr": [Case("decay0.5", [{"layerwise_lr": {"decay": 0.5}}], everything)],
     "gradual_unfreeze": [Case("epoch0", [{"gradual_unfreeze": {"every": 1}}], head)],
+    "lora": [
+        Case("r4-all-linear", [{"lora": {"r": 4}}], lora, merges=True),
+        Case("r2-query-value", [{"lora": {"r": 2, "targets": ["query", "value"]}}],
+             lambda n: peft_head(n) or (".lora_" in n and (".query." in n or ".value." in n)),
+             merges=True),
+    ],
+    "ia3": [Case("default", ["ia3"], lambda n: ".ia3_l." in n or peft_head(n), merges=True)],
+    "prefix": [Case("4-tokens", [{"prefix": {"virtual_tokens": 4}}], virtual_tokens)],
+    "prompt": [Case("4-tokens", [{"prompt": {"virtual_tokens": 4}}], virtual_tokens)],
+    "bottleneck": [
+        Case("houlsby", [{"bottleneck": {"placement": "houlsby", "size": 4}}],
+             lambda n: ".adapter." in n or n.startswith("classifier.")),
+        Case("pfeiffer", [{"bottleneck": {"placement": "pfeiffer", "size": 4}}],
+             lambda n: (".adapter." in n and ".attention." not in n) or n.startswith("classifier.")),
+    ],
 }
 
 # Methods compose in recipe order; each composition runs the same contract.
@@ -85,6 +118,10 @@ COMPOSITIONS = [
     Case("bitfit+layerwise_lr", [{"freeze": {"top": 0, "bias": True}}, "layerwise_lr"],
          lambda n: head(n) or bias(n)),
     Case("freeze-head-only+full", [{"freeze": {"top": 0}}, "full"], everything),
+    # an earlier freeze choice survives the adapter: BitFit biases (+ pooler) train beside LoRA
+    Case("bitfit+lora", [{"freeze": {"bias": True}}, {"lora": {"r": 2}}],
+         lambda n: lora(n) or ((n.endswith(".bias") or ".pooler." in n) and "original_module" not in n),
+         merges=True),
 ]
 
 MISSING = Case("missing", [], everything)
@@ -133,6 +170,7 @@ def _reload(handle, methods, specs: list, make_handle, directory: Path):
 
     from tailorkit.methods import apply_methods
 
+    directory.mkdir(parents=True)
     adapters = [m for m in methods if getattr(m, "adapter", False)]
     if not adapters:
         handle.save(directory)
@@ -141,7 +179,7 @@ def _reload(handle, methods, specs: list, make_handle, directory: Path):
     (adapter,) = adapters
     adapter.save_adapter(handle, directory)
     fresh = make_handle(handle.task)
-    fresh_methods = apply_methods(fresh, specs)
+    fresh_methods = apply_methods(fresh, [m if isinstance(m, dict) else {m: {}} for m in specs])
     (fresh_adapter,) = [m for m in fresh_methods if m.adapter]
     fresh_adapter.load_adapter(fresh, directory)
     return fresh
@@ -183,4 +221,17 @@ def test_method_contract(name, case, contract_recipe, make_trainer, make_handle,
     loaded = _reload(handle, trainer.methods, case.methods, make_handle, tmp_path / "saved")
     loaded.model.eval()
     with torch.no_grad():
-        assert torch.equal(handle.forward(fixed), loaded.forward(fixed))
+        trained = handle.forward(fixed)
+        assert torch.equal(trained, loaded.forward(fixed))
+
+    # 4. Merging: equal outputs within MERGE_TOLERANCE where it means something, else a clear error.
+    last = trainer.methods[-1]
+    if not case.merges:
+        with pytest.raises(TailorError):
+            last.merge(handle)
+        return
+    last.merge(handle)
+    assert not any(".lora_" in n or ".ia3_l." in n for n, _ in handle.model.named_parameters())
+    with torch.no_grad():
+        merged = handle.forward(fixed)
+    torch.testing.assert_close(merged, trained, atol=MERGE_TOLERANCE, rtol=0)
