@@ -62,7 +62,10 @@ def _claim_run_dir(path: Path, overwrite: bool) -> Path:
                 f"output_dir {path} already holds {what}; choose another output_dir or pass "
                 "--overwrite (the old one is moved to a .bak folder, not deleted)"
             )
-        backup = path.with_name(f"{path.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        backup, n = path.with_name(f"{path.name}.bak-{stamp}"), 1
+        while backup.exists():  # two overwrites within a second
+            backup, n = path.with_name(f"{path.name}.bak-{stamp}-{n}"), n + 1
         path.rename(backup)
         print(f"moved the previous run to {backup}")
     path.mkdir(parents=True, exist_ok=True)
@@ -70,9 +73,19 @@ def _claim_run_dir(path: Path, overwrite: bool) -> Path:
 
 
 def train(recipe: Recipe, overwrite: bool = False) -> Path:
+    created = not Path(recipe.output_dir).exists()
     run_dir = _claim_run_dir(Path(recipe.output_dir), overwrite)
     (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
-    return _run(recipe, run_dir, resume=False)
+    try:
+        return _run(recipe, run_dir, resume=False)
+    except TailorError:
+        # Bad input caught before training wrote anything: leave no half run behind that
+        # would block the corrected command.
+        if [p.name for p in run_dir.iterdir()] == ["recipe.yaml"]:
+            (run_dir / "recipe.yaml").unlink()
+            if created:
+                run_dir.rmdir()
+        raise
 
 
 def resume(run_dir: str | Path) -> Path:
