@@ -63,6 +63,9 @@ def _cmd_train(args) -> None:
 
     if bool(args.recipe) == bool(args.resume):
         raise TailorError("train: give a recipe file or --resume RUN_DIR (one of them)")
+    if args.resume and (args.overrides or args.overwrite):
+        raise TailorError("train --resume continues a run exactly as it was recorded; --set and "
+                          "--overwrite do not apply (edit nothing, or start a new run)")
     try:
         if args.resume:
             run_dir = api.resume(args.resume)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -29,8 +30,8 @@ class ModelConfig(Strict):
 
 
 class SplitConfig(Strict):
-    validation: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction carved from train.")
-    test: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction carved from train.")
+    validation: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of the train file carved out.")
+    test: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of the train file carved out.")
     seed: int = Field(0, description="Seed of the split; fixed so runs are comparable.")
     stratify: bool = Field(True, description="Keep class proportions (classification only).")
 
@@ -43,7 +44,8 @@ class DataConfig(Strict):
     text_column: str = Field("text", description="Column holding the input text.")
     text_pair_column: str | None = Field(None, description="Second text for pair tasks.")
     label_column: str = Field("label", description="Column holding the label or target.")
-    split: SplitConfig = Field(default_factory=SplitConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig,
+                               description="How missing validation/test splits are carved (section).")
     max_train_samples: int | None = Field(None, ge=1, description="Seeded subset of train.")
     max_eval_samples: int | None = Field(None, ge=1, description="Seeded subset of validation/test.")
 
@@ -63,30 +65,34 @@ class EarlyStopping(Strict):
 class TrainConfig(Strict):
     epochs: float = Field(3, gt=0, description="Passes over train; fractions allowed.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimiser steps.")
-    batch_size: int = Field(16, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1, description="Examples per micro-batch.")
+    eval_batch_size: int = Field(64, ge=1, description="Examples per batch when evaluating.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimiser step.")
-    lr: float = Field(5e-5, gt=0)
-    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    betas: tuple[float, float] = (0.9, 0.999)
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate (after warmup).")
+    optimizer: Literal["adamw", "adam", "sgd"] = Field("adamw", description="SGD uses momentum/nesterov.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW moment decay rates.")
     momentum: float = Field(0.9, ge=0.0, description="SGD only.")
     nesterov: bool = Field(False, description="SGD only.")
     weight_decay: float = Field(0.01, ge=0.0, description="Decoupled for AdamW; L2 in grad otherwise.")
     l1: float = Field(0.0, ge=0.0, description="L1 penalty on trainable weights, added to the loss.")
     l2: float = Field(0.0, ge=0.0, description="L2 penalty on trainable weights, added to the loss.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; null disables.")
-    schedule: Literal["constant", "linear", "cosine", "step", "polynomial"] = "linear"
+    schedule: Literal["constant", "linear", "cosine", "step", "polynomial"] = Field(
+        "linear", description="LR after warmup; linear and cosine decay to 0.")
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of steps warming up.")
     warmup_steps: int | None = Field(None, ge=0, description="Overrides warmup_ratio.")
     step_size: int = Field(100, ge=1, description="step schedule: steps between decays.")
     gamma: float = Field(0.5, gt=0, description="step schedule: decay factor.")
     power: float = Field(1.0, gt=0, description="polynomial schedule: exponent.")
-    loss: Literal["auto", "cross_entropy", "mse", "mae"] = "auto"
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    class_weights: Literal["none", "balanced"] | list[float] = "none"
+    loss: Literal["auto", "cross_entropy", "mse", "mae"] = Field(
+        "auto", description="auto: cross_entropy for classification, mse for regression.")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Cross-entropy label smoothing.")
+    class_weights: Literal["none", "balanced"] | list[float] = Field(
+        "none", description="Cross-entropy class weights: balanced = inverse class frequency.")
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps; else per epoch.")
     checkpoint_steps: int = Field(50, ge=1, description="Write a resumable checkpoint every N steps.")
-    early_stopping: EarlyStopping | None = None
+    early_stopping: EarlyStopping | None = Field(
+        None, description="Stop when a validation metric stops improving; keeps the best weights.")
     bf16: bool = Field(False, description="bf16 autocast for forward and backward.")
     threads: int | None = Field(None, ge=1, description="torch threads; default: free cores.")
     length_grouping: bool = Field(True, description="Batch similar lengths to avoid padding.")
@@ -105,14 +111,15 @@ class TrainConfig(Strict):
 
 
 class Recipe(Strict):
-    task: Literal["classification", "regression"] = "classification"
-    model: ModelConfig
-    data: DataConfig
+    task: Literal["classification", "regression"] = Field(
+        "classification", description="classification (binary or multi-class) or regression.")
+    model: ModelConfig = Field(description="The pretrained model (section `model`).")
+    data: DataConfig = Field(description="Where the examples come from (section `data`).")
     methods: list[dict[str, dict[str, Any]]] = Field(
         default_factory=lambda: [{"full": {}}],
         description="Adaptation methods applied in order, e.g. [{freeze: {top: 2}}].",
     )
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Training setup (section `train`).")
     seed: int = Field(42, description="Seed of weights init, data order and dropout.")
     output_dir: str = Field("runs/run", description="Run directory; refused if it holds a run.")
 
@@ -250,8 +257,19 @@ def dump_recipe(recipe: Recipe) -> str:
 
 
 def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if not getattr(annotation, "__args__", None) else None
-    return text or str(annotation).replace("typing.", "").replace("NoneType", "None")
+    """Readable types for the reference: `adamw | adam | sgd`, `int | null`, `section`."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return " | ".join(str(a) for a in args)
+    if origin in (Union, UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if args:
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    if annotation is type(None):
+        return "null"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "section"
+    return getattr(annotation, "__name__", str(annotation))
 
 
 def reference_markdown() -> str:

@@ -125,13 +125,15 @@ def _subset(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
 
 
 def _split_off(
-    frame: pd.DataFrame, fraction: float, seed: int, stratify_col: str | None, name: str, source: str
+    frame: pd.DataFrame, fraction: float, total: int, seed: int, stratify_col: str | None, name: str,
+    source: str,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Carve fraction * total rows (total = the whole file) out of `frame`."""
     if fraction <= 0:
         raise TailorError(
             f"data.split.{name} is 0 and no data.{name} file was given; set one of them"
         )
-    n_out = math.floor(len(frame) * fraction)
+    n_out = math.floor(total * fraction)
     if n_out == 0 or n_out == len(frame):
         raise TailorError(
             f"{source}: the {name} split is empty after splitting {len(frame)} rows with "
@@ -156,10 +158,11 @@ def prepare_data(cfg: DataConfig, task: str, labels: list[str] | None = None) ->
 
     stratify = cfg.label_column if task == "classification" and cfg.split.stratify else None
     train_source, train = raw["train"]
+    total = len(train)
     for name in ("test", "validation"):
         if name not in raw:
             train, carved = _split_off(
-                train, getattr(cfg.split, name), cfg.split.seed, stratify, name, train_source
+                train, getattr(cfg.split, name), total, cfg.split.seed, stratify, name, train_source
             )
             raw[name] = (f"{train_source} ({name} split)", carved)
     raw["train"] = (train_source, train)

@@ -6,14 +6,16 @@ and the embeddings (d = 0) the smallest. Lower layers hold general features
 and should move least.
 
 Gradual unfreezing (Howard & Ruder 2018, ULMFiT): the first epoch trains only
-the head; every `every` epochs one more block, from the top down, joins.
+the head; every `every` epochs one more block, from the top down, joins. It
+acts on what earlier methods left trainable: alone, the whole model; after
+`lora`, the LoRA matrices block by block.
 """
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from tailorkit.methods.base import Method, MethodConfig, register
+from tailorkit.methods.base import Method, MethodConfig, chosen_before, register
 
 
 class LayerwiseLRConfig(MethodConfig):
@@ -43,13 +45,16 @@ class GradualUnfreezeConfig(MethodConfig):
 class GradualUnfreeze(Method):
     name = "gradual_unfreeze"
     Config = GradualUnfreezeConfig
-    summary = "ULMFiT gradual unfreezing: head first, then one block per `every` epochs"
+    summary = "ULMFiT gradual unfreezing of what earlier methods left trainable: head first"
 
     def apply(self, handle) -> None:
+        chosen = chosen_before(handle) or [p for _, p in handle.named_parameters()]
+        self._eligible = {id(p) for p in chosen}  # after [lora], LoRA opens block by block
         self.on_epoch_start(handle, 0)
 
     def on_epoch_start(self, handle, epoch: int) -> None:
         open_blocks = epoch // self.config.every
-        lowest = handle.num_blocks + 1 - open_blocks
-        floor = 0 if self.config.embeddings else 1
-        handle.set_trainable(lambda name: handle.depth(name) >= max(lowest, floor))
+        lowest = max(handle.num_blocks + 1 - open_blocks, 0 if self.config.embeddings else 1)
+        for name, p in handle.named_parameters():
+            if id(p) in self._eligible:
+                p.requires_grad_(handle.depth(name) >= lowest)
