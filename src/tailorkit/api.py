@@ -195,6 +195,9 @@ def _write_json_atomically(path: Path, payload: dict) -> None:
 def load_run(run_dir: str | Path) -> tuple[Recipe, ModelHandle, list[str], list[Method]]:
     """The finished model, ready for inference; for adapter runs, base + methods + adapter."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     run_dir = Path(run_dir)
     model_dir = run_dir / "model"

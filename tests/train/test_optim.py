@@ -155,7 +155,8 @@ def test_accumulating_k_batches_equals_one_big_batch(tiny_recipe, tmp_path, make
              "max_grad_norm": None, "epochs": 1}
     small = make_trainer(_recipe(tiny_recipe, tmp_path, "small", batch_size=4, grad_accum=3, **train))
     big = make_trainer(_recipe(tiny_recipe, tmp_path, "big", batch_size=12, grad_accum=1, **train))
-    assert small.total_steps == big.total_steps == 7  # 77 training rows
+    n = len(big.train_data)
+    assert small.total_steps == big.total_steps == math.ceil(n / 12) >= 3
     start = {k: v.clone() for k, v in big.handle.model.state_dict().items()}
     for trainer in (small, big):
         _no_dropout(trainer)

@@ -115,6 +115,7 @@ def load_text_classifier(
 
     _check_weights(path)
     hf_logging.set_verbosity_error()  # "newly initialised head" is expected, not news
+    hf_logging.disable_progress_bar()  # per-tensor loading bars bury our own one-line messages
     logging.getLogger("transformers").setLevel(logging.ERROR)
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     existing = getattr(config, "id2label", None) or {}
