@@ -170,3 +170,23 @@ def test_bad_data_leaves_no_half_run_behind(tiny_recipe, tmp_path):
         api.train(recipe_from_dict(bad))
     assert not (tmp_path / "run").exists()
     assert api.train(recipe_from_dict(_quick(tiny_recipe))).is_dir()  # the fixed recipe just runs
+
+
+@pytest.mark.slow
+def test_real_catalogue_end_to_end(tmp_path):
+    """minilm-l6 on bbc-news through the API: a few head-only steps on a small seeded subset."""
+    recipe = recipe_from_dict({
+        "model": {"name": "minilm-l6", "max_length": 64},
+        "data": {"name": "bbc-news", "max_train_samples": 64, "max_eval_samples": 32},
+        "methods": [{"freeze": {"top": 1}}],
+        "train": {"max_steps": 4, "batch_size": 16, "lr": 1e-3, "progress": False},
+        "output_dir": str(tmp_path / "bbc"),
+    })
+    run = api.train(recipe)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["labels"] == ["business", "entertainment", "politics", "sports", "tech"]
+    assert summary["data"] == {"train": 64, "validation": 32, "test": 32}
+    assert summary["steps"] == 4
+    assert 0 < summary["parameters"]["trainable"] < summary["parameters"]["total"] / 3
+    frame = api.predict(run, ["The central bank raised interest rates again."])
+    assert frame.prediction[0] in summary["labels"]

@@ -74,3 +74,14 @@ def test_missing_dataset_package_says_how_to_install(name, monkeypatch):
 def test_catalogue_entries_name_a_package_and_module():
     for entry, _ in [*sources.MODELS.values(), *sources.DATASETS.values()]:
         assert entry.package and entry.module.isidentifier() and entry.description
+
+
+@pytest.mark.slow
+def test_real_catalogue_assets():
+    """The installed asset packages: the BBC corpus and the MiniLM folder (needs setup.sh)."""
+    frame = sources.load_catalogue_dataset("bbc-news")
+    assert len(frame) == 2225 and list(frame.columns) == ["text", "label"]
+    assert sorted(frame.label.unique()) == ["business", "entertainment", "politics", "sports", "tech"]
+    assert (frame.text.str.len() > 0).all()
+    folder = sources.resolve_model("minilm-l6")
+    assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
