@@ -63,7 +63,7 @@ class EarlyStopping(Strict):
 
 
 class TrainConfig(Strict):
-    epochs: float = Field(3, gt=0, description="Passes over train; fractions allowed.")
+    epochs: float = Field(3, ge=0, description="Passes over train; fractions allowed; 0 only evaluates.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimiser steps.")
     batch_size: int = Field(16, ge=1, description="Examples per micro-batch.")
     eval_batch_size: int = Field(64, ge=1, description="Examples per batch when evaluating.")

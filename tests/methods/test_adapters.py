@@ -101,6 +101,18 @@ def test_adapter_made_by_peft_elsewhere_loads_and_trains(tiny_model_dir, tmp_pat
     assert not torch.equal(_logits(trained.model, batch), _logits(theirs, batch))
 
 
+def test_epochs_zero_evaluates_an_adapter_from_elsewhere(runs, tiny_model_dir, tmp_path):
+    """No training: the run scores the adapter as loaded and saves it for predict/merge."""
+    csv = tmp_path / "d.csv"
+    make_sentences(64).to_csv(csv, index=False)
+    recipe = recipe_dict(tiny_model_dir, csv, tmp_path / "run", epochs=0)
+    methods = [{"lora": {"init_from": str(runs["lora"] / "model")}}]
+    run = api.train(recipe_from_dict({**recipe, "methods": methods}))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 0 and "accuracy" in summary["test"]
+    assert api.predict(run, TEXTS).equals(api.predict(runs["lora"], TEXTS))
+
+
 @pytest.mark.parametrize("name", ["lora", "ia3", "bitfit+lora"])
 def test_merged_equals_unmerged_and_adds_no_layers(name, runs, tiny_model_dir, tmp_path):
     from transformers import AutoModelForSequenceClassification
