@@ -132,8 +132,8 @@ def skewed_csv(write_table):
 
 
 def test_split_is_a_partition_with_the_requested_sizes(skewed_csv):
-    splits = _split_texts(skewed_csv, 0, validation=0.1, test=0.2)
-    assert [len(splits[s]) for s in ("train", "validation", "test")] == [140, 20, 40]  # fractions of the whole file
+    splits = _split_texts(skewed_csv, 0, validation=0.1, test=0.2)  # fractions of the whole file
+    assert [len(splits[s]) for s in ("train", "validation", "test")] == [140, 20, 40]
     all_texts = splits["train"] + splits["validation"] + splits["test"]
     assert sorted(all_texts) == sorted(f"row {i}" for i in range(200))
 
