@@ -117,8 +117,8 @@ def _run(recipe: Recipe, run_dir: Path, resume: bool) -> Path:
     loss_fn = TaskLoss(recipe.task, recipe.train, weights)
     trainer = Trainer(handle, methods, encoded["train"], encoded["validation"], recipe.train,
                       loss_fn, data.labels, run_dir, recipe.seed)
-    trainable, total = handle.count_parameters()
     state = trainer.fit(resume=resume)
+    trainable, total = trainer.trained_parameter_count()
 
     _save_model_atomically(handle, methods, data.labels, run_dir / "model")
     test = data.splits["test"]

@@ -71,3 +71,30 @@ def test_exclude_wins_over_every_inclusion(make_handle):
 def test_bad_method_config_is_a_user_error(make_handle):
     with pytest.raises(TailorError, match=r"methods\[0\]\.freeze\.top"):
         apply_methods(make_handle(), [{"freeze": {"top": "two"}}])
+
+
+def test_gradual_unfreezing_counts_what_trained_not_what_started(tiny_recipe):
+    """summary.parameters.trainable covers every block that opened during the run."""
+    import json
+
+    from tailorkit import api
+    from tailorkit.recipe import recipe_from_dict
+
+    recipe = {**tiny_recipe, "methods": [{"gradual_unfreeze": {"every": 1, "embeddings": False}}],
+              "train": {**tiny_recipe["train"], "epochs": 3}}
+    run = api.train(recipe_from_dict(recipe))
+    summary = json.loads((run / "summary.json").read_text())
+    handle = api.load_run(run)[1]
+    no_embeddings = sum(p.numel() for n, p in handle.named_parameters() if handle.depth(n) > 0)
+    assert summary["parameters"]["trainable"] == no_embeddings  # head + both blocks opened
+
+
+def test_gradual_unfreezing_after_lora_opens_lora_by_block(make_handle):
+    handle = make_handle()
+    methods = apply_methods(handle, [{"lora": {"r": 2}}, {"gradual_unfreeze": {}}])
+    head = handle.num_blocks + 1  # the pooler's LoRA sits in the head
+    assert all(handle.depth(n) == head for n in handle.trainable_names())  # epoch 0: head only
+    methods[1].on_epoch_start(handle, 1)
+    opened = [n for n in handle.trainable_names() if handle.depth(n) < head]
+    assert opened and all(".layer.1." in n and "lora_" in n for n in opened)
+    assert all("lora_" in n or "modules_to_save" in n for n in handle.trainable_names())

@@ -114,6 +114,14 @@ class Trainer:
             self.last_val = self.best_val or self.last_val  # report the weights we keep
         return self.state
 
+    def trained_parameter_count(self) -> tuple[int, int]:
+        """(trainable, total); trainable counts what trained at any point, since gradual
+        unfreezing opens more blocks over time."""
+        stepped = {id(p) for p in self.optimizer.state}
+        params = list(self.handle.model.parameters())
+        trained = sum(p.numel() for p in params if p.requires_grad or id(p) in stepped)
+        return trained, sum(p.numel() for p in params)
+
     # -- internals --------------------------------------------------------------
     def _run_epoch(self, stop: _StopFlag, bar: tqdm) -> None:
         s, cfg = self.state, self.cfg
@@ -125,6 +133,7 @@ class Trainer:
         self.handle.model.train()
         while s.batch < len(batches) and s.step < self.total_steps:
             group = batches[s.batch : s.batch + cfg.grad_accum]
+            lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
             started = time.perf_counter()
             loss = self._step(group, trainable)
             elapsed = time.perf_counter() - started
@@ -133,7 +142,6 @@ class Trainer:
             s.step += 1
             s.samples += n
             s.train_seconds += elapsed
-            lr = self.scheduler.get_last_lr()[0]
             self.sink.log("train", s.step, {"epoch": s.epoch + s.batch / len(batches), "loss": loss,
                                             "lr": lr, "samples_per_s": n / elapsed})
             bar.update(1)
