@@ -178,3 +178,24 @@ def test_real_process_prints_no_traceback(tiny_recipe, write_recipe, tmp_path):
     assert result.returncode == 2
     _assert_one_line_error(result.returncode, result.stderr, "no column 'review'")
     assert result.stdout == ""
+
+
+def test_predict_file_of_text_pairs(tiny_recipe, write_table, sentences, capsys, tmp_path):
+    from tailorkit import api
+    from tailorkit.recipe import recipe_from_dict
+
+    frame = sentences(80).assign(pair=lambda f: f["text"].str.split().str[0])
+    recipe = {**tiny_recipe, "data": {**tiny_recipe["data"], "train": str(write_table(frame, "p.csv")),
+                                      "text_pair_column": "pair"}}
+    run = api.train(recipe_from_dict(recipe))
+    rows = frame.head(3)
+    inputs = write_table(rows, "in.csv")
+    assert cli.main(["predict", str(run), "--input", str(inputs), "--output", str(tmp_path / "o.csv")]) == 0
+    got = pd.read_csv(tmp_path / "o.csv")
+    expected = api.predict(run, rows["text"].tolist(), rows["pair"].tolist())
+    assert got["prediction"].tolist() == expected["prediction"].tolist()
+    assert got["confidence"].tolist() == pytest.approx(expected["confidence"].tolist(), abs=1e-6)
+
+    capsys.readouterr()
+    assert cli.main(["predict", str(run), "--input", str(write_table(rows[["text"]], "no-pair.csv"))]) == 2
+    assert "add the column 'pair'" in capsys.readouterr().err

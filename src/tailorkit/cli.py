@@ -125,15 +125,22 @@ def _cmd_predict(args) -> None:
     from tailorkit import api
     from tailorkit.data.tables import read_table
 
+    pairs = None
     if args.text:
         texts = args.text
     else:
-        column = args.text_column or api.load_recipe(Path(args.run_dir[0]) / "recipe.yaml").data.text_column
+        data = api.load_recipe(Path(args.run_dir[0]) / "recipe.yaml").data
+        column = args.text_column or data.text_column
         table = read_table(args.input, "--input")
         if isinstance(table, dict) or column not in table.columns:
             raise TailorError(f"--input {args.input}: no column '{column}'; set --text-column")
         texts = table[column].astype(str).tolist()
-    frame = _predict(args.run_dir, args.adapter, texts)
+        if data.text_pair_column:  # a pair task needs its second text too
+            if data.text_pair_column not in table.columns:
+                raise TailorError(f"--input {args.input}: the run was trained on text pairs; "
+                                  f"add the column '{data.text_pair_column}'")
+            pairs = table[data.text_pair_column].astype(str).tolist()
+    frame = _predict(args.run_dir, args.adapter, texts, pairs)
     if args.output:
         out = Path(args.output)
         if args.input and out.resolve() == Path(args.input).resolve():
@@ -145,13 +152,15 @@ def _cmd_predict(args) -> None:
         print(frame[cols].to_string(index=False, max_colwidth=60))
 
 
-def _predict(run_dirs: list[str], adapter: str | None, texts: list[str]):
+def _predict(run_dirs: list[str], adapter: str | None, texts: list[str], pairs: list[str] | None):
     """One run: its model. Several: one base, each run's adapter named after its folder."""
     from tailorkit import api
     from tailorkit.adapter_set import AdapterSet
 
     if len(run_dirs) == 1 and adapter is None:
-        return api.predict(run_dirs[0], texts)
+        return api.predict(run_dirs[0], texts, pairs)
+    if pairs is not None:
+        raise TailorError("predict: text pairs work with one run at a time")
     names = {Path(d).name: d for d in run_dirs}
     if len(names) != len(run_dirs):
         raise TailorError("predict: run folders must have different names; they name the adapters")
