@@ -28,7 +28,9 @@ class Crash(Exception):
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(run_dir / "model" / "model.safetensors"))
+    model = run_dir / "model"
+    adapter = model / "adapter_model.safetensors"  # adapter runs save only what they train
+    return load_file(str(adapter if adapter.exists() else model / "model.safetensors"))
 
 
 def _assert_same_weights(a: Path, b: Path) -> None:
@@ -38,16 +40,23 @@ def _assert_same_weights(a: Path, b: Path) -> None:
     assert worst <= TOLERANCE, f"resumed weights differ by {worst}"
 
 
-def _recipe(base: dict, out: Path, **train) -> dict:
-    recipe = {**base, "output_dir": str(out)}
+PARTIAL = [{"freeze": {"top": 1}}, {"layerwise_lr": {"decay": 0.5}}]
+
+
+def _recipe(base: dict, out: Path, methods: list = PARTIAL, **train) -> dict:
+    recipe = {**base, "output_dir": str(out), "methods": methods}
     recipe["train"] = {**base["train"], "checkpoint_steps": 4, "epochs": 3, **train}
-    recipe["methods"] = [{"freeze": {"top": 1}}, {"layerwise_lr": {"decay": 0.5}}]
     return recipe
 
 
-@pytest.mark.parametrize("crash_at_step", [6, 9])
-def test_crash_then_resume_matches_uninterrupted(tiny_recipe, tmp_path, monkeypatch, crash_at_step):
-    full = api.train(recipe_from_dict(_recipe(tiny_recipe, tmp_path / "full")))
+@pytest.mark.parametrize(("crash_at_step", "methods"), [
+    (6, PARTIAL), (9, PARTIAL),
+    (6, [{"lora": {"r": 4, "dropout": 0.3}}]),  # dropout: the RNG state must resume too
+    (9, [{"bottleneck": {"placement": "houlsby"}}]),
+], ids=["partial-6", "partial-9", "lora-6", "houlsby-9"])
+def test_crash_then_resume_matches_uninterrupted(tiny_recipe, tmp_path, monkeypatch, crash_at_step,
+                                                 methods):
+    full = api.train(recipe_from_dict(_recipe(tiny_recipe, tmp_path / "full", methods)))
 
     original_step = Trainer._step
 
@@ -59,7 +68,7 @@ def test_crash_then_resume_matches_uninterrupted(tiny_recipe, tmp_path, monkeypa
     monkeypatch.setattr(Trainer, "_step", crashing_step)
     crashed = tmp_path / "crashed"
     with pytest.raises(Crash):
-        api.train(recipe_from_dict(_recipe(tiny_recipe, crashed)))
+        api.train(recipe_from_dict(_recipe(tiny_recipe, crashed, methods)))
     assert (crashed / "checkpoint" / "state.json").is_file()
     assert not (crashed / "summary.json").exists()
 
