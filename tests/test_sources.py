@@ -54,7 +54,7 @@ def _hide_module(monkeypatch, module: str) -> None:
 @pytest.mark.parametrize("name", sorted(sources.MODELS))
 def test_missing_model_package_says_how_to_install(name, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no local folder of that name
-    entry, _ = sources.MODELS[name]
+    entry = sources.MODELS[name].entry
     _hide_module(monkeypatch, entry.module)
     with pytest.raises(TailorError) as info:
         sources.resolve_model(name)
@@ -72,7 +72,8 @@ def test_missing_dataset_package_says_how_to_install(name, monkeypatch):
 
 
 def test_catalogue_entries_name_a_package_and_module():
-    for entry, _ in [*sources.MODELS.values(), *sources.DATASETS.values()]:
+    entries = [m.entry for m in sources.MODELS.values()] + [e for e, _ in sources.DATASETS.values()]
+    for entry in entries:
         assert entry.package and entry.module.isidentifier() and entry.description
 
 
@@ -85,3 +86,37 @@ def test_real_catalogue_assets():
     assert (frame.text.str.len() > 0).all()
     folder = sources.resolve_model("minilm-l6")
     assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("TAILORKIT_CACHE", str(tmp_path / "tk"))
+    assert sources.cache_dir() == tmp_path / "tk"
+    monkeypatch.delenv("TAILORKIT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert sources.cache_dir() == tmp_path / "xdg" / "tailorkit"
+
+
+def test_chatterbot_qa_is_prompt_completion_pairs():
+    frame = sources.load_catalogue_dataset("chatterbot-qa")
+    assert list(frame.columns) == ["prompt", "completion", "category"]
+    assert 2000 <= len(frame) <= 2300
+    assert (frame.prompt.str.len() > 0).all() and (frame.completion.str.len() > 0).all()
+    assert {"trivia", "greetings", "science"} <= set(frame.category)
+
+
+@pytest.mark.slow
+def test_gguf_model_is_converted_once_into_the_cache(monkeypatch, tmp_path, capsys):
+    """smollm2-135m ships as GGUF: the first use writes a safetensors copy; later uses reuse it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setenv("TAILORKIT_CACHE", str(tmp_path))
+    folder = sources.resolve_model("smollm2-135m")
+    assert folder == tmp_path / "models" / "smollm2-135m"
+    assert (folder / "model.safetensors").is_file() and "converting" in capsys.readouterr().err
+    assert not list(folder.parent.glob("*.tmp-*"))
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert sources.resolve_model("smollm2-135m") == folder
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp  # not converted again
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    assert type(model).__name__ == "LlamaForCausalLM" and model.dtype == torch.float32
