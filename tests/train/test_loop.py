@@ -30,16 +30,16 @@ def _with_train(recipe: dict, **train) -> dict:
 def scripted_metric(monkeypatch):
     """Make validation report scripted values for one metric; remember the weights at each eval."""
     state = {"values": [], "weights": [], "model": None}
-    real_score = loop.score
+    real_evaluate = loop.evaluate_split
 
-    def fake_score(task, logits, targets, labels, loss_fn):
-        metrics = real_score(task, logits, targets, labels, loss_fn)
+    def fake_evaluate(handle, data, labels, loss_fn, batch_size, bf16=False):
+        metrics = real_evaluate(handle, data, labels, loss_fn, batch_size, bf16)
         i = len(state["weights"])
         state["weights"].append({k: v.clone() for k, v in state["model"].state_dict().items()})
         metrics[state["metric"]] = state["values"][i]
         return metrics
 
-    monkeypatch.setattr(loop, "score", fake_score)
+    monkeypatch.setattr(loop, "evaluate_split", fake_evaluate)
     return state
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import torch
@@ -9,6 +11,7 @@ import torch
 from tailorkit.data.batching import EncodedSplit, eval_batches
 from tailorkit.evaluate.metrics import classification_metrics, regression_metrics
 from tailorkit.models.handle import ModelHandle
+from tailorkit.train.losses import token_loss_sum
 
 
 @torch.inference_mode()
@@ -27,6 +30,32 @@ def predict_logits(handle: ModelHandle, data: EncodedSplit, batch_size: int,
     handle.model.train(was_training)
     assert out is not None
     return out
+
+
+def evaluate_split(handle: ModelHandle, data, labels: list[str], loss_fn, batch_size: int,
+                   bf16: bool = False) -> dict:
+    """The metrics of a split: for causal LMs a streaming token loss (all logits of a split
+    would not fit in memory), otherwise the logits scored at once."""
+    if handle.task == "causal_lm":
+        return language_model_metrics(handle, data, batch_size, bf16)
+    logits = predict_logits(handle, data, batch_size, bf16)
+    return score(handle.task, logits, data.targets, labels, loss_fn)
+
+
+@torch.inference_mode()
+def language_model_metrics(handle: ModelHandle, data, batch_size: int, bf16: bool = False) -> dict:
+    was_training = handle.model.training
+    handle.model.eval()
+    total, tokens = 0.0, 0
+    for indices in eval_batches(data.lengths, batch_size):
+        batch = data.collate(indices)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = handle.forward(batch)
+        loss_sum, count = token_loss_sum(logits, batch["labels"])
+        total, tokens = total + float(loss_sum), tokens + int(count)
+    handle.model.train(was_training)
+    loss = total / max(tokens, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": tokens}
 
 
 def score(task: str, logits: np.ndarray, targets: np.ndarray, labels: list[str],

@@ -41,10 +41,11 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 HIGHER_IS_BETTER = {"accuracy", "r2"} | {
     f"{m}_{a}" for m in ("precision", "recall", "f1") for a in ("macro", "micro", "weighted")
 }
-LOWER_IS_BETTER = {"loss", "mse", "rmse", "mae"}
+LOWER_IS_BETTER = {"loss", "mse", "rmse", "mae", "perplexity"}
 TASK_METRICS = {
     "classification": ["loss", "accuracy"] + sorted(HIGHER_IS_BETTER - {"accuracy", "r2"}),
     "regression": ["loss", "mse", "rmse", "mae", "r2"],
+    "causal_lm": ["loss", "perplexity"],
 }
 
 

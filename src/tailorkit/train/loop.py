@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from tailorkit.data.batching import EncodedSplit, epoch_batches
-from tailorkit.evaluate.evaluator import predict_logits, scalar_metrics, score
+from tailorkit.evaluate.evaluator import evaluate_split, scalar_metrics
 from tailorkit.evaluate.metrics import is_better
 from tailorkit.methods.base import Method
 from tailorkit.models.handle import ModelHandle
@@ -185,8 +185,8 @@ class Trainer:
 
     def _evaluate(self) -> None:
         s, es = self.state, self.cfg.early_stopping
-        logits = predict_logits(self.handle, self.val_data, self.cfg.eval_batch_size, self.cfg.bf16)
-        metrics = score(self.handle.task, logits, self.val_data.targets, self.labels, self.loss_fn)
+        metrics = evaluate_split(self.handle, self.val_data, self.labels, self.loss_fn,
+                                 self.cfg.eval_batch_size, self.cfg.bf16)
         self.last_val = metrics
         s.last_eval_step = s.step
         self.sink.log("eval", s.step, {"split": "validation", **scalar_metrics(metrics)})

@@ -26,19 +26,34 @@ class TaskLoss:
     def __init__(self, task: str, cfg: TrainConfig, weights: torch.Tensor | None) -> None:
         kind = cfg.loss
         if kind == "auto":
-            kind = "cross_entropy" if task == "classification" else "mse"
+            kind = {"classification": "cross_entropy", "regression": "mse"}.get(task, "token_cross_entropy")
         self.kind = kind
         self.smoothing = cfg.label_smoothing
         self.weights = weights
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
+        if self.kind == "token_cross_entropy":
+            total, count = token_loss_sum(logits, labels)
+            return total / count.clamp(min=1)
         if self.kind == "cross_entropy":
             return F.cross_entropy(logits, labels, weight=self.weights, label_smoothing=self.smoothing)
         pred = logits.squeeze(-1)
         if self.kind == "mse":
             return F.mse_loss(pred, labels.float())
         return F.l1_loss(pred, labels.float())
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token cross-entropy summed over the labelled positions, and their count.
+
+    Position t predicts token t + 1; labels of -100 (prompt, padding) do not count, so the
+    loss covers only the response tokens.
+    """
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    total = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                            ignore_index=-100, reduction="sum")
+    return total, (labels != -100).sum()
 
 
 def penalty(params: list[torch.nn.Parameter], l1: float, l2: float) -> torch.Tensor | float:
