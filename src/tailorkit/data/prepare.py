@@ -149,14 +149,10 @@ def _split_off(
     return rest.sort_index(), out.sort_index()
 
 
-def prepare_data(cfg: DataConfig, task: str, labels: list[str] | None = None) -> TaskData:
-    """Load, check and split. `labels` fixes the class list (when re-evaluating a run)."""
-    # A fresh 0..n-1 index per table: error messages report row = index + 1 of the user's file.
-    raw = {k: (source, frame.reset_index(drop=True)) for k, (source, frame) in _raw_splits(cfg).items()}
-    for source, frame in raw.values():
-        _check_columns(source, frame, cfg, needs_label=True)
-
-    stratify = cfg.label_column if task == "classification" and cfg.split.stratify else None
+def carve_missing_splits(raw: dict[str, tuple[str, pd.DataFrame]], cfg: DataConfig,
+                         stratify: str | None) -> dict[str, tuple[str, pd.DataFrame]]:
+    """Validation and test carved from train where no file gives them (seeded)."""
+    raw = dict(raw)
     train_source, train = raw["train"]
     total = len(train)
     for name in ("test", "validation"):
@@ -166,8 +162,25 @@ def prepare_data(cfg: DataConfig, task: str, labels: list[str] | None = None) ->
             )
             raw[name] = (f"{train_source} ({name} split)", carved)
     raw["train"] = (train_source, train)
+    return raw
+
+
+def read_splits(cfg: DataConfig) -> dict[str, tuple[str, pd.DataFrame]]:
+    """The user's tables, each with a fresh 0..n-1 index: messages report row = index + 1."""
+    return {k: (source, frame.reset_index(drop=True)) for k, (source, frame) in _raw_splits(cfg).items()}
+
+
+def prepare_data(cfg: DataConfig, task: str, labels: list[str] | None = None) -> TaskData:
+    """Load, check and split. `labels` fixes the class list (when re-evaluating a run)."""
+    raw = read_splits(cfg)
+    for source, frame in raw.values():
+        _check_columns(source, frame, cfg, needs_label=True)
+
+    stratify = cfg.label_column if task == "classification" and cfg.split.stratify else None
+    raw = carve_missing_splits(raw, cfg, stratify)
 
     if task == "classification" and labels is None:
+        train_source, train = raw["train"]
         labels = _class_names(train_source, train[cfg.label_column])
     splits = {}
     for name in SPLITS:

@@ -55,6 +55,8 @@ def task_type(handle: ModelHandle):
 
     if handle.task in ("classification", "regression"):
         return TaskType.SEQ_CLS
+    if handle.task == "causal_lm":
+        return TaskType.CAUSAL_LM
     raise TailorError(f"PEFT methods do not support task '{handle.task}' yet")
 
 
@@ -116,7 +118,10 @@ class PeftMethod(Method):
         handle.unwrap(handle.model.merge_and_unload())
 
 
-def head_modules(handle: ModelHandle) -> list[str]:
+def head_modules(handle: ModelHandle) -> list[str] | None:
+    """The new task head, trained and saved with the adapter; a causal LM keeps its own."""
+    if handle.task == "causal_lm":
+        return None
     if not handle.head_modules:
         raise TailorError("the model has no task head outside its backbone; PEFT cannot save one")
     return list(handle.head_modules)

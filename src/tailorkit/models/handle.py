@@ -137,6 +137,21 @@ def load_text_classifier(
     return handle_for(model, tokenizer, task)
 
 
+def load_causal_lm(path: Path, trust_remote_code: bool = False) -> ModelHandle:
+    """A decoder LM from a local folder, with its language-model head (tied or not)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    _check_weights(path)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:  # padding positions are masked out of the loss anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    return handle_for(model, tokenizer, "causal_lm")
+
+
 def handle_for(model: nn.Module, tokenizer: object, task: str) -> ModelHandle:
     blocks_name, blocks = _find_blocks(model)
     embeddings = model.get_input_embeddings()
@@ -147,6 +162,8 @@ def handle_for(model: nn.Module, tokenizer: object, task: str) -> ModelHandle:
     emb_prefix = (emb_name if blocks_name.startswith(parent + ".") else parent) + "."
     backbone = blocks_name.partition(".")[0]
     head = [n for n, m in model.named_children() if n != backbone and any(True for _ in m.parameters())]
+    if task == "causal_lm":
+        head = []  # the LM head is pretrained (often tied to the embeddings), not a new head
     return ModelHandle(
         model=model, tokenizer=tokenizer, task=task, blocks_prefix=blocks_name + ".",
         embeddings_prefix=emb_prefix, num_blocks=len(blocks), head_modules=head,
