@@ -198,3 +198,47 @@ def finished_run(tiny_model_dir, tmp_path_factory) -> Path:
     make_sentences(120).to_csv(csv, index=False)
     recipe = recipe_dict(tiny_model_dir, csv, root / "run", epochs=6, lr=5e-3)
     return api.train(recipe_from_dict(recipe))
+
+
+# -- causal-LM tokenizers (instruction data) ------------------------------------------------------
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] "
+    "+ '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+    "{% endif %}"
+)
+CHAT_CORPUS = [
+    "You are a helpful assistant. Answer the question in one short sentence.",
+    "What is the capital of France? The capital of France is Paris.",
+    "Translate good morning into German. Guten Morgen.",
+    "Write a haiku about the sea: waves fold into foam, salt wind carries gull voices, the tide keeps time.",
+    "Hello! How can I help you today? Thanks, that is all.",
+    "Question:\n\nfirst line\n\n\nsecond line  \n\n",  # so that runs of whitespace merge
+]
+
+
+def build_bpe_tokenizer(chat_template: str | None = CHATML_TEMPLATE, add_bos: bool = False,
+                        chatml_tokens: bool = True):
+    """A byte-level BPE tokenizer (GPT-2 style; decodes text exactly) trained in memory in milliseconds.
+
+    Special tokens: <|endoftext|> (EOS and pad), <s> (BOS; prepended on encode with `add_bos`, as
+    Llama's tokenizer does) and, with `chatml_tokens`, <|im_start|> and <|im_end|>.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<s>"] + (["<|im_start|>", "<|im_end|>"] if chatml_tokens else [])
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CHAT_CORPUS, trainer)
+    if add_bos:
+        bos = tok.token_to_id("<s>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                                        pad_token="<|endoftext|>", bos_token="<s>")
+    tokenizer.chat_template = chat_template
+    return tokenizer
