@@ -161,28 +161,18 @@ def make_trainer(tmp_path):
     """Build a Trainer from a recipe dict exactly as `api.train` wires it, without running it."""
     import torch
 
-    from tailorkit import api
-    from tailorkit.data.batching import EncodedSplit
-    from tailorkit.data.prepare import prepare_data
-    from tailorkit.methods import apply_methods
+    from tailorkit import tasks
     from tailorkit.recipe import recipe_from_dict
     from tailorkit.train.loop import Trainer
-    from tailorkit.train.losses import TaskLoss, class_weights
 
     def make(recipe: dict) -> Trainer:
         r = recipe_from_dict(recipe)
         run_dir = Path(r.output_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(r.train.threads or 1)
-        data = prepare_data(r.data, r.task)
-        handle = api.build_handle(r, data)
-        methods = apply_methods(handle, r.methods)
-        encoded = {name: EncodedSplit(split, handle.tokenizer, r.model.max_length)
-                   for name, split in data.splits.items()}
-        weights = (class_weights(data.splits["train"].targets, data.num_labels, r.train.class_weights)
-                   if r.task == "classification" else None)
-        return Trainer(handle, methods, encoded["train"], encoded["validation"], r.train,
-                       TaskLoss(r.task, r.train, weights), data.labels, run_dir, r.seed)
+        s = tasks.setup(r, run_dir)
+        return Trainer(s.handle, s.methods, s.splits["train"], s.splits["validation"], r.train,
+                       s.loss_fn, s.labels, run_dir, r.seed)
 
     return make
 

@@ -7,7 +7,8 @@ A run directory holds:
   model/             the final model in Hugging Face format (+ tokenizer); for an adapter
                      method, an adapter folder (adapter_config.json + adapter_model.safetensors)
                      plus the tokenizer and labels.json
-  predictions_test.csv, summary.json   written when the run finishes
+  predictions_test.csv (classifiers) or generations.jsonl (causal LMs), summary.json
+                     written when the run finishes
 """
 
 from __future__ import annotations
@@ -24,17 +25,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from tailorkit import tasks
 from tailorkit.data.batching import EncodedSplit
-from tailorkit.data.prepare import Split, TaskData, prepare_data
+from tailorkit.data.prepare import Split, prepare_data
 from tailorkit.errors import TailorError
 from tailorkit.evaluate.evaluator import predict_logits, prediction_frame, scalar_metrics, score
 from tailorkit.methods import Method, adapter_method, apply_methods
-from tailorkit.models.handle import ModelHandle, handle_for, load_text_classifier
+from tailorkit.models.handle import ModelHandle, handle_for, load_causal_lm
 from tailorkit.recipe import Recipe, dump_recipe, load_recipe
-from tailorkit.sources import resolve_model
 from tailorkit.train.checkpoint import find_checkpoint
-from tailorkit.train.loop import Trainer, seed_everything, throughput
-from tailorkit.train.losses import TaskLoss, class_weights
+from tailorkit.train.loop import Trainer, throughput
+from tailorkit.train.losses import TaskLoss
 
 SUMMARY = "summary.json"
 LABELS = "labels.json"  # an adapter folder has no model config to hold them
@@ -97,42 +98,26 @@ def resume(run_dir: str | Path) -> Path:
     return _run(load_recipe(run_dir / "recipe.yaml"), run_dir, resume=True)
 
 
-def build_handle(recipe: Recipe, data: TaskData) -> ModelHandle:
-    seed_everything(recipe.seed)  # the new head's initial weights depend on it
-    path = resolve_model(recipe.model.name)
-    return load_text_classifier(path, recipe.task, data.labels, recipe.model.trust_remote_code)
-
-
 def _run(recipe: Recipe, run_dir: Path, resume: bool) -> Path:
     started = time.time()
     threads = recipe.train.threads or default_threads()
     torch.set_num_threads(threads)
-    data = prepare_data(recipe.data, recipe.task)
-    handle = build_handle(recipe, data)
-    methods = apply_methods(handle, recipe.methods)
-    encoded = {name: EncodedSplit(split, handle.tokenizer, recipe.model.max_length)
-               for name, split in data.splits.items()}
-    weights = class_weights(data.splits["train"].targets, data.num_labels, recipe.train.class_weights) \
-        if recipe.task == "classification" else None
-    loss_fn = TaskLoss(recipe.task, recipe.train, weights)
-    trainer = Trainer(handle, methods, encoded["train"], encoded["validation"], recipe.train,
-                      loss_fn, data.labels, run_dir, recipe.seed)
+    s = tasks.setup(recipe, run_dir)
+    trainer = Trainer(s.handle, s.methods, s.splits["train"], s.splits["validation"], recipe.train,
+                      s.loss_fn, s.labels, run_dir, recipe.seed)
     state = trainer.fit(resume=resume)
     trainable, total = trainer.trained_parameter_count()
 
-    _save_model_atomically(handle, methods, data.labels, run_dir / "model")
-    test = data.splits["test"]
-    logits = predict_logits(handle, encoded["test"], recipe.train.eval_batch_size, recipe.train.bf16)
-    test_metrics = score(recipe.task, logits, test.targets, data.labels, loss_fn)
+    _save_model_atomically(s.handle, s.methods, s.labels, run_dir / "model")
+    test_metrics = tasks.write_test_outputs(s, recipe, run_dir)
     trainer.sink.log("eval", state.step, {"split": "test", **scalar_metrics(test_metrics)})
-    prediction_frame(recipe.task, test.texts, logits, data.labels, test.targets).to_csv(
-        run_dir / "predictions_test.csv", index=False)
     summary = {
         "task": recipe.task,
         "model": recipe.model.name,
         "methods": recipe.methods,
-        "labels": data.labels,
-        "data": {name: len(split) for name, split in data.splits.items()},
+        "labels": s.labels,
+        "data": {name: len(split) for name, split in s.splits.items()},
+        **s.info,
         "test": test_metrics,
         "validation": trainer.last_val,
         "parameters": {"trainable": trainable, "total": total,
@@ -208,12 +193,13 @@ def load_run(run_dir: str | Path) -> tuple[Recipe, ModelHandle, list[str], list[
                           f"`tailor train --resume {run_dir}`")
     recipe = load_recipe(run_dir / "recipe.yaml")
     trust = recipe.model.trust_remote_code
-    if (model_dir / LABELS).is_file():
+    if (model_dir / LABELS).is_file():  # an adapter run: base + the same methods + adapter
         labels = json.loads((model_dir / LABELS).read_text())
-        seed_everything(recipe.seed)
-        handle = load_text_classifier(resolve_model(recipe.model.name), recipe.task, labels, trust)
+        handle = tasks.build_base(recipe, labels)
         methods = apply_methods(handle, recipe.methods)
         adapter_method(methods).load_adapter(handle, model_dir)
+    elif recipe.task == "causal_lm":
+        handle, labels, methods = load_causal_lm(model_dir, trust), [], []
     else:
         model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=trust)
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
@@ -268,3 +254,11 @@ def predict_with(handle: ModelHandle, recipe: Recipe, labels: list[str], texts: 
     encoded = EncodedSplit(split, handle.tokenizer, recipe.model.max_length)
     logits = predict_logits(handle, encoded, recipe.train.eval_batch_size, recipe.train.bf16)
     return prediction_frame(recipe.task, list(texts), logits, labels)
+
+
+def load_generator(run_dir: str | Path) -> ModelHandle:
+    """A finished causal-LM run (full, adapter or merged folder) ready to generate."""
+    recipe, handle, _, _ = load_run(run_dir)
+    if recipe.task != "causal_lm":
+        raise TailorError(f"{run_dir}: a {recipe.task} run cannot generate text; train with task: causal_lm")
+    return handle

@@ -50,6 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", default=None, help="column of --input (default: the recipe's)")
     p.add_argument("--output", help="write predictions CSV here (default: print)")
 
+    for name, help_text in (("generate", "generate an answer with a finished causal-LM run"),
+                            ("chat", "chat with a finished causal-LM run (empty line or Ctrl-D ends)")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("run_dir")
+        if name == "generate":
+            p.add_argument("--prompt", required=True, help="the user message")
+        p.add_argument("--system", help="a system message before the conversation")
+        p.add_argument("--max-tokens", type=int, default=128, help="new tokens per answer (default 128)")
+        p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
+        p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (default 0.9)")
+        p.add_argument("--greedy", action="store_true", help="always take the likeliest token")
+        p.add_argument("--seed", type=int, default=None, help="seed for sampling")
+
     p = sub.add_parser("merge", help="merge a run's adapter into its base: a plain Hugging Face model")
     p.add_argument("run_dir")
     p.add_argument("--out", required=True, help="new folder for the merged model")
@@ -181,8 +194,42 @@ def _cmd_merge(args) -> None:
     print(f"merged model written to {out}; load it with AutoModelForSequenceClassification.from_pretrained")
 
 
+def _answer(handle, messages: list[dict], args) -> str:
+    from tailorkit.generate import generate
+
+    return generate(handle, messages, args.max_tokens, args.temperature, args.top_p, args.greedy, args.seed)
+
+
+def _start(args) -> tuple[object, list[dict]]:
+    from tailorkit import api
+
+    return api.load_generator(args.run_dir), ([{"role": "system", "content": args.system}]
+                                              if args.system else [])
+
+
+def _cmd_generate(args) -> None:
+    handle, messages = _start(args)
+    print(_answer(handle, [*messages, {"role": "user", "content": args.prompt}], args))
+
+
+def _cmd_chat(args) -> None:
+    handle, messages = _start(args)
+    while True:
+        try:
+            text = input("you> ").strip()
+        except EOFError:
+            break
+        if not text:
+            break
+        messages.append({"role": "user", "content": text})
+        reply = _answer(handle, messages, args)
+        messages.append({"role": "assistant", "content": reply})
+        print(f"model> {reply}")
+
+
 COMMANDS = {"train": _cmd_train, "recipe": _cmd_recipe, "methods": _cmd_methods,
-            "eval": _cmd_eval, "predict": _cmd_predict, "merge": _cmd_merge}
+            "eval": _cmd_eval, "predict": _cmd_predict, "merge": _cmd_merge,
+            "generate": _cmd_generate, "chat": _cmd_chat}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tailorkit.data.instructions import ChatColumns
 from tailorkit.errors import TailorError
 
 
@@ -46,6 +47,13 @@ class DataConfig(Strict):
     label_column: str = Field("label", description="Column holding the label or target.")
     split: SplitConfig = Field(default_factory=SplitConfig,
                                description="How missing validation/test splits are carved (section).")
+    format: Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"] = Field(
+        "auto", description="causal_lm: the instruction layout; auto detects it from the columns.")
+    template: str | None = Field(
+        None, description="causal_lm: chat template name (chatml, alpaca, plain) or Jinja text; "
+                          "default: the tokenizer's own.")
+    chat: ChatColumns = Field(default_factory=ChatColumns,
+                              description="causal_lm: column names of each format (section).")
     max_train_samples: int | None = Field(None, ge=1, description="Seeded subset of train.")
     max_eval_samples: int | None = Field(None, ge=1, description="Seeded subset of validation/test.")
 
@@ -110,9 +118,17 @@ class TrainConfig(Strict):
         return value
 
 
+class GenerationConfig(Strict):
+    samples: int = Field(4, ge=0, description="Validation prompts answered before and after training.")
+    max_new_tokens: int = Field(64, ge=1, description="Tokens per generated answer.")
+    temperature: float = Field(0.7, gt=0, description="Sampling temperature (the sampled answer).")
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling mass (the sampled answer).")
+
+
 class Recipe(Strict):
-    task: Literal["classification", "regression"] = Field(
-        "classification", description="classification (binary or multi-class) or regression.")
+    task: Literal["classification", "regression", "causal_lm"] = Field(
+        "classification", description="classification (binary or multi-class), regression, or "
+                                      "causal_lm (instruction tuning / continued pre-training; alias sft).")
     model: ModelConfig = Field(description="The pretrained model (section `model`).")
     data: DataConfig = Field(description="Where the examples come from (section `data`).")
     methods: list[dict[str, dict[str, Any]]] = Field(
@@ -120,8 +136,15 @@ class Recipe(Strict):
         description="Adaptation methods applied in order, e.g. [{freeze: {top: 2}}].",
     )
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training setup (section `train`).")
+    generation: GenerationConfig = Field(default_factory=GenerationConfig,
+                                         description="causal_lm: sample generations (section).")
     seed: int = Field(42, description="Seed of weights init, data order and dropout.")
     output_dir: str = Field("runs/run", description="Run directory; refused if it holds a run.")
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_alias(cls, value: Any) -> Any:
+        return "causal_lm" if value == "sft" else value
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -142,7 +165,8 @@ class Recipe(Strict):
     def _check_task_options(self) -> Recipe:
         from tailorkit.evaluate.metrics import TASK_METRICS
 
-        losses = {"classification": ("auto", "cross_entropy"), "regression": ("auto", "mse", "mae")}
+        losses = {"classification": ("auto", "cross_entropy"), "regression": ("auto", "mse", "mae"),
+                  "causal_lm": ("auto",)}
         if self.train.loss not in losses[self.task]:
             raise ValueError(f"train.loss: '{self.train.loss}' does not fit task {self.task} "
                              f"(allowed: {', '.join(losses[self.task])})")
@@ -276,7 +300,8 @@ def reference_markdown() -> str:
     """The recipe reference, generated from the schema (README embeds it; a test compares)."""
     sections: list[tuple[str, type[BaseModel]]] = [
         ("recipe", Recipe), ("model", ModelConfig), ("data", DataConfig),
-        ("data.split", SplitConfig), ("train", TrainConfig), ("train.early_stopping", EarlyStopping),
+        ("data.split", SplitConfig), ("data.chat", ChatColumns), ("train", TrainConfig),
+        ("train.early_stopping", EarlyStopping), ("generation", GenerationConfig),
     ]
     out = []
     for title, model in sections:

@@ -13,10 +13,10 @@ callers reset the index after reading a file and keep it when subsetting.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
 from tailorkit.errors import TailorError
 
@@ -31,23 +31,25 @@ ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant"
 Conversation = list[dict[str, str]]
 
 
-@dataclass(frozen=True)
-class ChatColumns:
-    """Where each format keeps its fields; change one when a file names it differently."""
+class ChatColumns(BaseModel):
+    """Where each format keeps its fields (recipe section `data.chat`); change one when a file
+    names it differently."""
 
-    instruction: str = "instruction"  # alpaca
-    input: str = "input"  # alpaca, optional: appended to the instruction
-    output: str = "output"  # alpaca
-    system: str = "system"  # alpaca, optional: a system message
-    conversations: str = "conversations"  # sharegpt: a list of turns
-    sharegpt_role: str = "from"
-    sharegpt_content: str = "value"
-    messages: str = "messages"  # messages: a list of turns
-    messages_role: str = "role"
-    messages_content: str = "content"
-    prompt: str = "prompt"  # prompt_completion
-    completion: str = "completion"
-    text: str = "text"  # text: a plain document
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    instruction: str = Field("instruction", description="alpaca: the instruction.")
+    input: str = Field("input", description="alpaca, optional: appended to the instruction.")
+    output: str = Field("output", description="alpaca: the response.")
+    system: str = Field("system", description="alpaca, optional: a system message.")
+    conversations: str = Field("conversations", description="sharegpt: the list of turns.")
+    sharegpt_role: str = Field("from", description="sharegpt: the speaker key of a turn.")
+    sharegpt_content: str = Field("value", description="sharegpt: the text key of a turn.")
+    messages: str = Field("messages", description="messages: the list of turns.")
+    messages_role: str = Field("role", description="messages: the role key of a turn.")
+    messages_content: str = Field("content", description="messages: the text key of a turn.")
+    prompt: str = Field("prompt", description="prompt_completion: the prompt.")
+    completion: str = Field("completion", description="prompt_completion: the response.")
+    text: str = Field("text", description="text: a plain document (continued pre-training).")
 
     def required(self, fmt: str) -> tuple[str, ...]:
         """The columns a format cannot do without."""

@@ -118,7 +118,7 @@ def _regression_targets(source: str, frame: pd.DataFrame, column: str) -> np.nda
     return values.to_numpy(dtype=np.float32)
 
 
-def _subset(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
+def subset(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
     if limit is None or len(frame) <= limit:
         return frame
     return frame.sample(n=limit, random_state=seed).sort_index()
@@ -186,7 +186,7 @@ def prepare_data(cfg: DataConfig, task: str, labels: list[str] | None = None) ->
     for name in SPLITS:
         source, frame = raw[name]
         limit = cfg.max_train_samples if name == "train" else cfg.max_eval_samples
-        frame = _subset(frame, limit, cfg.split.seed)  # keeps the file's row index for messages
+        frame = subset(frame, limit, cfg.split.seed)  # keeps the file's row index for messages
         splits[name] = _to_split(source, frame, cfg, task, labels)
         if len(splits[name]) == 0:
             raise TailorError(f"{source}: the {name} split is empty")

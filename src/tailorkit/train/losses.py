@@ -50,6 +50,8 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     Position t predicts token t + 1; labels of -100 (prompt, padding) do not count, so the
     loss covers only the response tokens.
     """
+    if logits.size(1) > labels.size(1):  # prompt tuning returns logits for its virtual tokens too
+        logits = logits[:, logits.size(1) - labels.size(1):]
     logits, labels = logits[:, :-1].float(), labels[:, 1:]
     total = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
                             ignore_index=-100, reduction="sum")

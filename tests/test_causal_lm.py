@@ -1,0 +1,182 @@
+"""Causal-LM runs end to end on a tiny Llama: instruction tuning lowers the response loss,
+sample generations are written, the run generates, adapters save and merge, resume is exact."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import build_bpe_tokenizer
+from tailorkit import api
+from tailorkit.generate import generate
+from tailorkit.recipe import recipe_from_dict
+
+QA = [("What is the capital of France?", "The capital of France is Paris."),
+      ("Translate good morning into German.", "Guten Morgen."),
+      ("Hello!", "How can I help you today?")]
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("models") / "tiny-llama"
+    tokenizer = build_bpe_tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         max_position_embeddings=512, tie_word_embeddings=True,
+                         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def qa_csv(tmp_path_factory) -> Path:
+    rng = random.Random(0)
+    rows = [dict(zip(("prompt", "completion"), rng.choice(QA), strict=True)) for _ in range(60)]
+    path = tmp_path_factory.mktemp("data") / "qa.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def _recipe(model: Path, data: Path, out: Path, methods: list, **train) -> dict:
+    return {"task": "sft", "model": {"name": str(model), "max_length": 64},
+            "data": {"train": str(data), "split": {"validation": 0.2, "test": 0.2}},
+            "methods": methods, "generation": {"samples": 2, "max_new_tokens": 8},
+            "train": {"epochs": 4, "batch_size": 8, "lr": 1e-2, "progress": False, "threads": 1,
+                      "schedule": "constant", **train},
+            "output_dir": str(out)}
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_llama, qa_csv, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("lm-runs")
+    out = {}
+    for name, methods, train in [("before", ["full"], {"epochs": 0}), ("full", ["full"], {"epochs": 12}),
+                                 # the tiny random model's logits are too flat for LoRA alone:
+                                 # the final norm (the head, after freeze top 0) trains too
+                                 ("lora", [{"freeze": {"top": 0}}, {"lora": {"r": 8, "dropout": 0.0}}],
+                                  {"lr": 1e-1, "epochs": 10})]:
+        out[name] = api.train(recipe_from_dict(_recipe(tiny_llama, qa_csv, root / name, methods, **train)))
+    return out
+
+
+def _summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+# LoRA on a random 2-layer model moves slowly (its logits stay flat); the real-model numbers
+# are in docs/causal-lm.md.
+@pytest.mark.parametrize(("name", "factor"), [("full", 0.8), ("lora", 0.95)])
+def test_training_lowers_the_response_loss(runs, name, factor):
+    before, after = _summary(runs["before"])["test"], _summary(runs[name])["test"]
+    assert set(after) >= {"loss", "perplexity", "tokens"}
+    assert after["perplexity"] == pytest.approx(2.718281828 ** after["loss"], rel=1e-6)
+    assert after["loss"] < factor * before["loss"], (before["loss"], after["loss"])
+    assert _summary(runs[name])["format"] == "prompt_completion"
+
+
+def test_generations_file_has_before_and_after(runs):
+    lines = [json.loads(x) for x in (runs["full"] / "generations.jsonl").read_text().splitlines()]
+    assert len(lines) == 2
+    for line in lines:
+        assert line["reference"] in {a for _, a in QA}
+        assert line["prompt"][-1]["role"] == "user"
+        assert set(line["before"]) == set(line["after"]) == {"greedy", "sampled"}
+    assert any(line["after"]["greedy"] == line["reference"] for line in lines)  # it learnt them
+    assert not (runs["full"] / "generations_before.json").exists()
+
+
+def test_a_finished_run_generates_and_adapters_merge(runs, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    messages = [{"role": "user", "content": QA[0][0]}]
+    _, handle, _, _ = api.load_run(runs["full"])
+    assert generate(handle, messages, max_new_tokens=10, greedy=True) == QA[0][1]
+    _, handle, _, _ = api.load_run(runs["lora"])
+    assert isinstance(generate(handle, messages, max_new_tokens=4, seed=0), str)
+    merged = api.merge(runs["lora"], tmp_path / "merged")
+    _, adapted, _, _ = api.load_run(runs["lora"])
+    plain = AutoModelForCausalLM.from_pretrained(merged).eval()
+    batch = adapted.tokenizer(["What is the capital"], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(adapted.model(**batch).logits, plain(**batch).logits, atol=1e-4)
+    assert json.loads((runs["lora"] / "model" / "adapter_config.json").read_text())["task_type"] == \
+        "CAUSAL_LM"
+
+
+def test_every_method_runs_on_a_causal_lm(tiny_llama, qa_csv, tmp_path):
+    for methods in ([{"freeze": {"top": 1}}], ["ia3"], [{"prefix": {"virtual_tokens": 4}}],
+                    [{"prompt": {"virtual_tokens": 4}}], [{"bottleneck": {"placement": "houlsby"}}]):
+        name = next(iter(methods[0])) if isinstance(methods[0], dict) else methods[0]
+        recipe = _recipe(tiny_llama, qa_csv, tmp_path / name, methods, epochs=1)
+        recipe["generation"]["samples"] = 0
+        run = api.train(recipe_from_dict(recipe))
+        assert _summary(run)["test"]["loss"] > 0, name
+
+
+def test_other_formats_and_named_templates(tiny_llama, tmp_path):
+    alpaca = pd.DataFrame([{"instruction": q, "input": "", "output": a} for q, a in QA * 10])
+    path = tmp_path / "alpaca.jsonl"
+    alpaca.to_json(path, orient="records", lines=True)
+    recipe = _recipe(tiny_llama, path, tmp_path / "alpaca", ["full"], epochs=1)
+    recipe["data"]["template"] = "alpaca"
+    recipe["model"]["max_length"] = 256  # the alpaca preamble is long in this tiny vocabulary
+    recipe["generation"]["samples"] = 1
+    run = api.train(recipe_from_dict(recipe))
+    assert _summary(run)["format"] == "alpaca"
+    saved = json.loads((run / "model" / "tokenizer_config.json").read_text())
+    template = saved.get("chat_template") or (run / "model" / "chat_template.jinja").read_text()
+    assert "### Instruction" in template  # inference formats prompts as training did
+
+
+def test_resume_is_exact_for_a_causal_lm(tiny_llama, qa_csv, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from tailorkit.train.loop import Trainer
+
+    recipe = _recipe(tiny_llama, qa_csv, tmp_path / "whole", ["full"], checkpoint_steps=2)
+    whole = api.train(recipe_from_dict(recipe))
+    original = Trainer._step
+
+    def crash(self, group, trainable):
+        if self.state.step + 1 == 5:
+            raise KeyboardInterrupt
+        return original(self, group, trainable)
+
+    monkeypatch.setattr(Trainer, "_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        api.train(recipe_from_dict({**recipe, "output_dir": str(tmp_path / "cut")}))
+    monkeypatch.setattr(Trainer, "_step", original)
+    api.resume(tmp_path / "cut")
+    a = load_file(str(whole / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model" / "model.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+
+def test_cli_generate_and_chat(runs, capsys, monkeypatch):
+    import io
+
+    from tailorkit.cli import main
+
+    assert main(["generate", str(runs["full"]), "--prompt", QA[0][0], "--greedy", "--max-tokens", "10"]) == 0
+    assert capsys.readouterr().out.strip() == QA[0][1]
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{QA[1][0]}\n{QA[2][0]}\n\n"))
+    assert main(["chat", str(runs["full"]), "--greedy", "--max-tokens", "10"]) == 0
+    replies = [line for line in capsys.readouterr().out.splitlines() if "model> " in line]
+    assert len(replies) == 2 and replies[0].endswith(QA[1][1])
+
+
+def test_generate_refuses_a_classifier_run(finished_run, capsys):
+    from tailorkit.cli import main
+
+    assert main(["generate", str(finished_run), "--prompt", "hi"]) == 2
+    assert "cannot generate text" in capsys.readouterr().err
