@@ -175,6 +175,15 @@ def test_cli_generate_and_chat(runs, capsys, monkeypatch):
     assert len(replies) == 2 and replies[0].endswith(QA[1][1])
 
 
+def test_cli_train_prints_the_lm_metrics(tiny_llama, qa_csv, tmp_path, write_recipe, capsys):
+    from tailorkit.cli import main
+
+    recipe = _recipe(tiny_llama, qa_csv, tmp_path / "cli", ["full"], epochs=1)
+    recipe["generation"]["samples"] = 0
+    assert main(["train", str(write_recipe(recipe))]) == 0
+    assert "perplexity=" in capsys.readouterr().out
+
+
 def test_generate_refuses_a_classifier_run(finished_run, capsys):
     from tailorkit.cli import main
 

@@ -96,8 +96,9 @@ def _cmd_train(args) -> None:
 def _print_summary(run_dir: Path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     test = summary["test"]
-    keys = ["accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"] \
-        if summary["task"] == "classification" else ["mse", "mae", "r2", "loss"]
+    keys = {"classification": ["accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"],
+            "regression": ["mse", "mae", "r2", "loss"],
+            "causal_lm": ["loss", "perplexity"]}[summary["task"]]
     print(f"run: {run_dir}")
     print("test: " + "  ".join(f"{k}={test[k]:.4f}" for k in keys))
     p = summary["parameters"]
