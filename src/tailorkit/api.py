@@ -18,6 +18,7 @@ import os
 import platform
 import resource
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from tailorkit.errors import TailorError
 from tailorkit.evaluate.evaluator import predict_logits, prediction_frame, scalar_metrics, score
 from tailorkit.methods import Method, adapter_method, apply_methods
 from tailorkit.models.handle import ModelHandle, handle_for, load_causal_lm
+from tailorkit.models.quantize import dequantized_state, linear_weight_bytes
 from tailorkit.recipe import Recipe, dump_recipe, load_recipe
 from tailorkit.train.checkpoint import find_checkpoint
 from tailorkit.train.loop import Trainer, throughput
@@ -123,6 +125,8 @@ def _run(recipe: Recipe, run_dir: Path, resume: bool) -> Path:
         "parameters": {"trainable": trainable, "total": total,
                        "trainable_pct": round(100 * trainable / total, 4)},
         "artefact_mb": round(_folder_mb(run_dir / "model"), 3),
+        "quantize_base": recipe.model.quantize_base,
+        "base_linear_weight_mb": round(linear_weight_bytes(s.handle.model) / 2**20, 3),
         "steps": state.step,
         "epochs": round(state.epoch + state.batch / max(1, trainer.steps_per_epoch), 3),
         "stopped_early": state.stopped_early,
@@ -177,8 +181,12 @@ def _write_json_atomically(path: Path, payload: dict) -> None:
 
 # -- using a finished run --------------------------------------------------------------------
 
-def load_run(run_dir: str | Path) -> tuple[Recipe, ModelHandle, list[str], list[Method]]:
-    """The finished model, ready for inference; for adapter runs, base + methods + adapter."""
+def load_run(run_dir: str | Path, dequantize: bool = False
+             ) -> tuple[Recipe, ModelHandle, list[str], list[Method]]:
+    """The finished model, ready for inference; for adapter runs, base + methods + adapter.
+
+    `dequantize` rebuilds a 4-bit (QLoRA) base in fp32 from its dequantised weights, so a merge
+    gives a plain model that computes what the QLoRA model computes."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -196,6 +204,11 @@ def load_run(run_dir: str | Path) -> tuple[Recipe, ModelHandle, list[str], list[
     if (model_dir / LABELS).is_file():  # an adapter run: base + the same methods + adapter
         labels = json.loads((model_dir / LABELS).read_text())
         handle = tasks.build_base(recipe, labels)
+        if dequantize and recipe.model.quantize_base != "none":
+            weights = dequantized_state(handle.model)
+            plain = recipe.model.model_copy(update={"quantize_base": "none"})
+            handle = tasks.build_base(recipe.model_copy(update={"model": plain}), labels)
+            handle.model.load_state_dict(weights, strict=False)
         methods = apply_methods(handle, recipe.methods)
         adapter_method(methods).load_adapter(handle, model_dir)
     elif recipe.task == "causal_lm":
@@ -215,7 +228,10 @@ def merge(run_dir: str | Path, out: str | Path) -> Path:
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise TailorError(f"--out {out} is not empty; choose a new folder")
-    _, handle, _, methods = load_run(run_dir)
+    recipe, handle, _, methods = load_run(run_dir, dequantize=True)
+    if recipe.model.quantize_base != "none":
+        print(f"{recipe.model.quantize_base} base: merging into its dequantised fp32 weights; "
+              "the merged model is a normal fp32 model", file=sys.stderr)
     adapter = adapter_method(methods)
     if adapter is None:
         raise TailorError(f"{run_dir}: the run trained no adapter; its model/ folder is already a "

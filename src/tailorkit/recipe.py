@@ -28,6 +28,9 @@ class ModelConfig(Strict):
     name: str = Field(description="Catalogue name (e.g. minilm-l6) or a local Hugging Face folder.")
     max_length: int = Field(128, ge=8, le=8192, description="Tokens per example; longer is cut.")
     trust_remote_code: bool = Field(False, description="Run model code shipped with the folder.")
+    quantize_base: Literal["none", "nf4"] = Field(
+        "none", description="nf4: keep the frozen base's linear weights in 4-bit NF4 with double "
+                            "quantisation (QLoRA; needs the lora method).")
 
 
 class SplitConfig(Strict):
@@ -170,6 +173,9 @@ class Recipe(Strict):
         if self.train.loss not in losses[self.task]:
             raise ValueError(f"train.loss: '{self.train.loss}' does not fit task {self.task} "
                              f"(allowed: {', '.join(losses[self.task])})")
+        if self.model.quantize_base != "none" and not any("lora" in m for m in self.methods):
+            raise ValueError("model.quantize_base: a 4-bit base cannot train; add the lora method "
+                             "(QLoRA) or set quantize_base: none")
         es = self.train.early_stopping
         if es is not None and es.metric not in TASK_METRICS[self.task]:
             raise ValueError(f"train.early_stopping.metric: '{es.metric}' is not a {self.task} "

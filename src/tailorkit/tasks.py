@@ -19,6 +19,7 @@ from tailorkit.evaluate.evaluator import evaluate_split, predict_logits, predict
 from tailorkit.generate import sample_answers
 from tailorkit.methods import Method, apply_methods
 from tailorkit.models.handle import ModelHandle, load_causal_lm, load_text_classifier
+from tailorkit.models.quantize import nf4_config
 from tailorkit.recipe import Recipe
 from tailorkit.sources import resolve_model
 from tailorkit.train.loop import seed_everything
@@ -44,9 +45,10 @@ class Setup:
 def build_base(recipe: Recipe, labels: list[str]) -> ModelHandle:
     seed_everything(recipe.seed)  # a new head's initial weights depend on it
     path = resolve_model(recipe.model.name)
+    quantization = nf4_config(recipe.train.bf16) if recipe.model.quantize_base == "nf4" else None
     if recipe.task == "causal_lm":
-        return load_causal_lm(path, recipe.model.trust_remote_code)
-    return load_text_classifier(path, recipe.task, labels, recipe.model.trust_remote_code)
+        return load_causal_lm(path, recipe.model.trust_remote_code, quantization)
+    return load_text_classifier(path, recipe.task, labels, recipe.model.trust_remote_code, quantization)
 
 
 def setup(recipe: Recipe, run_dir: Path) -> Setup:

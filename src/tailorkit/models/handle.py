@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from tailorkit.errors import TailorError
+from tailorkit.models.quantize import keep_fp32_inference
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -107,7 +108,7 @@ def _check_weights(path: Path) -> None:
 
 
 def load_text_classifier(
-    path: Path, task: str, labels: list[str], trust_remote_code: bool = False
+    path: Path, task: str, labels: list[str], trust_remote_code: bool = False, quantization=None
 ) -> ModelHandle:
     """A sequence classifier/regressor from a local folder; a new head sized to `labels`."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
@@ -128,16 +129,18 @@ def load_text_classifier(
     else:
         kwargs["problem_type"] = "regression"
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, trust_remote_code=trust_remote_code, ignore_mismatched_sizes=not same_head, **kwargs
+        path, trust_remote_code=trust_remote_code, ignore_mismatched_sizes=not same_head,
+        quantization_config=quantization, dtype=torch.float32, **kwargs
     )
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    keep_fp32_inference(model)
     if tokenizer.pad_token is None:  # decoder tokenisers often lack one
         tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
     return handle_for(model, tokenizer, task)
 
 
-def load_causal_lm(path: Path, trust_remote_code: bool = False) -> ModelHandle:
+def load_causal_lm(path: Path, trust_remote_code: bool = False, quantization=None) -> ModelHandle:
     """A decoder LM from a local folder, with its language-model head (tied or not)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -145,8 +148,11 @@ def load_causal_lm(path: Path, trust_remote_code: bool = False) -> ModelHandle:
     _check_weights(path)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code)
+    # fp32 explicitly: with a quantization config transformers would pick a 16-bit dtype
+    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                                 quantization_config=quantization, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    keep_fp32_inference(model)
     if tokenizer.pad_token is None:  # padding positions are masked out of the loss anyway
         tokenizer.pad_token = tokenizer.eos_token
     return handle_for(model, tokenizer, "causal_lm")
