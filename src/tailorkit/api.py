@@ -32,7 +32,7 @@ from tailorkit.data.prepare import Split, prepare_data
 from tailorkit.errors import TailorError
 from tailorkit.evaluate.evaluator import predict_logits, prediction_frame, scalar_metrics, score
 from tailorkit.methods import Method, adapter_method, apply_methods
-from tailorkit.models.handle import ModelHandle, handle_for, load_causal_lm
+from tailorkit.models.handle import ModelHandle, handle_for, load_causal_lm, load_masked_lm
 from tailorkit.models.quantize import dequantized_state, linear_weight_bytes
 from tailorkit.recipe import Recipe, dump_recipe, load_recipe
 from tailorkit.train.checkpoint import find_checkpoint
@@ -213,6 +213,8 @@ def load_run(run_dir: str | Path, dequantize: bool = False
         adapter_method(methods).load_adapter(handle, model_dir)
     elif recipe.task == "causal_lm":
         handle, labels, methods = load_causal_lm(model_dir, trust), [], []
+    elif recipe.task == "mlm":
+        handle, labels, methods = load_masked_lm(model_dir, trust), [], []
     else:
         model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=trust)
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)

@@ -98,7 +98,7 @@ def _print_summary(run_dir: Path) -> None:
     test = summary["test"]
     keys = {"classification": ["accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"],
             "regression": ["mse", "mae", "r2", "loss"],
-            "causal_lm": ["loss", "perplexity"]}[summary["task"]]
+            "causal_lm": ["loss", "perplexity"], "mlm": ["loss", "perplexity"]}[summary["task"]]
     print(f"run: {run_dir}")
     print("test: " + "  ".join(f"{k}={test[k]:.4f}" for k in keys))
     p = summary["parameters"]

@@ -57,6 +57,9 @@ class DataConfig(Strict):
                           "default: the tokenizer's own.")
     chat: ChatColumns = Field(default_factory=ChatColumns,
                               description="causal_lm: column names of each format (section).")
+    mlm_probability: float = Field(0.15, gt=0.0, lt=1.0,
+                                   description="mlm: fraction of tokens masked (80% [MASK], 10% random, "
+                                               "10% kept).")
     max_train_samples: int | None = Field(None, ge=1, description="Seeded subset of train.")
     max_eval_samples: int | None = Field(None, ge=1, description="Seeded subset of validation/test.")
 
@@ -129,9 +132,10 @@ class GenerationConfig(Strict):
 
 
 class Recipe(Strict):
-    task: Literal["classification", "regression", "causal_lm"] = Field(
-        "classification", description="classification (binary or multi-class), regression, or "
-                                      "causal_lm (instruction tuning / continued pre-training; alias sft).")
+    task: Literal["classification", "regression", "causal_lm", "mlm"] = Field(
+        "classification", description="classification (binary or multi-class), regression, "
+                                      "causal_lm (instruction tuning / continued pre-training; alias "
+                                      "sft) or mlm (masked-LM domain adaptation of an encoder).")
     model: ModelConfig = Field(description="The pretrained model (section `model`).")
     data: DataConfig = Field(description="Where the examples come from (section `data`).")
     methods: list[dict[str, dict[str, Any]]] = Field(
@@ -169,7 +173,7 @@ class Recipe(Strict):
         from tailorkit.evaluate.metrics import TASK_METRICS
 
         losses = {"classification": ("auto", "cross_entropy"), "regression": ("auto", "mse", "mae"),
-                  "causal_lm": ("auto",)}
+                  "causal_lm": ("auto",), "mlm": ("auto",)}
         if self.train.loss not in losses[self.task]:
             raise ValueError(f"train.loss: '{self.train.loss}' does not fit task {self.task} "
                              f"(allowed: {', '.join(losses[self.task])})")

@@ -13,12 +13,20 @@ from pathlib import Path
 from tailorkit.data.batching import EncodedSplit
 from tailorkit.data.chat import prepare_chat_data
 from tailorkit.data.instructions import Conversation
-from tailorkit.data.prepare import prepare_data
+from tailorkit.data.mlm import EncodedMLM
+from tailorkit.data.prepare import (
+    carve_missing_splits,
+    check_columns,
+    column_texts,
+    prepare_data,
+    read_splits,
+    subset,
+)
 from tailorkit.data.templates import resolve_template
 from tailorkit.evaluate.evaluator import evaluate_split, predict_logits, prediction_frame, score
 from tailorkit.generate import sample_answers
 from tailorkit.methods import Method, apply_methods
-from tailorkit.models.handle import ModelHandle, load_causal_lm, load_text_classifier
+from tailorkit.models.handle import ModelHandle, load_causal_lm, load_masked_lm, load_text_classifier
 from tailorkit.models.quantize import nf4_config
 from tailorkit.recipe import Recipe
 from tailorkit.sources import resolve_model
@@ -48,12 +56,16 @@ def build_base(recipe: Recipe, labels: list[str]) -> ModelHandle:
     quantization = nf4_config(recipe.train.bf16) if recipe.model.quantize_base == "nf4" else None
     if recipe.task == "causal_lm":
         return load_causal_lm(path, recipe.model.trust_remote_code, quantization)
+    if recipe.task == "mlm":
+        return load_masked_lm(path, recipe.model.trust_remote_code)
     return load_text_classifier(path, recipe.task, labels, recipe.model.trust_remote_code, quantization)
 
 
 def setup(recipe: Recipe, run_dir: Path) -> Setup:
     if recipe.task == "causal_lm":
         return _setup_causal_lm(recipe, run_dir)
+    if recipe.task == "mlm":
+        return _setup_mlm(recipe)
     data = prepare_data(recipe.data, recipe.task)
     handle = build_base(recipe, data.labels)
     methods = apply_methods(handle, recipe.methods)
@@ -84,10 +96,27 @@ def _setup_causal_lm(recipe: Recipe, run_dir: Path) -> Setup:
                  prompts=prompts, info={"format": data.format, "truncated": data.truncated})
 
 
+def _setup_mlm(recipe: Recipe) -> Setup:
+    """Raw text only: the text column of each split, masked on the fly."""
+    cfg = recipe.data
+    raw = carve_missing_splits(read_splits(cfg), cfg, stratify=None)
+    handle = build_base(recipe, [])
+    methods = apply_methods(handle, recipe.methods)
+    splits = {}
+    for name, (source, frame) in raw.items():
+        check_columns(source, frame, cfg, needs_label=False)
+        frame = subset(frame, cfg.max_train_samples if name == "train" else cfg.max_eval_samples,
+                       cfg.split.seed)
+        fixed = None if name == "train" else recipe.seed  # evaluation masks stay put
+        splits[name] = EncodedMLM(column_texts(source, frame, cfg.text_column), handle.tokenizer,
+                                  recipe.model.max_length, cfg.mlm_probability, fixed)
+    return Setup(handle, methods, splits, [], TaskLoss("mlm", recipe.train, None))
+
+
 def write_test_outputs(s: Setup, recipe: Recipe, run_dir: Path) -> dict:
     """Test metrics; also writes predictions_test.csv or generations.jsonl."""
     t = recipe.train
-    if recipe.task == "causal_lm":
+    if recipe.task in ("causal_lm", "mlm"):
         metrics = evaluate_split(s.handle, s.splits["test"], [], s.loss_fn, t.eval_batch_size, t.bf16)
         _write_generations(s, recipe, run_dir)
         return metrics

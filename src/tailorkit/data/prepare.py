@@ -73,7 +73,7 @@ def _raw_splits(cfg: DataConfig) -> dict[str, tuple[str, pd.DataFrame]]:
     return frames
 
 
-def _check_columns(source: str, frame: pd.DataFrame, cfg: DataConfig, needs_label: bool) -> None:
+def check_columns(source: str, frame: pd.DataFrame, cfg: DataConfig, needs_label: bool) -> None:
     wanted = [("text_column", cfg.text_column)]
     if cfg.text_pair_column:
         wanted.append(("text_pair_column", cfg.text_pair_column))
@@ -94,7 +94,7 @@ def _first_row(bad: pd.Series) -> int:
     return int(bad.index[np.flatnonzero(bad.to_numpy())[0]]) + 1
 
 
-def _texts(source: str, frame: pd.DataFrame, column: str) -> list[str]:
+def column_texts(source: str, frame: pd.DataFrame, column: str) -> list[str]:
     values = frame[column]
     blank = values.isna() | (values.astype(str).str.strip() == "")
     if blank.any():
@@ -174,7 +174,7 @@ def prepare_data(cfg: DataConfig, task: str, labels: list[str] | None = None) ->
     """Load, check and split. `labels` fixes the class list (when re-evaluating a run)."""
     raw = read_splits(cfg)
     for source, frame in raw.values():
-        _check_columns(source, frame, cfg, needs_label=True)
+        check_columns(source, frame, cfg, needs_label=True)
 
     stratify = cfg.label_column if task == "classification" and cfg.split.stratify else None
     raw = carve_missing_splits(raw, cfg, stratify)
@@ -216,8 +216,8 @@ def _natural_key(name: str) -> tuple[int, float, str]:
 
 def _to_split(source: str, frame: pd.DataFrame, cfg: DataConfig, task: str,
               labels: list[str] | None) -> Split:
-    texts = _texts(source, frame, cfg.text_column)
-    pairs = _texts(source, frame, cfg.text_pair_column) if cfg.text_pair_column else None
+    texts = column_texts(source, frame, cfg.text_column)
+    pairs = column_texts(source, frame, cfg.text_pair_column) if cfg.text_pair_column else None
     column = frame[cfg.label_column] if len(frame) else pd.Series(dtype=object)
     if task == "regression":
         targets = _regression_targets(source, frame, cfg.label_column)

@@ -36,7 +36,7 @@ def evaluate_split(handle: ModelHandle, data, labels: list[str], loss_fn, batch_
                    bf16: bool = False) -> dict:
     """The metrics of a split: for causal LMs a streaming token loss (all logits of a split
     would not fit in memory), otherwise the logits scored at once."""
-    if handle.task == "causal_lm":
+    if handle.task in ("causal_lm", "mlm"):
         return language_model_metrics(handle, data, batch_size, bf16)
     logits = predict_logits(handle, data, batch_size, bf16)
     return score(handle.task, logits, data.targets, labels, loss_fn)
@@ -51,7 +51,7 @@ def language_model_metrics(handle: ModelHandle, data, batch_size: int, bf16: boo
         batch = data.collate(indices)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = handle.forward(batch)
-        loss_sum, count = token_loss_sum(logits, batch["labels"])
+        loss_sum, count = token_loss_sum(logits, batch["labels"], shift=handle.task == "causal_lm")
         total, tokens = total + float(loss_sum), tokens + int(count)
     handle.model.train(was_training)
     loss = total / max(tokens, 1)

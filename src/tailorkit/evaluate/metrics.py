@@ -46,6 +46,7 @@ TASK_METRICS = {
     "classification": ["loss", "accuracy"] + sorted(HIGHER_IS_BETTER - {"accuracy", "r2"}),
     "regression": ["loss", "mse", "rmse", "mae", "r2"],
     "causal_lm": ["loss", "perplexity"],
+    "mlm": ["loss", "perplexity"],
 }
 
 

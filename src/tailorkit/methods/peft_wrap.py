@@ -57,6 +57,8 @@ def task_type(handle: ModelHandle):
         return TaskType.SEQ_CLS
     if handle.task == "causal_lm":
         return TaskType.CAUSAL_LM
+    if handle.task == "mlm":
+        return None  # PEFT has no masked-LM task type; the plain PeftModel fits
     raise TailorError(f"PEFT methods do not support task '{handle.task}' yet")
 
 
@@ -120,7 +122,7 @@ class PeftMethod(Method):
 
 def head_modules(handle: ModelHandle) -> list[str] | None:
     """The new task head, trained and saved with the adapter; a causal LM keeps its own."""
-    if handle.task == "causal_lm":
+    if handle.task in ("causal_lm", "mlm"):
         return None
     if not handle.head_modules:
         raise TailorError("the model has no task head outside its backbone; PEFT cannot save one")

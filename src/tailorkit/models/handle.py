@@ -140,6 +140,21 @@ def load_text_classifier(
     return handle_for(model, tokenizer, task)
 
 
+def load_masked_lm(path: Path, trust_remote_code: bool = False) -> ModelHandle:
+    """An encoder with its masked-LM head (newly initialised if the folder lacks one)."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    _check_weights(path)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    model = AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.mask_token_id is None:
+        raise TailorError(f"model.name: {path}: the tokenizer has no mask token; task mlm needs one")
+    return handle_for(model, tokenizer, "mlm")
+
+
 def load_causal_lm(path: Path, trust_remote_code: bool = False, quantization=None) -> ModelHandle:
     """A decoder LM from a local folder, with its language-model head (tied or not)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -168,7 +183,7 @@ def handle_for(model: nn.Module, tokenizer: object, task: str) -> ModelHandle:
     emb_prefix = (emb_name if blocks_name.startswith(parent + ".") else parent) + "."
     backbone = blocks_name.partition(".")[0]
     head = [n for n, m in model.named_children() if n != backbone and any(True for _ in m.parameters())]
-    if task == "causal_lm":
+    if task in ("causal_lm", "mlm"):
         head = []  # the LM head is pretrained (often tied to the embeddings), not a new head
     return ModelHandle(
         model=model, tokenizer=tokenizer, task=task, blocks_prefix=blocks_name + ".",

@@ -27,6 +27,7 @@ class TaskLoss:
         kind = cfg.loss
         if kind == "auto":
             kind = {"classification": "cross_entropy", "regression": "mse"}.get(task, "token_cross_entropy")
+        self.shift = task == "causal_lm"  # a causal LM predicts the next token; an MLM its own
         self.kind = kind
         self.smoothing = cfg.label_smoothing
         self.weights = weights
@@ -34,7 +35,7 @@ class TaskLoss:
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
         if self.kind == "token_cross_entropy":
-            total, count = token_loss_sum(logits, labels)
+            total, count = token_loss_sum(logits, labels, self.shift)
             return total / count.clamp(min=1)
         if self.kind == "cross_entropy":
             return F.cross_entropy(logits, labels, weight=self.weights, label_smoothing=self.smoothing)
@@ -44,15 +45,18 @@ class TaskLoss:
         return F.l1_loss(pred, labels.float())
 
 
-def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next-token cross-entropy summed over the labelled positions, and their count.
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor, shift: bool = True
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token cross-entropy summed over the labelled positions, and their count.
 
-    Position t predicts token t + 1; labels of -100 (prompt, padding) do not count, so the
-    loss covers only the response tokens.
+    With `shift` (causal LMs) position t predicts token t + 1. Labels of -100 (prompt, padding,
+    unmasked tokens) do not count, so the loss covers only the response or masked tokens.
     """
     if logits.size(1) > labels.size(1):  # prompt tuning returns logits for its virtual tokens too
         logits = logits[:, logits.size(1) - labels.size(1):]
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    if shift:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    logits = logits.float()
     total = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
                             ignore_index=-100, reduction="sum")
     return total, (labels != -100).sum()
