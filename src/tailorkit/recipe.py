@@ -177,6 +177,8 @@ class Recipe(Strict):
         if self.train.loss not in losses[self.task]:
             raise ValueError(f"train.loss: '{self.train.loss}' does not fit task {self.task} "
                              f"(allowed: {', '.join(losses[self.task])})")
+        if self.model.quantize_base != "none" and self.task == "mlm":
+            raise ValueError("model.quantize_base: task mlm trains the encoder itself; use none")
         if self.model.quantize_base != "none" and not any("lora" in m for m in self.methods):
             raise ValueError("model.quantize_base: a 4-bit base cannot train; add the lora method "
                              "(QLoRA) or set quantize_base: none")

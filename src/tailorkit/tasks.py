@@ -41,7 +41,7 @@ BEFORE = "generations_before.json"  # written at the start, so a resumed run kee
 class Setup:
     handle: ModelHandle
     methods: list[Method]
-    splits: dict  # name -> EncodedSplit | EncodedChat
+    splits: dict  # name -> EncodedSplit | EncodedChat | EncodedMLM
     labels: list[str]
     loss_fn: TaskLoss
     test_texts: list[str] = field(default_factory=list)  # classifiers: for predictions_test.csv
