@@ -34,13 +34,14 @@ from tailorkit.evaluate.evaluator import predict_logits, prediction_frame, scala
 from tailorkit.methods import Method, adapter_method, apply_methods
 from tailorkit.models.handle import ModelHandle, handle_for, load_causal_lm, load_masked_lm
 from tailorkit.models.quantize import dequantized_state, linear_weight_bytes
+from tailorkit.models.vision import load_saved, vision_handle
 from tailorkit.recipe import Recipe, dump_recipe, load_recipe
 from tailorkit.train.checkpoint import find_checkpoint
 from tailorkit.train.loop import Trainer, throughput
 from tailorkit.train.losses import TaskLoss
 
 SUMMARY = "summary.json"
-LABELS = "labels.json"  # an adapter folder has no model config to hold them
+LABELS = "labels.json"  # the class names; adapter folders and CNNs have no config to hold them
 
 
 def default_threads() -> int:
@@ -167,8 +168,9 @@ def _save_model_atomically(handle: ModelHandle, methods: list[Method], labels: l
         handle.save(tmp)
     else:
         adapter.save_adapter(handle, tmp)
-        handle.tokenizer.save_pretrained(tmp)
-        (tmp / LABELS).write_text(json.dumps(labels))
+        if handle.tokenizer is not None:
+            handle.tokenizer.save_pretrained(tmp)
+    (tmp / LABELS).write_text(json.dumps(labels))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
 
@@ -201,8 +203,8 @@ def load_run(run_dir: str | Path, dequantize: bool = False
                           f"`tailor train --resume {run_dir}`")
     recipe = load_recipe(run_dir / "recipe.yaml")
     trust = recipe.model.trust_remote_code
-    if (model_dir / LABELS).is_file():  # an adapter run: base + the same methods + adapter
-        labels = json.loads((model_dir / LABELS).read_text())
+    labels = json.loads((model_dir / LABELS).read_text()) if (model_dir / LABELS).is_file() else []
+    if (model_dir / "adapter_config.json").is_file():  # base + the same methods + adapter
         handle = tasks.build_base(recipe, labels)
         if dequantize and recipe.model.quantize_base != "none":
             weights = dequantized_state(handle.model)
@@ -212,9 +214,11 @@ def load_run(run_dir: str | Path, dequantize: bool = False
         methods = apply_methods(handle, recipe.methods)
         adapter_method(methods).load_adapter(handle, model_dir)
     elif recipe.task == "causal_lm":
-        handle, labels, methods = load_causal_lm(model_dir, trust), [], []
+        handle, methods = load_causal_lm(model_dir, trust), []
     elif recipe.task == "mlm":
-        handle, labels, methods = load_masked_lm(model_dir, trust), [], []
+        handle, methods = load_masked_lm(model_dir, trust), []
+    elif recipe.task == "image_classification":
+        handle, methods = vision_handle(load_saved(model_dir)), []
     else:
         model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=trust)
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
@@ -230,7 +234,7 @@ def merge(run_dir: str | Path, out: str | Path) -> Path:
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise TailorError(f"--out {out} is not empty; choose a new folder")
-    recipe, handle, _, methods = load_run(run_dir, dequantize=True)
+    recipe, handle, labels, methods = load_run(run_dir, dequantize=True)
     if recipe.model.quantize_base != "none":
         print(f"{recipe.model.quantize_base} base: merging into its dequantised fp32 weights; "
               "the merged model is a normal fp32 model", file=sys.stderr)
@@ -239,7 +243,7 @@ def merge(run_dir: str | Path, out: str | Path) -> Path:
         raise TailorError(f"{run_dir}: the run trained no adapter; its model/ folder is already a "
                           "plain Hugging Face model")
     adapter.merge(handle)
-    _save_model_atomically(handle, [], [], out)
+    _save_model_atomically(handle, [], labels, out)
     return out
 
 
@@ -280,3 +284,28 @@ def load_generator(run_dir: str | Path) -> ModelHandle:
     if recipe.task != "causal_lm":
         raise TailorError(f"{run_dir}: a {recipe.task} run cannot generate text; train with task: causal_lm")
     return handle
+
+
+def predict_images(run_dir: str | Path, paths: list[str]) -> pd.DataFrame:
+    """Classify image files (a folder stands for the images in it) with an image run."""
+    from tailorkit.data.image_data import EncodedImages
+    from tailorkit.data.image_transforms import ImageTransform
+    from tailorkit.data.images import ImageSet, image_files, read_image
+
+    recipe, handle, labels, _ = load_run(run_dir)
+    if recipe.task != "image_classification":
+        raise TailorError(f"{run_dir}: a {recipe.task} run does not classify images; use --text")
+    files = [f for p in paths for f in (image_files(Path(p)) if Path(p).is_dir() else [Path(p)])]
+    if not files:
+        raise TailorError(f"--image: no image files in {', '.join(paths)}")
+    images = []
+    for file in files:
+        try:
+            images.append(read_image(file))
+        except Exception as err:  # BadImage or a missing file: name it
+            raise TailorError(f"--image {file}: {err}") from None
+    names = [str(f) for f in files]
+    data = EncodedImages(ImageSet("--image", images, np.zeros(len(images), dtype=np.int64), labels, names),
+                         ImageTransform(recipe.data.image, train=False))
+    logits = predict_logits(handle, data, recipe.train.eval_batch_size, recipe.train.bf16)
+    return prediction_frame("classification", names, logits, labels).rename(columns={"text": "image"})

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--text", action="append", help="text to classify (repeatable)")
     group.add_argument("--input", help="CSV/JSONL/Parquet with a text column")
+    group.add_argument("--image", action="append",
+                       help="image file or folder to classify with an image run (repeatable)")
     p.add_argument("--text-column", default=None, help="column of --input (default: the recipe's)")
     p.add_argument("--output", help="write predictions CSV here (default: print)")
 
@@ -98,7 +100,9 @@ def _print_summary(run_dir: Path) -> None:
     test = summary["test"]
     keys = {"classification": ["accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"],
             "regression": ["mse", "mae", "r2", "loss"],
-            "causal_lm": ["loss", "perplexity"], "mlm": ["loss", "perplexity"]}[summary["task"]]
+            "causal_lm": ["loss", "perplexity"], "mlm": ["loss", "perplexity"],
+            "image_classification": ["accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"],
+            }[summary["task"]]
     print(f"run: {run_dir}")
     print("test: " + "  ".join(f"{k}={test[k]:.4f}" for k in keys))
     p = summary["parameters"]
@@ -140,6 +144,10 @@ def _cmd_predict(args) -> None:
     from tailorkit.data.tables import read_table
 
     pairs = None
+    if args.image:
+        frame = api.predict_images(args.run_dir[0], args.image)
+        _show(frame, args, ["image", "prediction", "confidence"])
+        return
     if args.text:
         texts = args.text
     else:
@@ -155,6 +163,11 @@ def _cmd_predict(args) -> None:
                                   f"add the column '{data.text_pair_column}'")
             pairs = table[data.text_pair_column].astype(str).tolist()
     frame = _predict(args.run_dir, args.adapter, texts, pairs)
+    _show(frame, args, ["text", "prediction", "confidence"])
+
+
+def _show(frame, args, columns: list[str]) -> None:
+    """Write the predictions to --output, or print the main columns."""
     if args.output:
         out = Path(args.output)
         if args.input and out.resolve() == Path(args.input).resolve():
@@ -162,7 +175,7 @@ def _cmd_predict(args) -> None:
         frame.to_csv(out, index=False)
         print(f"wrote {len(frame)} predictions to {out}")
     else:
-        cols = [c for c in ("text", "prediction", "confidence") if c in frame]
+        cols = [c for c in columns if c in frame]
         print(frame[cols].to_string(index=False, max_colwidth=60))
 
 

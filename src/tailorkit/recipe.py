@@ -16,6 +16,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tailorkit.data.image_transforms import ImageTransformConfig
 from tailorkit.data.instructions import ChatColumns
 from tailorkit.errors import TailorError
 
@@ -28,6 +29,8 @@ class ModelConfig(Strict):
     name: str = Field(description="Catalogue name (e.g. minilm-l6) or a local Hugging Face folder.")
     max_length: int = Field(128, ge=8, le=8192, description="Tokens per example; longer is cut.")
     trust_remote_code: bool = Field(False, description="Run model code shipped with the folder.")
+    pretrained: bool = Field(True, description="image models: false starts the same architecture "
+                                                "from random weights (to measure the transfer gain).")
     quantize_base: Literal["none", "nf4"] = Field(
         "none", description="nf4: keep the frozen base's linear weights in 4-bit NF4 with double "
                             "quantisation (QLoRA; needs the lora method).")
@@ -57,6 +60,12 @@ class DataConfig(Strict):
                           "default: the tokenizer's own.")
     chat: ChatColumns = Field(default_factory=ChatColumns,
                               description="causal_lm: column names of each format (section).")
+    image_column: str = Field("image", description="image_classification tables: the image path column.")
+    skip_bad: bool = Field(False, description="image_classification: skip unreadable images (counted) "
+                                              "instead of stopping.")
+    image: ImageTransformConfig = Field(default_factory=ImageTransformConfig,
+                                        description="image_classification: resize, crop, augmentation, "
+                                                    "normalisation (section).")
     mlm_probability: float = Field(0.15, gt=0.0, lt=1.0,
                                    description="mlm: fraction of tokens masked (80% [MASK], 10% random, "
                                                "10% kept).")
@@ -132,10 +141,11 @@ class GenerationConfig(Strict):
 
 
 class Recipe(Strict):
-    task: Literal["classification", "regression", "causal_lm", "mlm"] = Field(
+    task: Literal["classification", "regression", "causal_lm", "mlm", "image_classification"] = Field(
         "classification", description="classification (binary or multi-class), regression, "
                                       "causal_lm (instruction tuning / continued pre-training; alias "
-                                      "sft) or mlm (masked-LM domain adaptation of an encoder).")
+                                      "sft), mlm (masked-LM domain adaptation of an encoder) or "
+                                      "image_classification.")
     model: ModelConfig = Field(description="The pretrained model (section `model`).")
     data: DataConfig = Field(description="Where the examples come from (section `data`).")
     methods: list[dict[str, dict[str, Any]]] = Field(
@@ -173,7 +183,8 @@ class Recipe(Strict):
         from tailorkit.evaluate.metrics import TASK_METRICS
 
         losses = {"classification": ("auto", "cross_entropy"), "regression": ("auto", "mse", "mae"),
-                  "causal_lm": ("auto",), "mlm": ("auto",)}
+                  "causal_lm": ("auto",), "mlm": ("auto",),
+                  "image_classification": ("auto", "cross_entropy")}
         if self.train.loss not in losses[self.task]:
             raise ValueError(f"train.loss: '{self.train.loss}' does not fit task {self.task} "
                              f"(allowed: {', '.join(losses[self.task])})")
@@ -192,10 +203,20 @@ class Recipe(Strict):
     def _check_methods(self) -> Recipe:
         from tailorkit.methods import build_method
 
+        modality = "image" if self.task == "image_classification" else "text"
         for i, item in enumerate(self.methods):
             ((name, cfg),) = item.items()
-            build_method(name, cfg, where=f"methods[{i}]")
+            method = build_method(name, cfg, where=f"methods[{i}]")
+            if modality not in method.modalities:
+                raise ValueError(f"methods[{i}]: {name} does not apply to {self.task} models "
+                                 f"({method.needs}); use one of: {', '.join(methods_for(modality))}")
         return self
+
+
+def methods_for(modality: str) -> list[str]:
+    from tailorkit.methods import METHODS
+
+    return sorted(name for name, cls in METHODS.items() if modality in cls.modalities)
 
 
 def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -312,7 +333,8 @@ def reference_markdown() -> str:
     """The recipe reference, generated from the schema (README embeds it; a test compares)."""
     sections: list[tuple[str, type[BaseModel]]] = [
         ("recipe", Recipe), ("model", ModelConfig), ("data", DataConfig),
-        ("data.split", SplitConfig), ("data.chat", ChatColumns), ("train", TrainConfig),
+        ("data.split", SplitConfig), ("data.chat", ChatColumns), ("data.image", ImageTransformConfig),
+        ("train", TrainConfig),
         ("train.early_stopping", EarlyStopping), ("generation", GenerationConfig),
     ]
     out = []

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from tailorkit.data.batching import EncodedSplit
 from tailorkit.data.chat import prepare_chat_data
+from tailorkit.data.image_data import EncodedImages, prepare_image_data
+from tailorkit.data.image_transforms import ImageTransform
 from tailorkit.data.instructions import Conversation
 from tailorkit.data.mlm import EncodedMLM
 from tailorkit.data.prepare import (
@@ -28,6 +30,7 @@ from tailorkit.generate import sample_answers
 from tailorkit.methods import Method, apply_methods
 from tailorkit.models.handle import ModelHandle, load_causal_lm, load_masked_lm, load_text_classifier
 from tailorkit.models.quantize import nf4_config
+from tailorkit.models.vision import load_image_classifier
 from tailorkit.recipe import Recipe
 from tailorkit.sources import resolve_model
 from tailorkit.train.loop import seed_everything
@@ -52,6 +55,8 @@ class Setup:
 
 def build_base(recipe: Recipe, labels: list[str]) -> ModelHandle:
     seed_everything(recipe.seed)  # a new head's initial weights depend on it
+    if recipe.task == "image_classification":
+        return load_image_classifier(recipe.model.name, len(labels), recipe.model.pretrained)
     path = resolve_model(recipe.model.name)
     quantization = nf4_config(recipe.train.bf16) if recipe.model.quantize_base == "nf4" else None
     if recipe.task == "causal_lm":
@@ -66,6 +71,8 @@ def setup(recipe: Recipe, run_dir: Path) -> Setup:
         return _setup_causal_lm(recipe, run_dir)
     if recipe.task == "mlm":
         return _setup_mlm(recipe)
+    if recipe.task == "image_classification":
+        return _setup_images(recipe)
     data = prepare_data(recipe.data, recipe.task)
     handle = build_base(recipe, data.labels)
     methods = apply_methods(handle, recipe.methods)
@@ -96,6 +103,19 @@ def _setup_causal_lm(recipe: Recipe, run_dir: Path) -> Setup:
                  prompts=prompts, info={"format": data.format, "truncated": data.truncated})
 
 
+def _setup_images(recipe: Recipe) -> Setup:
+    images, classes, skipped = prepare_image_data(recipe.data)
+    handle = build_base(recipe, classes)
+    methods = apply_methods(handle, recipe.methods)
+    transform = {name: ImageTransform(recipe.data.image, train=name == "train") for name in images}
+    splits = {name: EncodedImages(split, transform[name]) for name, split in images.items()}
+    test = images["test"]
+    weights = class_weights(images["train"].labels, len(classes), recipe.train.class_weights)
+    return Setup(handle, methods, splits, classes, TaskLoss("classification", recipe.train, weights),
+                 test_texts=[test.name_of(i) for i in range(len(test))], test_targets=test.labels,
+                 info={"skipped_images": skipped})
+
+
 def _setup_mlm(recipe: Recipe) -> Setup:
     """Raw text only: the text column of each split, masked on the fly."""
     cfg = recipe.data
@@ -121,9 +141,11 @@ def write_test_outputs(s: Setup, recipe: Recipe, run_dir: Path) -> dict:
         _write_generations(s, recipe, run_dir)
         return metrics
     logits = predict_logits(s.handle, s.splits["test"], t.eval_batch_size, t.bf16)
-    prediction_frame(recipe.task, s.test_texts, logits, s.labels, s.test_targets).to_csv(
-        run_dir / "predictions_test.csv", index=False)
-    return score(recipe.task, logits, s.test_targets, s.labels, s.loss_fn)
+    frame = prediction_frame(s.handle.task, s.test_texts, logits, s.labels, s.test_targets)
+    if s.handle.modality == "image":
+        frame = frame.rename(columns={"text": "image"})
+    frame.to_csv(run_dir / "predictions_test.csv", index=False)
+    return score(s.handle.task, logits, s.test_targets, s.labels, s.loss_fn)
 
 
 def _write_generations(s: Setup, recipe: Recipe, run_dir: Path) -> None:

@@ -178,7 +178,7 @@ def _unknown_label(where: str, label: object, classes: list[str]) -> TailorError
 # -- a folder per class ---------------------------------------------------------------------------
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     """Image files under `folder`, recursively, sorted; hidden files and other types ignored."""
     files = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
@@ -207,7 +207,7 @@ def load_image_folder(root: str | Path, *, classes: list[str] | None = None, ski
     for folder in folders:
         if folder.name not in index:
             raise _unknown_label(f"{field}: {folder}", folder.name, classes)
-        files = _image_files(folder)
+        files = image_files(folder)
         if not files:
             raise TailorError(f"{field}: class folder {folder} has no image files "
                               f"({', '.join(IMAGE_SUFFIXES)}); add images or remove the folder")

@@ -48,6 +48,7 @@ TASK_METRICS = {
     "causal_lm": ["loss", "perplexity"],
     "mlm": ["loss", "perplexity"],
 }
+TASK_METRICS["image_classification"] = TASK_METRICS["classification"]
 
 
 def is_better(metric: str, new: float, old: float | None, min_delta: float = 0.0) -> bool:

@@ -31,6 +31,9 @@ class Method:
     # An adapter method keeps its trained weights apart from the base model: the run
     # saves an adapter folder (save_adapter) instead of a whole model.
     adapter: ClassVar[bool] = False
+    # The model kinds it works on; recipe validation refuses the others before any loading.
+    modalities: ClassVar[frozenset[str]] = frozenset({"text", "image"})
+    needs: ClassVar[str] = ""  # why it is limited, for that message
 
     def __init__(self, config: MethodConfig) -> None:
         self.config = config

@@ -80,6 +80,8 @@ class BottleneckAdapter(Method):
     Config = BottleneckConfig
     summary = "bottleneck adapters, Houlsby or Pfeiffer placement; zero-init; not mergeable"
     adapter = True
+    modalities = frozenset({"text"})
+    needs = "it sits after a transformer block's attention and feed-forward outputs"
 
     def apply(self, handle: ModelHandle) -> None:
         keep = chosen_before(handle)

@@ -27,6 +27,8 @@ class IA3(PeftMethod):
     name = "ia3"
     Config = IA3Config
     summary = "IA3 learned rescaling vectors via PEFT; mergeable"
+    modalities = frozenset({"text"})
+    needs = "it rescales a transformer's attention keys and values"
 
     def peft_config(self, handle):
         from peft import IA3Config as PeftIA3Config

@@ -38,8 +38,13 @@ class Lora(PeftMethod):
         from peft import LoraConfig as PeftLoraConfig
 
         c = self.config
+        targets = c.targets
+        if handle.modality == "image" and targets == "all-linear":  # a CNN's weights are convolutions
+            from tailorkit.models.vision import lora_targets
+
+            targets = lora_targets(handle.model)
         return PeftLoraConfig(
-            task_type=task_type(handle), target_modules=c.targets, r=c.r, lora_alpha=c.alpha,
+            task_type=task_type(handle), target_modules=targets, r=c.r, lora_alpha=c.alpha,
             lora_dropout=c.dropout, bias=c.bias, use_rslora=c.rslora, use_dora=c.dora,
             modules_to_save=head_modules(handle),
         )

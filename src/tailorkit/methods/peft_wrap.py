@@ -53,6 +53,8 @@ def quiet_peft():
 def task_type(handle: ModelHandle):
     from peft import TaskType
 
+    if handle.modality == "image":
+        return None  # a plain nn.Module: PEFT's generic model
     if handle.task in ("classification", "regression"):
         return TaskType.SEQ_CLS
     if handle.task == "causal_lm":

@@ -20,6 +20,8 @@ from tailorkit.methods.peft_wrap import PeftMethod, PeftMethodConfig, head_modul
 
 
 class _VirtualTokens(PeftMethod):
+    modalities = frozenset({"text"})
+    needs = "it adds virtual tokens to a transformer's input"
     def merge(self, handle) -> None:
         raise TailorError(f"{self.name} cannot be merged: its virtual tokens are extra inputs, not "
                           "weight changes; use the run's adapter folder with the base model")

@@ -47,6 +47,7 @@ class ModelHandle:
     num_blocks: int
     head_modules: list[str] = field(default_factory=list)  # the task head, e.g. ["classifier"]
     wrapper_prefix: str = ""  # set while a wrapper (PEFT) holds the model
+    modality: str = "text"  # "image" for CNNs: inputs are pixel_values, not tokens
     extra: dict = field(default_factory=dict)  # per-method state (e.g. unfreezing schedule)
 
     def depth(self, param_name: str) -> int:
@@ -89,9 +90,15 @@ class ModelHandle:
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        return self.model(**inputs).logits
+        out = self.model(**inputs)
+        return getattr(out, "logits", out)  # Hugging Face models wrap logits; plain modules do not
 
     def save(self, directory: Path) -> None:
+        if self.modality == "image":
+            from tailorkit.models.vision import save_image_model
+
+            save_image_model(self.model, directory)
+            return
         self.model.save_pretrained(directory, safe_serialization=True)
         self.tokenizer.save_pretrained(directory)
 

