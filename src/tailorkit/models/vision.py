@@ -43,7 +43,7 @@ def load_image_classifier(name: str, num_classes: int, pretrained: bool) -> Mode
     if path.suffix == ".pth" and path.is_file():
         weights = path
     elif name == "mobilenet-v2":
-        weights = MODELS[name].path()
+        weights = MODELS[name].path() if pretrained else None  # from scratch needs no download
     else:
         raise TailorError(f"model.name: '{name}' is not an image model (use mobilenet-v2, a "
                           "torchvision-named MobileNetV2 .pth file, or an image run's model folder)")
