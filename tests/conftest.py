@@ -163,16 +163,13 @@ def make_trainer(tmp_path):
 
     from tailorkit import tasks
     from tailorkit.recipe import recipe_from_dict
-    from tailorkit.train.loop import Trainer
 
-    def make(recipe: dict) -> Trainer:
+    def make(recipe: dict):
         r = recipe_from_dict(recipe)
         run_dir = Path(r.output_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(r.train.threads or 1)
-        s = tasks.setup(r, run_dir)
-        return Trainer(s.handle, s.methods, s.splits["train"], s.splits["validation"], r.train,
-                       s.loss_fn, s.labels, run_dir, r.seed)
+        return tasks.make_trainer(tasks.setup(r, run_dir), r, run_dir)
 
     return make
 

@@ -6,7 +6,8 @@ A run directory holds:
   checkpoint/        the resumable state while the run is unfinished
   model/             the final model in Hugging Face format (+ tokenizer); for an adapter
                      method, an adapter folder (adapter_config.json + adapter_model.safetensors)
-                     plus the tokenizer and labels.json
+                     plus the tokenizer and labels.json; for `features`, the head only
+                     (head.safetensors or head.skops + features.json): the backbone is the base
   predictions_test.csv (classifiers) or generations.jsonl (causal LMs), summary.json
                      written when the run finishes
 """
@@ -32,12 +33,13 @@ from tailorkit.data.prepare import Split, prepare_data
 from tailorkit.errors import TailorError
 from tailorkit.evaluate.evaluator import predict_logits, prediction_frame, scalar_metrics, score
 from tailorkit.methods import Method, adapter_method, apply_methods
+from tailorkit.models.feature_model import SPEC_FILE, FeatureModel, load_feature_handle
 from tailorkit.models.handle import ModelHandle, handle_for, load_causal_lm, load_masked_lm
 from tailorkit.models.quantize import dequantized_state, linear_weight_bytes
 from tailorkit.models.vision import load_saved, vision_handle
 from tailorkit.recipe import Recipe, dump_recipe, load_recipe
 from tailorkit.train.checkpoint import find_checkpoint
-from tailorkit.train.loop import Trainer, throughput
+from tailorkit.train.loop import throughput
 from tailorkit.train.losses import TaskLoss
 
 SUMMARY = "summary.json"
@@ -106,9 +108,11 @@ def _run(recipe: Recipe, run_dir: Path, resume: bool) -> Path:
     threads = recipe.train.threads or default_threads()
     torch.set_num_threads(threads)
     s = tasks.setup(recipe, run_dir)
-    trainer = Trainer(s.handle, s.methods, s.splits["train"], s.splits["validation"], recipe.train,
-                      s.loss_fn, s.labels, run_dir, recipe.seed)
+    trainer = tasks.make_trainer(s, recipe, run_dir)
+    fit_started = time.perf_counter()
     state = trainer.fit(resume=resume)
+    if "features" in s.info:  # the head's training (with its validation passes) over the cache
+        s.info["features"]["head_seconds"] = round(time.perf_counter() - fit_started, 2)
     trainable, total = trainer.trained_parameter_count()
 
     _save_model_atomically(s.handle, s.methods, s.labels, run_dir / "model")
@@ -154,7 +158,7 @@ def _version(package: str) -> str:
 
 def _folder_mb(folder: Path) -> float:
     """Weights on disk (the tokenizer files are the same for every method)."""
-    weights = [f for f in folder.iterdir() if f.suffix in (".safetensors", ".bin")]
+    weights = [f for f in folder.iterdir() if f.suffix in (".safetensors", ".bin", ".skops")]
     return sum(f.stat().st_size for f in weights) / 2**20
 
 
@@ -164,7 +168,9 @@ def _save_model_atomically(handle: ModelHandle, methods: list[Method], labels: l
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     adapter = adapter_method(methods)
-    if adapter is None:
+    if isinstance(handle.model, FeatureModel):  # the head only: the backbone is the recipe's base
+        handle.model.save_head(tmp)
+    elif adapter is None:
         handle.save(tmp)
     else:
         adapter.save_adapter(handle, tmp)
@@ -213,6 +219,8 @@ def load_run(run_dir: str | Path, dequantize: bool = False
             handle.model.load_state_dict(weights, strict=False)
         methods = apply_methods(handle, recipe.methods)
         adapter_method(methods).load_adapter(handle, model_dir)
+    elif (model_dir / SPEC_FILE).is_file():  # feature extraction: the base's backbone + the head
+        handle, methods = load_feature_handle(tasks.build_base(recipe, labels), model_dir), []
     elif recipe.task == "causal_lm":
         handle, methods = load_causal_lm(model_dir, trust), []
     elif recipe.task == "mlm":
@@ -239,6 +247,9 @@ def merge(run_dir: str | Path, out: str | Path) -> Path:
         print(f"{recipe.model.quantize_base} base: merging into its dequantised fp32 weights; "
               "the merged model is a normal fp32 model", file=sys.stderr)
     adapter = adapter_method(methods)
+    if isinstance(handle.model, FeatureModel):
+        raise TailorError(f"{run_dir}: a features run keeps a separate head on the unchanged base; "
+                          "there is nothing to merge (predict with the run directory)")
     if adapter is None:
         raise TailorError(f"{run_dir}: the run trained no adapter; its model/ folder is already a "
                           "plain Hugging Face model")

@@ -210,6 +210,7 @@ class Recipe(Strict):
             if modality not in method.modalities:
                 raise ValueError(f"methods[{i}]: {name} does not apply to {self.task} models "
                                  f"({method.needs}); use one of: {', '.join(methods_for(modality))}")
+            method.check_recipe(self, f"methods[{i}]")
         return self
 
 

@@ -7,11 +7,13 @@ writes the task's own files (predictions for classifiers, sample generations for
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tailorkit.data.batching import EncodedSplit
 from tailorkit.data.chat import prepare_chat_data
+from tailorkit.data.feature_cache import EncodedFeatures, cache_key, cached_features, files_identity
 from tailorkit.data.image_data import EncodedImages, prepare_image_data
 from tailorkit.data.image_transforms import ImageTransform
 from tailorkit.data.instructions import Conversation
@@ -27,13 +29,16 @@ from tailorkit.data.prepare import (
 from tailorkit.data.templates import resolve_template
 from tailorkit.evaluate.evaluator import evaluate_split, predict_logits, prediction_frame, score
 from tailorkit.generate import sample_answers
-from tailorkit.methods import Method, apply_methods
+from tailorkit.methods import METHODS, Method, apply_methods, build_method
+from tailorkit.models.feature_model import FeatureModel, feature_dim, feature_handle
 from tailorkit.models.handle import ModelHandle, load_causal_lm, load_masked_lm, load_text_classifier
 from tailorkit.models.quantize import nf4_config
+from tailorkit.models.sklearn_heads import ESTIMATORS, SklearnHead
 from tailorkit.models.vision import load_image_classifier
-from tailorkit.recipe import Recipe
+from tailorkit.recipe import Recipe, TrainConfig
 from tailorkit.sources import resolve_model
-from tailorkit.train.loop import seed_everything
+from tailorkit.train.fit_once import FitOnce
+from tailorkit.train.loop import Trainer, seed_everything
 from tailorkit.train.losses import TaskLoss, class_weights
 
 GENERATIONS = "generations.jsonl"
@@ -51,6 +56,7 @@ class Setup:
     test_targets: object = None
     prompts: list[Conversation] = field(default_factory=list)  # LMs: fixed validation prompts
     info: dict = field(default_factory=dict)  # task facts for summary.json
+    train: TrainConfig | None = None  # the loop's settings where they differ from the recipe's
 
 
 def build_base(recipe: Recipe, labels: list[str]) -> ModelHandle:
@@ -67,6 +73,8 @@ def build_base(recipe: Recipe, labels: list[str]) -> ModelHandle:
 
 
 def setup(recipe: Recipe, run_dir: Path) -> Setup:
+    if any(METHODS[name].feature_extraction for spec in recipe.methods for name in spec):
+        return _setup_features(recipe)
     if recipe.task == "causal_lm":
         return _setup_causal_lm(recipe, run_dir)
     if recipe.task == "mlm":
@@ -114,6 +122,86 @@ def _setup_images(recipe: Recipe) -> Setup:
     return Setup(handle, methods, splits, classes, TaskLoss("classification", recipe.train, weights),
                  test_texts=[test.name_of(i) for i in range(len(test))], test_targets=test.labels,
                  info={"skipped_images": skipped})
+
+
+def _setup_features(recipe: Recipe) -> Setup:
+    """Frozen backbone -> pooled features for every split, once (or from the cache) -> a new head
+    that trains on them. Images use the evaluation transform for every split: features computed
+    once cannot be augmented."""
+    ((name, cfg),) = recipe.methods[0].items()
+    method = build_method(name, cfg, where="methods[0]")
+    c = method.config
+    base, raw, labels, test_texts, info, preprocessing = _feature_inputs(recipe)
+    task = "regression" if recipe.task == "regression" else "classification"
+    spec = {"head": c.head, "task": task, "feature_dim": feature_dim(base),
+            "num_outputs": len(labels) if task == "classification" else 1,
+            "hidden": c.hidden, "dropout": c.dropout, "standardize": c.standardize,
+            "pooling": c.pooling if base.modality == "text" else "average"}
+    handle = feature_handle(base, spec)
+    if isinstance(handle.model.head, SklearnHead):
+        handle.model.head.estimator = ESTIMATORS[c.head].build(task, c.options)
+    method.apply(handle)
+    identity = {"model": _model_identity(recipe), "modality": base.modality, "pooling": spec["pooling"],
+                "preprocessing": preprocessing, "bf16": recipe.train.bf16}
+    started, hits, splits = time.perf_counter(), {}, {}
+    for split, encoded in raw.items():
+        features, hits[split] = cached_features(handle.model, encoded, cache_key(identity, encoded),
+                                                c.cache, recipe.train.eval_batch_size, recipe.train.bf16)
+        splits[split] = EncodedFeatures(features, encoded.targets)
+    handle.model.fit_scaling(splits["train"].features)
+    info["features"] = {"head": c.head, "pooling": spec["pooling"], "dim": spec["feature_dim"],
+                        "cache": c.cache, "from_cache": hits,
+                        "extract_seconds": round(time.perf_counter() - started, 2)}
+    weights = (class_weights(splits["train"].targets, len(labels), recipe.train.class_weights)
+               if task == "classification" else None)
+    head_train = recipe.train.model_copy(update={"epochs": c.head_epochs, "lr": c.head_lr or recipe.train.lr})
+    return Setup(handle, [method], splits, labels, TaskLoss(task, recipe.train, weights),
+                 test_texts=test_texts, test_targets=splits["test"].targets, info=info, train=head_train)
+
+
+def _feature_inputs(recipe: Recipe):
+    """The base model, the raw encoded splits, the labels, the test names, task facts and the
+    preprocessing the features depend on."""
+    if recipe.task == "image_classification":
+        images, labels, skipped = prepare_image_data(recipe.data)
+        evaluation = ImageTransform(recipe.data.image, train=False)
+        raw = {split: EncodedImages(images[split], evaluation) for split in images}
+        t = recipe.data.image
+        return (build_base(recipe, labels), raw, labels,
+                [images["test"].name_of(i) for i in range(len(images["test"]))],
+                {"skipped_images": skipped},
+                {"size": t.size, "resize": t.resize_to, "mean": t.mean, "std": t.std})
+    data = prepare_data(recipe.data, recipe.task)
+    base = build_base(recipe, data.labels)
+    raw = {split: EncodedSplit(data.splits[split], base.tokenizer, recipe.model.max_length)
+           for split in data.splits}
+    return base, raw, data.labels, data.splits["test"].texts, {}, {"max_length": recipe.model.max_length}
+
+
+def _model_identity(recipe: Recipe) -> dict:
+    """What names the backbone's weights: its files, or the seed of a from-scratch image model."""
+    m = recipe.model
+    if recipe.task != "image_classification":
+        return {"files": files_identity(resolve_model(m.name))}
+    if not m.pretrained:
+        return {"name": m.name, "pretrained": False, "seed": recipe.seed}
+    path = Path(m.name).expanduser()
+    if not path.exists():  # a catalogue name
+        from tailorkit.sources import MODELS
+
+        path = MODELS[m.name].path()
+    return {"files": files_identity(path)}
+
+
+def make_trainer(s: Setup, recipe: Recipe, run_dir: Path):
+    """The loop for this setup: the Trainer, or one fit for a scikit-learn head."""
+    cfg = s.train or recipe.train
+    model = s.handle.model
+    if isinstance(model, FeatureModel) and isinstance(model.head, SklearnHead):
+        return FitOnce(s.handle, s.splits["train"], s.splits["validation"], cfg, s.loss_fn, s.labels,
+                       run_dir, where="methods[0].features.options")
+    return Trainer(s.handle, s.methods, s.splits["train"], s.splits["validation"], cfg, s.loss_fn,
+                   s.labels, run_dir, recipe.seed)
 
 
 def _setup_mlm(recipe: Recipe) -> Setup:

@@ -71,6 +71,13 @@ def virtual_tokens(n: str) -> bool:
     return n.startswith("prompt_encoder.") or peft_head(n)
 
 
+# Feature extraction: the frozen backbone sits under backbone.*, the new head under head.*. Its
+# batches are cached features, so the steps below train the head on them; the raw-input path
+# and the scikit-learn heads (no parameters to step) are checked in tests/methods/test_features.py.
+def feature_head(n: str) -> bool:
+    return n.startswith("head.")
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -103,6 +110,11 @@ CASES: dict[str, list[Case]] = {
     "ia3": [Case("default", ["ia3"], lambda n: ".ia3_l." in n or peft_head(n), merges=True)],
     "prefix": [Case("4-tokens", [{"prefix": {"virtual_tokens": 4}}], virtual_tokens)],
     "prompt": [Case("4-tokens", [{"prompt": {"virtual_tokens": 4}}], virtual_tokens)],
+    "features": [
+        Case("linear", [{"features": {"head_lr": 1e-2}}], feature_head),
+        Case("mlp-cls", [{"features": {"head": "mlp", "hidden": 8, "pooling": "cls", "head_lr": 1e-2}}],
+             feature_head),
+    ],
     "bottleneck": [
         Case("houlsby", [{"bottleneck": {"placement": "houlsby", "size": 4}}],
              lambda n: ".adapter." in n or n.startswith("classifier.")),
@@ -171,6 +183,11 @@ def _reload(handle, methods, specs: list, make_handle, directory: Path):
     from tailorkit.methods import apply_methods
 
     directory.mkdir(parents=True)
+    if any(m.feature_extraction for m in methods):  # the head is saved; the backbone is the base
+        from tailorkit.models.feature_model import load_feature_handle
+
+        handle.model.save_head(directory)
+        return load_feature_handle(make_handle(handle.task), directory)
     adapters = [m for m in methods if getattr(m, "adapter", False)]
     if not adapters:
         handle.save(directory)

@@ -2,6 +2,7 @@
 
 from tailorkit.methods import (  # noqa: F401  (registration)
     bottleneck,
+    features,
     freeze,
     full,
     ia3,

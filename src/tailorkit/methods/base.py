@@ -34,12 +34,19 @@ class Method:
     # The model kinds it works on; recipe validation refuses the others before any loading.
     modalities: ClassVar[frozenset[str]] = frozenset({"text", "image"})
     needs: ClassVar[str] = ""  # why it is limited, for that message
+    # Builds its own setup (a frozen backbone's cached features under a new head) instead of
+    # adapting the model in place; `tasks.setup` branches on it.
+    feature_extraction: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig) -> None:
         self.config = config
 
     def apply(self, handle: ModelHandle) -> None:
         raise NotImplementedError
+
+    def check_recipe(self, recipe, where: str) -> None:
+        """Refuse a recipe this method cannot serve (task, other methods) with a ValueError
+        naming the field; runs at recipe validation, before anything loads."""
 
     def lr_scales(self, handle: ModelHandle) -> dict[str, float]:
         """Per-parameter learning-rate multipliers (name -> factor); empty means 1 for all."""

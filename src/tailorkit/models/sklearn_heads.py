@@ -1,0 +1,176 @@
+"""scikit-learn estimators as the head of a feature-extraction run.
+
+A small explicit table: each name maps to one estimator per task and to the types its saved
+file may hold. Saving uses skops (no pickle); loading refuses any type the table does not list,
+so a tampered head file cannot run code. Scale-sensitive estimators get a StandardScaler first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from tailorkit.errors import TailorError
+
+HEAD_FILE = "head.skops"
+EPS = 1e-12  # probabilities are clipped before the log, so a confident 0 is not -inf
+
+
+def _scaled(estimator):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), estimator)
+
+
+def _logistic(**kw):
+    from sklearn.linear_model import LogisticRegression
+
+    return _scaled(LogisticRegression(**{"max_iter": 1000, **kw}))
+
+
+def _svm(**kw):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import SVC
+
+    # SVC(probability=True) is deprecated; this is its replacement and gives the same Platt scaling
+    return _scaled(CalibratedClassifierCV(SVC(**kw), ensemble=False))
+
+
+def _hist_gb(task: str):
+    def build(**kw):
+        from sklearn import ensemble
+
+        cls = ensemble.HistGradientBoostingClassifier if task == "classification" \
+            else ensemble.HistGradientBoostingRegressor
+        return cls(**{"random_state": 0, **kw})
+    return build
+
+
+def _forest(task: str):
+    def build(**kw):
+        from sklearn import ensemble
+
+        cls = ensemble.RandomForestClassifier if task == "classification" \
+            else ensemble.RandomForestRegressor
+        return cls(**{"n_estimators": 200, "random_state": 0, "n_jobs": 1, **kw})
+    return build
+
+
+def _ridge(**kw):
+    from sklearn.linear_model import Ridge
+
+    return _scaled(Ridge(**kw))
+
+
+def _svr(**kw):
+    from sklearn.svm import SVR
+
+    return _scaled(SVR(**kw))
+
+
+@dataclass(frozen=True)
+class Estimator:
+    builders: dict[str, Callable]  # task ("classification" | "regression") -> build(**options)
+    trusted: tuple[str, ...] = ()  # types beyond skops' defaults that its saved file holds
+
+    def build(self, task: str, options: dict):
+        return self.builders[task](**options)
+
+    def check_options(self, task: str, options: dict, where: str) -> None:
+        """Unknown argument names fail at recipe validation; bad values when fitting."""
+        try:
+            self.build(task, options)
+        except TypeError as err:
+            raise ValueError(f"{where}: {err}") from None
+
+
+_TREE = "sklearn.tree._tree.Tree"
+_HIST = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
+ESTIMATORS: dict[str, Estimator] = {
+    "logistic_regression": Estimator({"classification": _logistic}),
+    "svm": Estimator({"classification": _svm}, ("sklearn.calibration._CalibratedClassifier",
+                                                "sklearn.calibration._SigmoidCalibration")),
+    "gradient_boosting": Estimator({"classification": _hist_gb("classification"),
+                                    "regression": _hist_gb("regression")}, (_HIST,)),
+    "random_forest": Estimator({"classification": _forest("classification"),
+                                "regression": _forest("regression")}, (_TREE,)),
+    "ridge": Estimator({"regression": _ridge}),
+    "svr": Estimator({"regression": _svr}),
+}
+
+
+class SklearnHead(nn.Module):
+    """A fitted estimator behind the head interface: features in, logits out.
+
+    Classifiers return log-probabilities (softmax gives the estimator's probabilities back),
+    regressors their prediction as one column."""
+
+    def __init__(self, name: str, task: str, num_outputs: int, estimator=None) -> None:
+        super().__init__()
+        self.name, self.task, self.num_outputs = name, task, num_outputs
+        self.estimator = estimator
+
+    def fit(self, features: np.ndarray, targets: np.ndarray, sample_weight: np.ndarray | None,
+            where: str) -> None:
+        kwargs = {}
+        if sample_weight is not None:  # a pipeline routes it to its last step by name
+            last = self.estimator.steps[-1][0] + "__" if hasattr(self.estimator, "steps") else ""
+            kwargs[last + "sample_weight"] = sample_weight
+        try:
+            self.estimator.fit(features, targets, **kwargs)
+        except ValueError as err:  # InvalidParameterError: a bad option value
+            raise TailorError(f"{where}: {err}") from None
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = features.detach().float().cpu().numpy()
+        if self.task == "regression":
+            return torch.from_numpy(self.estimator.predict(x).astype(np.float32)).unsqueeze(-1)
+        probs = self.estimator.predict_proba(x)
+        out = np.full((len(x), self.num_outputs), np.log(EPS), dtype=np.float32)
+        # a class absent from train keeps probability ~0
+        out[:, self.estimator.classes_] = np.log(np.clip(probs, EPS, None))
+        return torch.from_numpy(out)
+
+    def size(self) -> int:
+        """Numbers the fitted estimator holds: the counterpart of a torch head's parameters."""
+        return _size(self.estimator)
+
+    def save(self, directory: Path) -> None:
+        import skops.io as sio
+
+        sio.dump(self.estimator, directory / HEAD_FILE)
+
+    def load(self, directory: Path) -> None:
+        import skops.io as sio
+
+        path = directory / HEAD_FILE
+        found = sio.get_untrusted_types(file=path)
+        unexpected = sorted(set(found) - set(ESTIMATORS[self.name].trusted))
+        if unexpected:
+            raise TailorError(f"{path}: holds types a {self.name} head never saves "
+                              f"({', '.join(unexpected)}); refusing to load it")
+        self.estimator = sio.load(path, trusted=found)
+
+
+def _size(obj) -> int:
+    if isinstance(obj, np.ndarray):
+        return obj.size if obj.dtype != object else sum(_size(o) for o in obj.flat)
+    if isinstance(obj, list | tuple):
+        return sum(_size(o) for o in obj)
+    if hasattr(obj, "tree_"):  # a decision tree: its nodes
+        return int(obj.tree_.node_count)
+    if hasattr(obj, "steps"):  # a pipeline
+        return sum(_size(step) for _, step in obj.steps)
+    if hasattr(obj, "calibrated_classifiers_"):
+        return sum(_size(c.estimator) + 2 * len(c.calibrators) for c in obj.calibrated_classifiers_)
+    if hasattr(obj, "_predictors"):  # histogram gradient boosting: nodes of every tree
+        return sum(p.nodes.size for trees in obj._predictors for p in trees)
+    if hasattr(obj, "get_params"):
+        return sum(_size(v) for k, v in vars(obj).items() if k.endswith("_") and not k.startswith("_"))
+    return 0
