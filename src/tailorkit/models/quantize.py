@@ -53,10 +53,14 @@ def is_4bit(module: nn.Module) -> bool:
 
 
 def linear_weight_bytes(model: nn.Module) -> int:
-    """Bytes held by the base's linear weights: 4-bit codes plus their scales, or fp32."""
+    """Bytes held by the base's linear weights: 4-bit codes plus their scales, or fp32.
+
+    An LM head tied to the input embeddings is the embedding matrix, not a linear layer of
+    its own, and is not counted."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     total = 0
     for name, module in model.named_modules():
-        if "lora_" in name or not isinstance(module, nn.Linear):
+        if "lora_" in name or not isinstance(module, nn.Linear) or id(module.weight) in embeddings:
             continue
         weight = module.weight
         if is_4bit(module):
