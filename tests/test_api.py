@@ -190,3 +190,18 @@ def test_real_catalogue_end_to_end(tmp_path):
     assert 0 < summary["parameters"]["trainable"] < summary["parameters"]["total"] / 3
     frame = api.predict(run, ["The central bank raised interest rates again."])
     assert frame.prediction[0] in summary["labels"]
+
+
+def test_default_threads_follow_the_cores_free_now(monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(api, "_busy_cores", lambda seconds: 0.1)
+    assert api.default_threads() == 4
+    monkeypatch.setattr(api, "_busy_cores", lambda seconds: 2.6)
+    assert api.default_threads() == 1  # round(4 - 2.6) = 1
+    monkeypatch.setattr(api, "_busy_cores", lambda seconds: 3.9)
+    assert api.default_threads() == 1  # never fewer than one
+    monkeypatch.undo()
+    busy = api._busy_cores(0.05)
+    assert busy is None or 0.0 <= busy <= os.cpu_count()

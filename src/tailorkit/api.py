@@ -47,10 +47,32 @@ LABELS = "labels.json"  # the class names; adapter folders and CNNs have no conf
 
 
 def default_threads() -> int:
-    """Cores not already busy: with the other core loaded, 2 threads ran slower than 1."""
+    """Cores not busy right now: with the other core loaded, 2 threads ran slower than 1.
+
+    Busy is measured over a quarter second from /proc/stat; the load average would still
+    count a run that ended a minute ago and starve the next one."""
     cores = len(os.sched_getaffinity(0))
-    busy = os.getloadavg()[0]
+    busy = _busy_cores(0.25)
+    if busy is None:
+        busy = os.getloadavg()[0]
     return max(1, min(cores, round(cores - busy)))
+
+
+def _busy_cores(seconds: float) -> float | None:
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    try:
+        busy0, total0 = sample()
+        time.sleep(seconds)
+        busy1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 == total0:
+        return None
+    return os.cpu_count() * (busy1 - busy0) / (total1 - total0)
 
 
 def peak_rss_mb() -> float:
