@@ -105,3 +105,12 @@ def test_a_4bit_base_needs_lora(llama_dir, tmp_path):
     with pytest.raises(TailorError, match="a 4-bit base cannot train"):
         recipe_from_dict({"task": "sft", "model": {"name": str(llama_dir), "quantize_base": "nf4"},
                           "data": {"train": "x.csv"}, "methods": ["full"]})
+
+
+def test_qlora_trains_only_lora(llama_dir):
+    from tailorkit.methods import apply_methods
+
+    handle = load_causal_lm(llama_dir, quantization=nf4_config(bf16=False))
+    apply_methods(handle, [{"lora": {"r": 4}}])
+    trainable = handle.trainable_names()
+    assert trainable and all("lora_" in n for n in trainable), [n for n in trainable if "lora_" not in n][:3]

@@ -97,7 +97,8 @@ def chosen_before(handle: ModelHandle) -> list:
     Adapter methods freeze the base but keep these, so `freeze: {bias: true}` followed by
     `lora` trains LoRA plus every bias.
     """
-    params = [p for _, p in handle.named_parameters()]
+    # Quantised weights (QLoRA's 4-bit base) can never train, so they do not count as frozen.
+    params = [p for _, p in handle.named_parameters() if p.dtype.is_floating_point]
     if all(p.requires_grad for p in params):
         return []
     return [p for p in params if p.requires_grad]
