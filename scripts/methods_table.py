@@ -2,8 +2,9 @@
 
     python scripts/methods_table.py runs/bbc-full runs/bbc-lora ...
 
-Columns: test accuracy and macro-F1, trainable parameters, train time per epoch,
-samples/s, peak RSS and the size of the saved weights (the adapter alone for
+Columns: test accuracy and macro-F1, trainable parameters, train time per epoch, the
+run's wall time (loading, training, evaluation, saving), samples/s, peak RSS and the size of
+the saved weights (the adapter alone for
 adapter methods, the whole model otherwise).
 """
 
@@ -26,14 +27,14 @@ def row(run_dir: Path) -> str:
     per_epoch = s["train_seconds"] / max(s["epochs"], 1e-9)
     return (f"| {run_dir.name} | {methods} | {s['test']['accuracy']:.4f} | "
             f"{s['test']['f1_macro']:.4f} | {p['trainable']:,} ({p['trainable_pct']:.2f}%) | "
-            f"{s['epochs']:g} | {per_epoch:.0f} | {s['samples_per_second']:.1f} | "
+            f"{s['epochs']:g} | {per_epoch:.0f} | {s['wall_seconds']:.0f} | {s['samples_per_second']:.1f} | "
             f"{s['peak_rss_mb']:.0f} | {s['artefact_mb']:.2f} |")
 
 
 def main(run_dirs: list[str]) -> None:
     print("| run | methods | test accuracy | test macro-F1 | trainable params | epochs | "
-          "s / epoch | samples/s | peak RSS MB | saved weights MB |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "s / epoch | wall s | samples/s | peak RSS MB | saved weights MB |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for run_dir in run_dirs:
         print(row(Path(run_dir)))
 
