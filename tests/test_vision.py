@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -133,3 +134,33 @@ def test_bad_images_are_named_or_skipped(tmp_path):
     recipe["output_dir"] = str(tmp_path / "run2")
     run = api.train(recipe_from_dict(recipe))
     assert json.loads((run / "summary.json").read_text())["skipped_images"]["train"] == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_vit(tmp_path_factory):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    folder = tmp_path_factory.mktemp("models") / "vit"
+    torch.manual_seed(0)
+    ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                        num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("methods", [["full"], [{"freeze": {"top": 1}}], [{"lora": {"r": 4}}],
+                                     [{"features": {"head": "linear", "head_epochs": 3}}]])
+def test_hugging_face_image_classifier_from_a_folder(tiny_vit, methods, tmp_path):
+    recipe = _recipe(tmp_path / "run", methods, epochs=1, lr=1e-3)
+    recipe["model"] = {"name": str(tiny_vit)}
+    recipe["data"]["image"]["size"] = 32
+    run = api.train(recipe_from_dict(recipe))
+    summary = json.loads((run / "summary.json").read_text())
+    assert len(summary["labels"]) == 10 and 0.0 <= summary["test"]["accuracy"] <= 1.0
+    frame = pd.read_csv(run / "predictions_test.csv")
+    assert frame["prediction"].astype(str).isin(summary["labels"]).all()
+    Image.fromarray(np.full((20, 20, 3), 90, dtype=np.uint8)).save(tmp_path / "x.png")
+    predicted = api.predict_images(run, [str(tmp_path / "x.png")])
+    assert len(predicted) == 1 and str(predicted["prediction"][0]) in summary["labels"]
+    if methods == [{"freeze": {"top": 1}}]:
+        _, handle, _, _ = api.load_run(run)
+        assert handle.blocks_prefix == "vit.layers." and handle.num_blocks == 2

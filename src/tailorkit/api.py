@@ -36,7 +36,7 @@ from tailorkit.methods import Method, adapter_method, apply_methods
 from tailorkit.models.feature_model import SPEC_FILE, FeatureModel, load_feature_handle
 from tailorkit.models.handle import ModelHandle, handle_for, load_causal_lm, load_masked_lm
 from tailorkit.models.quantize import dequantized_state, linear_weight_bytes
-from tailorkit.models.vision import load_saved, vision_handle
+from tailorkit.models.vision import load_hf_image_classifier, load_saved, vision_handle
 from tailorkit.recipe import Recipe, dump_recipe, load_recipe
 from tailorkit.train.checkpoint import find_checkpoint
 from tailorkit.train.loop import throughput
@@ -247,6 +247,8 @@ def load_run(run_dir: str | Path, dequantize: bool = False
         handle, methods = load_causal_lm(model_dir, trust), []
     elif recipe.task == "mlm":
         handle, methods = load_masked_lm(model_dir, trust), []
+    elif recipe.task == "image_classification" and (model_dir / "config.json").is_file():
+        handle, methods = load_hf_image_classifier(model_dir, len(labels), trust), []
     elif recipe.task == "image_classification":
         handle, methods = vision_handle(load_saved(model_dir)), []
     else:

@@ -62,7 +62,8 @@ class Setup:
 def build_base(recipe: Recipe, labels: list[str]) -> ModelHandle:
     seed_everything(recipe.seed)  # a new head's initial weights depend on it
     if recipe.task == "image_classification":
-        return load_image_classifier(recipe.model.name, len(labels), recipe.model.pretrained)
+        return load_image_classifier(recipe.model.name, len(labels), recipe.model.pretrained,
+                                     recipe.model.trust_remote_code)
     path = resolve_model(recipe.model.name)
     quantization = nf4_config(recipe.train.bf16) if recipe.model.quantize_base == "nf4" else None
     if recipe.task == "causal_lm":

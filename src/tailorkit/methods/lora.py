@@ -42,7 +42,7 @@ class Lora(PeftMethod):
         if handle.modality == "image" and targets == "all-linear":  # a CNN's weights are convolutions
             from tailorkit.models.vision import lora_targets
 
-            targets = lora_targets(handle.model)
+            targets = lora_targets(handle.model, handle.head_modules)
         return PeftLoraConfig(
             task_type=task_type(handle), target_modules=targets, r=c.r, lora_alpha=c.alpha,
             lora_dropout=c.dropout, bias=c.bias, use_rslora=c.rslora, use_dora=c.dora,

@@ -81,7 +81,11 @@ class FeatureModel(nn.Module):
     def extract(self, **inputs: torch.Tensor) -> torch.Tensor:
         """The pooled features of a raw batch (MobileNetV2: its 1280-d global average pool)."""
         if self.modality == "image":
-            return self.backbone.forward_features(inputs["pixel_values"])
+            if hasattr(self.backbone, "forward_features"):
+                return self.backbone.forward_features(inputs["pixel_values"])
+            # a Hugging Face classifier whose head is now the identity: its "logits" are the
+            # pooled features the head would have read (ViT: [CLS]; ResNet: the average pool)
+            return self.backbone(pixel_values=inputs["pixel_values"]).logits.flatten(1)
         out = self.backbone(**inputs)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         return pool(hidden, inputs["attention_mask"], self.spec["pooling"])
@@ -109,7 +113,9 @@ class FeatureModel(nn.Module):
 
 def feature_dim(base: ModelHandle) -> int:
     if base.modality == "image":
-        return base.model.classifier[-1].in_features
+        classifier = base.model.classifier
+        last = classifier[-1] if isinstance(classifier, nn.Sequential) else classifier
+        return last.in_features  # MobileNetV2: Dropout + Linear; ViT: Linear; ResNet: Flatten + Linear
     return base.model.config.hidden_size
 
 

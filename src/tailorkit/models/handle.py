@@ -23,7 +23,7 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "pytorch_model.bin.index.json")
 
 
-def _find_blocks(root: nn.Module) -> tuple[str, nn.ModuleList]:
+def find_blocks(root: nn.Module) -> tuple[str, nn.ModuleList]:
     """The longest ModuleList of same-class modules: the transformer layers."""
     best: tuple[str, nn.ModuleList] | None = None
     for name, module in root.named_modules():
@@ -94,10 +94,13 @@ class ModelHandle:
         return getattr(out, "logits", out)  # Hugging Face models wrap logits; plain modules do not
 
     def save(self, directory: Path) -> None:
-        if self.modality == "image":
+        if self.modality == "image" and not hasattr(self.model, "save_pretrained"):
             from tailorkit.models.vision import save_image_model
 
             save_image_model(self.model, directory)
+            return
+        if self.tokenizer is None:  # a Hugging Face image model: the recipe holds its transforms
+            self.model.save_pretrained(directory, safe_serialization=True)
             return
         self.model.save_pretrained(directory, safe_serialization=True)
         self.tokenizer.save_pretrained(directory)
@@ -181,7 +184,7 @@ def load_causal_lm(path: Path, trust_remote_code: bool = False, quantization=Non
 
 
 def handle_for(model: nn.Module, tokenizer: object, task: str) -> ModelHandle:
-    blocks_name, blocks = _find_blocks(model)
+    blocks_name, blocks = find_blocks(model)
     embeddings = model.get_input_embeddings()
     emb_name = next(n for n, m in model.named_modules() if m is embeddings)
     # BERT keeps position/type embeddings and a norm beside the word embeddings, so

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tailorkit.errors import TailorError
-from tailorkit.models.handle import ModelHandle
+from tailorkit.models.handle import ModelHandle, find_blocks
 from tailorkit.models.mobilenet_v2 import MobileNetV2, build_mobilenet_v2
 
 ARCH_FILE = "tailorkit_model.json"
@@ -31,8 +31,37 @@ def vision_handle(model: nn.Module) -> ModelHandle:
                        head_modules=["classifier"], modality="image")
 
 
-def load_image_classifier(name: str, num_classes: int, pretrained: bool) -> ModelHandle:
-    """`mobilenet-v2` from the catalogue, a torchvision-named .pth file, or a saved run's model."""
+def hf_vision_handle(model: nn.Module) -> ModelHandle:
+    """A Hugging Face image classifier (ViT, ConvNeXt, ResNet...): its repeated blocks, its
+    patch embeddings where it has them, and the head outside the backbone."""
+    blocks_name, blocks = find_blocks(model)
+    backbone = blocks_name.partition(".")[0]
+    try:
+        embeddings = model.get_input_embeddings()
+        emb_prefix = next(n for n, m in model.named_modules() if m is embeddings) + "."
+    except (NotImplementedError, AttributeError, StopIteration):
+        emb_prefix = NO_EMBEDDINGS
+    head = [n for n, m in model.named_children() if n != backbone and any(True for _ in m.parameters())]
+    return ModelHandle(model=model, tokenizer=None, task="classification",
+                       blocks_prefix=blocks_name + ".", embeddings_prefix=emb_prefix,
+                       num_blocks=len(blocks), head_modules=head, modality="image")
+
+
+def load_hf_image_classifier(path: Path, num_classes: int, trust_remote_code: bool = False) -> ModelHandle:
+    from transformers import AutoModelForImageClassification
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    model = AutoModelForImageClassification.from_pretrained(
+        path, num_labels=num_classes, ignore_mismatched_sizes=True, trust_remote_code=trust_remote_code)
+    return hf_vision_handle(model)
+
+
+def load_image_classifier(name: str, num_classes: int, pretrained: bool,
+                          trust_remote_code: bool = False) -> ModelHandle:
+    """`mobilenet-v2` from the catalogue, a torchvision-named .pth file, a saved run's model, or
+    a Hugging Face image classifier folder (a new head sized to the classes)."""
     from tailorkit.sources import MODELS
 
     path = Path(name).expanduser()
@@ -40,13 +69,18 @@ def load_image_classifier(name: str, num_classes: int, pretrained: bool) -> Mode
         model = load_saved(path)
         model.reset_classifier(num_classes)
         return vision_handle(model)
+    if path.is_dir() and (path / "config.json").is_file():
+        if not pretrained:
+            raise TailorError("model.pretrained: false is only supported for mobilenet-v2")
+        return load_hf_image_classifier(path, num_classes, trust_remote_code)
     if path.suffix == ".pth" and path.is_file():
         weights = path
     elif name == "mobilenet-v2":
         weights = MODELS[name].path() if pretrained else None  # from scratch needs no download
     else:
         raise TailorError(f"model.name: '{name}' is not an image model (use mobilenet-v2, a "
-                          "torchvision-named MobileNetV2 .pth file, or an image run's model folder)")
+                          "torchvision-named MobileNetV2 .pth file, a Hugging Face image classifier "
+                          "folder, or an image run's model folder)")
     return vision_handle(build_mobilenet_v2(num_classes, weights if pretrained else None))
 
 
@@ -67,8 +101,12 @@ def load_saved(directory: Path) -> MobileNetV2:
     return model
 
 
-def lora_targets(model: nn.Module) -> list[str]:
-    """Where LoRA goes on a CNN: every ungrouped convolution. Depthwise convolutions (one
-    filter per channel) have too little structure for a low-rank update; the head trains whole."""
-    return [name for name, m in model.named_modules()
-            if isinstance(m, nn.Conv2d) and m.groups == 1 and not name.startswith("classifier")]
+def lora_targets(model: nn.Module, head_modules: list[str]) -> list[str]:
+    """Where LoRA goes on an image model: every linear layer (ViT) and every ungrouped
+    convolution (CNNs). Depthwise convolutions (one filter per channel) have too little
+    structure for a low-rank update; the head trains whole."""
+    def in_head(name: str) -> bool:
+        return any(name == h or name.startswith(h + ".") for h in head_modules)
+
+    return [name for name, m in model.named_modules() if not in_head(name) and (
+        isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1))]
