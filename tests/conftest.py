@@ -262,3 +262,38 @@ def write_image(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def resumed_matches_uninterrupted(monkeypatch):
+    """`check(recipe, crash_at_step)`: train `recipe` whole, then again with a crash before step
+    `crash_at_step` and a resume; return the largest weight difference between the two models."""
+    from safetensors.torch import load_file
+
+    from tailorkit import api
+    from tailorkit.recipe import recipe_from_dict
+    from tailorkit.train.loop import Trainer
+
+    def weights(run: Path) -> dict:
+        return load_file(str(run / "model" / "model.safetensors"))
+
+    def check(recipe: dict, crash_at_step: int) -> float:
+        whole = api.train(recipe_from_dict(recipe))
+        original = Trainer._step
+
+        def crash(self, group, trainable):
+            if self.state.step + 1 == crash_at_step:
+                raise KeyboardInterrupt  # stands in for kill: the process dies between checkpoints
+            return original(self, group, trainable)
+
+        cut = Path(recipe["output_dir"] + "-cut")
+        monkeypatch.setattr(Trainer, "_step", crash)
+        with pytest.raises(KeyboardInterrupt):
+            api.train(recipe_from_dict({**recipe, "output_dir": str(cut)}))
+        monkeypatch.setattr(Trainer, "_step", original)
+        api.resume(cut)
+        a, b = weights(whole), weights(cut)
+        assert a.keys() == b.keys()
+        return max((a[k] - b[k]).abs().max().item() for k in a)
+
+    return check

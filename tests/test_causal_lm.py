@@ -138,28 +138,9 @@ def test_other_formats_and_named_templates(tiny_llama, tmp_path):
     assert "### Instruction" in template  # inference formats prompts as training did
 
 
-def test_resume_is_exact_for_a_causal_lm(tiny_llama, qa_csv, tmp_path, monkeypatch):
-    from safetensors.torch import load_file
-
-    from tailorkit.train.loop import Trainer
-
+def test_resume_is_exact_for_a_causal_lm(tiny_llama, qa_csv, tmp_path, resumed_matches_uninterrupted):
     recipe = _recipe(tiny_llama, qa_csv, tmp_path / "whole", ["full"], checkpoint_steps=2)
-    whole = api.train(recipe_from_dict(recipe))
-    original = Trainer._step
-
-    def crash(self, group, trainable):
-        if self.state.step + 1 == 5:
-            raise KeyboardInterrupt
-        return original(self, group, trainable)
-
-    monkeypatch.setattr(Trainer, "_step", crash)
-    with pytest.raises(KeyboardInterrupt):
-        api.train(recipe_from_dict({**recipe, "output_dir": str(tmp_path / "cut")}))
-    monkeypatch.setattr(Trainer, "_step", original)
-    api.resume(tmp_path / "cut")
-    a = load_file(str(whole / "model" / "model.safetensors"))
-    b = load_file(str(tmp_path / "cut" / "model" / "model.safetensors"))
-    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    assert resumed_matches_uninterrupted(recipe, crash_at_step=5) <= 1e-6
 
 
 def test_cli_generate_and_chat(runs, capsys, monkeypatch):

@@ -68,26 +68,6 @@ def test_mlm_run_lowers_the_masked_loss_and_feeds_a_classifier(tiny_model_dir, s
 
 
 def test_mlm_resume_masks_exactly_as_the_uninterrupted_run(tiny_model_dir, sentiment_csv, tmp_path,
-                                                          monkeypatch):
-    from safetensors.torch import load_file
-
-    from tailorkit.train.loop import Trainer
-
+                                                          resumed_matches_uninterrupted):
     recipe = recipe_dict(tiny_model_dir, sentiment_csv, tmp_path / "whole", epochs=2, checkpoint_steps=3)
-    recipe = {**recipe, "task": "mlm"}
-    whole = api.train(recipe_from_dict(recipe))
-    original = Trainer._step
-
-    def crash(self, group, trainable):
-        if self.state.step + 1 == 5:
-            raise KeyboardInterrupt
-        return original(self, group, trainable)
-
-    monkeypatch.setattr(Trainer, "_step", crash)
-    with pytest.raises(KeyboardInterrupt):
-        api.train(recipe_from_dict({**recipe, "output_dir": str(tmp_path / "cut")}))
-    monkeypatch.setattr(Trainer, "_step", original)
-    api.resume(tmp_path / "cut")
-    a = load_file(str(whole / "model" / "model.safetensors"))
-    b = load_file(str(tmp_path / "cut" / "model" / "model.safetensors"))
-    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    assert resumed_matches_uninterrupted({**recipe, "task": "mlm"}, crash_at_step=5) <= 1e-6
