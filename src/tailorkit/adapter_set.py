@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 
+from tailorkit.api import LABELS, predict_with
 from tailorkit.errors import TailorError
 from tailorkit.methods.peft_wrap import TRAINED_BASE, quiet_peft
 from tailorkit.models.handle import ModelHandle, handle_for, load_text_classifier
@@ -69,8 +70,6 @@ class AdapterSet:
         self.handle.task = self.adapters[name][0].task
 
     def predict(self, texts: list[str], adapter: str) -> pd.DataFrame:
-        from tailorkit.api import predict_with
-
         self.use(adapter)
         recipe, labels = self.adapters[adapter]
         return predict_with(self.handle, recipe, labels, texts)
@@ -87,7 +86,7 @@ def _adapter_run(run_dir: Path) -> tuple[Recipe, list[str], Path]:
     if (folder / TRAINED_BASE).is_file():
         raise TailorError(f"{run_dir}: this run also trained base weights ({TRAINED_BASE}), so its "
                           "base differs from the shared one; merge it or use it alone")
-    return load_recipe(run_dir / "recipe.yaml"), json.loads((folder / "labels.json").read_text()), folder
+    return load_recipe(run_dir / "recipe.yaml"), json.loads((folder / LABELS).read_text()), folder
 
 
 def _peft_type(folder: Path) -> str:
