@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,9 @@ class Trainer:
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.last_val: dict = {}
         self.best_val: dict = {}  # validation metrics of best_weights (early stopping)
+        # Called as on_evaluate(step, metrics) after each validation; a search trial reports
+        # there and raises to stop a run its pruner gave up on.
+        self.on_evaluate: Callable[[int, dict], None] | None = None
 
     # -- public -----------------------------------------------------------------
     def fit(self, resume: bool = False) -> LoopState:
@@ -190,6 +194,8 @@ class Trainer:
         self.last_val = metrics
         s.last_eval_step = s.step
         self.sink.log("eval", s.step, {"split": "validation", **scalar_metrics(metrics)})
+        if self.on_evaluate is not None:
+            self.on_evaluate(s.step, metrics)
         if es is None:
             return
         value = metrics.get(es.metric)
