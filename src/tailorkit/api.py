@@ -21,6 +21,7 @@ import resource
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -100,12 +101,15 @@ def _claim_run_dir(path: Path, overwrite: bool) -> Path:
     return path
 
 
-def train(recipe: Recipe, overwrite: bool = False) -> Path:
+def train(recipe: Recipe, overwrite: bool = False,
+          on_evaluate: Callable[[int, dict], None] | None = None) -> Path:
+    """Run a recipe; `on_evaluate(step, metrics)` is called after each validation (a search
+    trial reports there, and may raise to stop the run)."""
     created = not Path(recipe.output_dir).exists()
     run_dir = _claim_run_dir(Path(recipe.output_dir), overwrite)
     (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
     try:
-        return _run(recipe, run_dir, resume=False)
+        return _run(recipe, run_dir, resume=False, on_evaluate=on_evaluate)
     except TailorError:
         # Bad input caught before training wrote anything: leave no half run behind that
         # would block the corrected command.
@@ -125,12 +129,14 @@ def resume(run_dir: str | Path) -> Path:
     return _run(load_recipe(run_dir / "recipe.yaml"), run_dir, resume=True)
 
 
-def _run(recipe: Recipe, run_dir: Path, resume: bool) -> Path:
+def _run(recipe: Recipe, run_dir: Path, resume: bool,
+         on_evaluate: Callable[[int, dict], None] | None = None) -> Path:
     started = time.time()
     threads = recipe.train.threads or default_threads()
     torch.set_num_threads(threads)
     s = tasks.setup(recipe, run_dir)
     trainer = tasks.make_trainer(s, recipe, run_dir)
+    trainer.on_evaluate = on_evaluate
     fit_started = time.perf_counter()
     state = trainer.fit(resume=resume)
     if "features" in s.info:  # the head's training (with its validation passes) over the cache
@@ -344,3 +350,37 @@ def predict_images(run_dir: str | Path, paths: list[str]) -> pd.DataFrame:
                          ImageTransform(recipe.data.image, train=False))
     logits = predict_logits(handle, data, recipe.train.eval_batch_size, recipe.train.bf16)
     return prediction_frame("classification", names, logits, labels).rename(columns={"text": "image"})
+
+
+# -- hyperparameter search -------------------------------------------------------------------
+
+def tune(recipe: Recipe, workers: int = 1) -> Path:
+    """Run (or resume) the recipe's `search:` on Optuna in `output_dir`; returns the study
+    directory with its trials, report and best recipe."""
+    from tailorkit.search import report, study, worker
+
+    if recipe.search is None:
+        raise TailorError("tune: the recipe has no search: block; add one (see the README's "
+                          "Hyperparameter search) or run it with tailor train")
+    if workers < 1:
+        raise TailorError(f"--workers must be at least 1 (got {workers})")
+    started = time.time()
+    study_dir = study.claim_study_dir(recipe)
+    study.open_study(recipe, study_dir, create=True)  # once, here, before workers race to it
+    if recipe.search.cv_folds:
+        from tailorkit.search.folds import fold_sections
+
+        fold_sections(recipe, study_dir)  # written once, before any worker reads them
+    deadline = started + recipe.search.timeout if recipe.search.timeout else None
+    try:
+        worker.run_workers(recipe, study_dir, workers, deadline)
+    finally:  # also after Ctrl-C or an error: the report shows what is done so far
+        report.write_report(recipe, study_dir, time.time() - started)
+    return study_dir
+
+
+def tune_status(study_dir: str | Path) -> str:
+    """Progress of a study directory, from its storage: counts, best so far, running trials."""
+    from tailorkit.search.report import status_text
+
+    return status_text(study_dir)

@@ -26,6 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reuse output_dir; the previous run is moved to a .bak folder")
     _add_set(p)
 
+    p = sub.add_parser("tune", help="hyperparameter search: run or resume the recipe's search: block")
+    p.add_argument("recipe", nargs="?", help="recipe YAML file with a search: block")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="trial processes in parallel on the study's storage (default 1)")
+    p.add_argument("--status", metavar="STUDY_DIR", help="print the progress of a study and exit")
+    _add_set(p)
+
     p = sub.add_parser("recipe", help="recipe tools")
     rsub = p.add_subparsers(dest="recipe_command", required=True)
     v = rsub.add_parser("validate", help="check a recipe and print it resolved")
@@ -93,6 +100,29 @@ def _cmd_train(args) -> None:
               file=sys.stderr)
         raise SystemExit(130) from None
     _print_summary(run_dir)
+
+
+def _cmd_tune(args) -> None:
+    from tailorkit import api
+    from tailorkit.recipe import load_recipe
+    from tailorkit.search.worker import StudyInterrupted
+
+    if bool(args.recipe) == bool(args.status):
+        raise TailorError("tune: give a recipe file or --status STUDY_DIR (one of them)")
+    if args.status:
+        if args.overrides or args.workers != 1:
+            raise TailorError("tune --status only reads a study; --set and --workers do not apply")
+        print(api.tune_status(args.status))
+        return
+    recipe = load_recipe(args.recipe, args.overrides)
+    try:
+        study_dir = api.tune(recipe, workers=args.workers)
+    except StudyInterrupted:
+        print(f"\ninterrupted: finished trials are kept; resume with: tailor tune {args.recipe}",
+              file=sys.stderr)
+        raise SystemExit(130) from None
+    print(api.tune_status(study_dir))
+    print(f"best recipe: {study_dir / 'best_recipe.yaml'}  report: {study_dir / 'report.md'}")
 
 
 def _print_summary(run_dir: Path) -> None:
@@ -241,7 +271,7 @@ def _cmd_chat(args) -> None:
         print(f"model> {reply}")
 
 
-COMMANDS = {"train": _cmd_train, "recipe": _cmd_recipe, "methods": _cmd_methods,
+COMMANDS = {"train": _cmd_train, "tune": _cmd_tune, "recipe": _cmd_recipe, "methods": _cmd_methods,
             "eval": _cmd_eval, "predict": _cmd_predict, "merge": _cmd_merge,
             "generate": _cmd_generate, "chat": _cmd_chat}
 

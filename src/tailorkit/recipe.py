@@ -11,7 +11,7 @@ import contextlib
 import difflib
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tailorkit.data.image_transforms import ImageTransformConfig
 from tailorkit.data.instructions import ChatColumns
 from tailorkit.errors import TailorError
+from tailorkit.search.config import CategoricalParam, FloatParam, IntParam, PruningConfig, SearchConfig
 
 
 class Strict(BaseModel):
@@ -157,6 +158,8 @@ class Recipe(Strict):
                                          description="causal_lm: sample generations (section).")
     seed: int = Field(42, description="Seed of weights init, data order and dropout.")
     output_dir: str = Field("runs/run", description="Run directory; refused if it holds a run.")
+    search: SearchConfig | None = Field(None, description="Hyperparameter search for `tailor tune` "
+                                                          "(section); `tailor train` ignores it.")
 
     @field_validator("task", mode="before")
     @classmethod
@@ -211,6 +214,14 @@ class Recipe(Strict):
                 raise ValueError(f"methods[{i}]: {name} does not apply to {self.task} models "
                                  f"({method.needs}); use one of: {', '.join(methods_for(modality))}")
             method.check_recipe(self, f"methods[{i}]")
+        return self
+
+    @model_validator(mode="after")
+    def _check_search(self) -> Recipe:
+        if self.search is not None:  # every path and value, before any data or model loads
+            from tailorkit.search.space import check_space
+
+            check_space(self)
         return self
 
 
@@ -311,7 +322,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
 
 def dump_recipe(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+    exclude = {"search"} if recipe.search is None else None  # a plain run's recipe.yaml stays as it was
+    return yaml.safe_dump(recipe.model_dump(mode="json", exclude=exclude), sort_keys=False)
 
 
 def _type_name(annotation: Any) -> str:
@@ -319,8 +331,10 @@ def _type_name(annotation: Any) -> str:
     origin, args = get_origin(annotation), get_args(annotation)
     if origin is Literal:
         return " | ".join(str(a) for a in args)
+    if origin is Annotated:
+        return _type_name(args[0])
     if origin in (Union, UnionType):
-        return " | ".join(_type_name(a) for a in args)
+        return " | ".join(dict.fromkeys(_type_name(a) for a in args))
     if args:
         return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
     if annotation is type(None):
@@ -337,6 +351,9 @@ def reference_markdown() -> str:
         ("data.split", SplitConfig), ("data.chat", ChatColumns), ("data.image", ImageTransformConfig),
         ("train", TrainConfig),
         ("train.early_stopping", EarlyStopping), ("generation", GenerationConfig),
+        ("search", SearchConfig), ("search.pruning", PruningConfig),
+        ("search.space.<path> (float)", FloatParam), ("search.space.<path> (int)", IntParam),
+        ("search.space.<path> (categorical)", CategoricalParam),
     ]
     out = []
     for title, model in sections:

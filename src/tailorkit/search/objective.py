@@ -1,0 +1,105 @@
+"""One trial: the recipe with the trial's values, trained as a normal run (k runs with
+cross-validation), reporting its validation metric at every evaluation so that the pruner
+can stop it there.
+
+The trial's value is the validation metric of the weights the run keeps (`summary.json`),
+the same number `tailor train` reports, so the best recipe re-trains to it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import statistics
+from pathlib import Path
+from typing import Any
+
+from tailorkit.search.space import apply_params
+
+TRIALS = "trials"
+
+
+def trial_dir(study_dir: Path, number: int) -> Path:
+    return study_dir / TRIALS / f"{number:04d}"
+
+
+def trial_recipe(recipe, params: dict[str, Any], output_dir: Path | str, threads: int | None = None,
+                 progress: bool | None = None) -> dict:
+    """The plain recipe (no search block) a trial trains: the study's recipe with the trial's
+    values. `threads` fills an unset train.threads (workers share the cores); `progress`
+    turns the bar off when several workers print at once."""
+    raw = apply_params(recipe.model_dump(mode="json", exclude={"search"}), params)
+    raw["output_dir"] = str(output_dir)
+    if threads is not None and raw["train"].get("threads") is None:
+        raw["train"]["threads"] = threads
+    if progress is False:
+        raw["train"]["progress"] = False
+    return raw
+
+
+class Reporter:
+    """The Trainer's evaluation hook for one trial: reports the metric at the steps counted
+    over the whole trial (fold after fold) and stops the run when the pruner says so."""
+
+    def __init__(self, trial, metric: str) -> None:
+        self.trial, self.metric = trial, metric
+        self.offset = 0  # steps of the folds already finished
+        self.steps = 0  # optimiser steps taken by this trial so far
+
+    def __call__(self, step: int, metrics: dict) -> None:
+        import optuna
+
+        self.steps = self.offset + step
+        value = metrics.get(self.metric)
+        if value is None or not math.isfinite(value):
+            return
+        self.trial.report(float(value), self.steps)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {self.steps}")
+
+
+def run_trial(trial, recipe, study_dir: Path, threads: int | None = None,
+              progress: bool | None = None) -> float:
+    """Train the trial; return its value. Raises optuna.TrialPruned when pruned. Steps taken,
+    run directory and, with folds, each fold's value are kept as the trial's user attributes."""
+    import optuna
+
+    from tailorkit.search.folds import fold_sections
+
+    cfg = recipe.search
+    folder = trial_dir(study_dir, trial.number)
+    raw = trial_recipe(recipe, trial.params, folder, threads, progress)
+    trial.set_user_attr("run_dir", str(folder.relative_to(study_dir)))
+    if threads is not None:  # the best recipe repeats them: thread counts change the last digits
+        trial.set_user_attr("threads", threads)
+    runs = [raw]
+    if cfg.cv_folds:
+        runs = [{**raw, "data": data, "output_dir": str(folder / f"fold-{i}")}
+                for i, data in enumerate(fold_sections(recipe, study_dir))]
+    reporter, values = Reporter(trial, cfg.metric), []
+    for run in runs:
+        try:
+            summary = _train(run, reporter)
+        except optuna.TrialPruned:
+            trial.set_user_attr("steps", reporter.steps)
+            # A pruned run will not be resumed: drop its checkpoint, keep its metrics.
+            shutil.rmtree(Path(run["output_dir"]) / "checkpoint", ignore_errors=True)
+            raise
+        reporter.offset += summary["steps"]
+        reporter.steps = reporter.offset
+        values.append(summary["validation"][cfg.metric])
+    trial.set_user_attr("steps", reporter.steps)
+    if cfg.cv_folds:
+        trial.set_user_attr("fold_values", values)
+        trial.set_user_attr("std", statistics.pstdev(values))
+    return statistics.fmean(values)
+
+
+def _train(raw: dict, reporter: Reporter) -> dict:
+    from tailorkit import api
+    from tailorkit.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict(raw, source=f"trial recipe {raw['output_dir']}")
+    run_dir = api.train(recipe, overwrite=True, on_evaluate=reporter)
+    return json.loads((run_dir / api.SUMMARY).read_text())

@@ -1,0 +1,237 @@
+"""What a study leaves behind, and `tailor tune --status`.
+
+The report is rebuilt from the storage alone, so it is the same whichever worker, machine
+or re-run writes it:
+  trials.csv         one row per trial: state, metric, steps, seconds, parameters, run dir
+  best_recipe.yaml   a standalone recipe that re-trains the best trial
+  importances.json   parameter importances (Optuna's fANOVA) over the complete trials
+  plots/*.png        optimisation history, learning curves, parallel coordinates, slices,
+                     importances (Optuna's matplotlib plots)
+  study.json         counts, best trial, total training steps, files
+  report.md          all of the above on one page
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from tailorkit.errors import TailorError
+from tailorkit.search.objective import trial_recipe
+from tailorkit.search.study import (
+    DB,
+    describe_storage,
+    open_study,
+    read_study_recipe,
+    storage_url,
+    study_name,
+)
+
+TABLE, BEST, IMPORTANCES, SUMMARY, PAGE, PLOTS = (
+    "trials.csv", "best_recipe.yaml", "importances.json", "study.json", "report.md", "plots")
+
+
+def trial_rows(study, cfg) -> list[dict]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        value = t.value
+        if value is None and t.intermediate_values:  # pruned: where it stood when stopped
+            value = t.intermediate_values[t.last_step]
+        row = {"number": t.number, "state": t.state.name.lower(), cfg.metric: value}
+        if cfg.cv_folds:
+            row[f"{cfg.metric}_std"] = t.user_attrs.get("std")
+        row["steps"] = t.user_attrs.get("steps", 0)
+        row["seconds"] = round(t.duration.total_seconds(), 1) if t.duration else None
+        row.update({path: t.params.get(path) for path in cfg.space})
+        row["run_dir"] = t.user_attrs.get("run_dir")
+        row["error"] = t.user_attrs.get("error")
+        rows.append(row)
+    return rows
+
+
+def _best(study):
+    from optuna.trial import TrialState
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return None
+    return study.best_trial
+
+
+def best_recipe_text(recipe, best, study_dir: Path) -> str:
+    """The best trial's recipe as it ran (same threads, same seed), training into
+    `<study>/best`: `tailor train` on it gives the best trial's model again."""
+    from tailorkit.recipe import dump_recipe, recipe_from_dict
+
+    cfg = recipe.search
+    path = study_dir / BEST
+    raw = trial_recipe(recipe, best.params, study_dir / "best", best.user_attrs.get("threads"))
+    raw["train"]["progress"] = recipe.train.progress
+    text = dump_recipe(recipe_from_dict(raw, source=str(path)))
+    folds = (f"\n# The value is the mean over {cfg.cv_folds} folds; this recipe trains once on the "
+             "recipe's own split." if cfg.cv_folds else "")
+    return (f"# tailor train {path}\n"
+            f"# The best trial ({best.number}) of study {study_name(cfg, study_dir)}: validation "
+            f"{cfg.metric}={best.value:.4f} with {_params(best.params)}.{folds}\n{text}")
+
+
+def importances(study, cfg) -> dict:
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < 2:
+        return {"note": "needs at least two complete trials"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=cfg.seed))
+    except Exception as err:  # e.g. every complete trial has the same parameters
+        return {"note": f"not computed: {err}"}
+    return {k: round(float(v), 4) for k, v in values.items()}
+
+
+def write_plots(study, cfg, folder: Path) -> dict[str, str]:
+    """PNG files by name; a plot Optuna cannot draw yet (too few trials) is left out."""
+    import matplotlib.pyplot as plt
+    from optuna.importance import FanovaImportanceEvaluator
+    from optuna.visualization import matplotlib as plots
+
+    folder.mkdir(exist_ok=True)
+    wanted = {
+        "history.png": lambda: plots.plot_optimization_history(study, target_name=cfg.metric),
+        "learning_curves.png": lambda: plots.plot_intermediate_values(study),
+        "parallel_coordinate.png": lambda: plots.plot_parallel_coordinate(study, target_name=cfg.metric),
+        "slice.png": lambda: plots.plot_slice(study, target_name=cfg.metric),
+        "importances.png": lambda: plots.plot_param_importances(
+            study, evaluator=FanovaImportanceEvaluator(seed=cfg.seed), target_name=cfg.metric),
+    }
+    written = {}
+    for name, draw in wanted.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                axes = draw()
+        except Exception:
+            continue
+        first = axes.flat[0] if hasattr(axes, "flat") else axes
+        figure = first.figure
+        if len(figure.axes) == 0 or not first.has_data():
+            plt.close(figure)
+            continue
+        figure.savefig(folder / name, dpi=90, bbox_inches="tight")
+        plt.close(figure)
+        written[name] = f"{PLOTS}/{name}"
+    return written
+
+
+def write_report(recipe, study_dir: Path, wall_seconds: float | None = None) -> dict:
+    """Write every report file from the storage; returns the study summary."""
+    cfg = recipe.search
+    study = open_study(recipe, study_dir)
+    rows = trial_rows(study, cfg)
+    pd.DataFrame(rows).to_csv(study_dir / TABLE, index=False)
+    best = _best(study)
+    if best is not None:
+        (study_dir / BEST).write_text(best_recipe_text(recipe, best, study_dir))
+    imp = importances(study, cfg)
+    (study_dir / IMPORTANCES).write_text(json.dumps(imp, indent=2) + "\n")
+    plots = write_plots(study, cfg, study_dir / PLOTS)
+    summary = {
+        "study": study_name(cfg, study_dir),
+        "study_dir": str(study_dir),
+        "storage": describe_storage(storage_url(cfg, study_dir)),
+        "sampler": cfg.sampler, "pruner": cfg.pruner, "metric": cfg.metric,
+        "direction": cfg.resolved_direction(), "cv_folds": cfg.cv_folds,
+        "trials": _counts(rows),
+        "total_steps": sum(r["steps"] or 0 for r in rows),
+        "trial_seconds": round(sum(r["seconds"] or 0 for r in rows), 1),
+        "wall_seconds": round(wall_seconds, 1) if wall_seconds is not None else None,
+        "best": None if best is None else {
+            "number": best.number, "value": best.value, "params": best.params,
+            "steps": best.user_attrs.get("steps"), "run_dir": best.user_attrs.get("run_dir"),
+            **({"std": best.user_attrs.get("std")} if cfg.cv_folds else {})},
+        "importances": imp,
+        "files": {"trials": TABLE, "best_recipe": BEST if best else None, "importances": IMPORTANCES,
+                  "plots": plots, "report": PAGE},
+    }
+    tmp = study_dir / (SUMMARY + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    tmp.replace(study_dir / SUMMARY)
+    (study_dir / PAGE).write_text(_page(summary, rows, cfg))
+    return summary
+
+
+def _counts(rows: list[dict]) -> dict[str, int]:
+    out = {"complete": 0, "pruned": 0, "running": 0, "fail": 0, "waiting": 0}
+    for r in rows:
+        out[r["state"]] = out.get(r["state"], 0) + 1
+    return out
+
+
+def _page(summary: dict, rows: list[dict], cfg) -> str:
+    c, best = summary["trials"], summary["best"]
+    lines = [f"# Study {summary['study']}", "",
+             f"{cfg.sampler} sampler, {cfg.pruner} pruner, {summary['direction']} validation "
+             f"{cfg.metric}. Trials: {c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed; "
+             f"{summary['total_steps']:,} training steps in all.", ""]
+    if best:
+        lines += [f"Best: trial {best['number']}, {cfg.metric} = {best['value']:.4f} "
+                  f"({_params(best['params'])}). Re-train it with `tailor train "
+                  f"{summary['study_dir']}/{BEST}`.", ""]
+    imp = {k: v for k, v in summary["importances"].items() if k != "note"}
+    if imp:
+        lines += ["| parameter | importance |", "| --- | --- |"]
+        lines += [f"| `{k}` | {v:.3f} |" for k, v in imp.items()] + [""]
+    frame = pd.DataFrame(rows).drop(columns=["error", "run_dir"], errors="ignore")
+    lines += [frame.to_markdown(index=False) if _has_tabulate() else frame.to_string(index=False), ""]
+    lines += [f"![{name}]({path})" for name, path in summary["files"]["plots"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _has_tabulate() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tabulate") is not None
+
+
+def _params(params: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def status_text(study_dir: str | Path) -> str:
+    """Progress of a study, read from its storage (nothing is written)."""
+    from tailorkit.search.worker import counts_toward_budget, grid_size
+
+    study_dir = Path(study_dir)
+    recipe = read_study_recipe(study_dir)
+    cfg = recipe.search
+    if cfg.storage is None and not (study_dir / DB).is_file():
+        raise TailorError(f"{study_dir}: the study has no storage yet ({DB}); start it with tailor tune")
+    study = open_study(recipe, study_dir)
+    rows = trial_rows(study, cfg)
+    c = _counts(rows)
+    done = sum(1 for t in study.get_trials(deepcopy=False) if counts_toward_budget(t)) - c["running"]
+    wanted = cfg.trials_wanted(grid_size(cfg))
+    lines = [f"study {study_name(cfg, study_dir)}: {cfg.sampler} sampler, {cfg.pruner} pruner, "
+             f"{cfg.resolved_direction()} validation {cfg.metric}; storage "
+             f"{describe_storage(storage_url(cfg, study_dir))}",
+             f"trials: {done} of {wanted} done ({c['complete']} complete, {c['pruned']} pruned), "
+             f"{c['running']} running, {c['fail']} failed; "
+             f"{sum(r['steps'] or 0 for r in rows):,} training steps so far"]
+    best = _best(study)
+    if best is not None:
+        lines.append(f"best: trial {best.number}, {cfg.metric}={best.value:.4f} ({_params(best.params)})")
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        where = t.user_attrs.get("worker", {})
+        at = (f"step {t.last_step}, {cfg.metric}={t.intermediate_values[t.last_step]:.4f}"
+              if t.last_step is not None else "not evaluated yet")
+        lines.append(f"running: trial {t.number} on {where.get('host', '?')}:{where.get('pid', '?')}, "
+                     f"{at} ({_params(t.params)})")
+    if (study_dir / SUMMARY).is_file():
+        lines.append(f"report: {study_dir / PAGE} (written when tailor tune last finished)")
+    return "\n".join(lines)

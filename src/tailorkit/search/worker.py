@@ -1,0 +1,187 @@
+"""The worker loop: count and ask under the study lock, train outside it, tell the outcome.
+
+Each worker is a process with its own model in memory; `--workers N` spawns N of them on
+one storage, and the storage is all they share. A trial counts toward n_trials once it
+is complete, pruned or running; a trial lost to a kill or Ctrl-C does not, so a re-run
+runs its budget again (with grid, the same grid point).
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import math
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+from tailorkit.errors import TailorError
+from tailorkit.search.objective import run_trial
+from tailorkit.search.space import distributions, grid_values
+from tailorkit.search.study import (
+    fail_dead_trials,
+    make_sampler,
+    open_study,
+    study_lock,
+    trial_seed,
+    worker_id,
+)
+
+
+class StudyInterrupted(Exception):
+    """Ctrl-C or SIGTERM: the running trials were marked failed; a re-run resumes."""
+
+
+def counts_toward_budget(trial) -> bool:
+    from optuna.trial import TrialState
+
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING):
+        return True
+    return trial.state == TrialState.FAIL and trial.user_attrs.get("final", False)
+
+
+def grid_size(cfg) -> int | None:
+    return math.prod(len(v) for v in grid_values(cfg).values()) if cfg.sampler == "grid" else None
+
+
+def run_workers(recipe, study_dir: Path, workers: int, deadline: float | None) -> None:
+    """Run the study to its end with `workers` processes (one: in this process)."""
+    if workers == 1:
+        run_worker(recipe, study_dir, 0, None, None, deadline)
+        return
+    cores = len(os.sched_getaffinity(0))
+    threads = max(1, cores // workers)  # unless the recipe sets train.threads itself
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
+    raw = recipe.model_dump(mode="json")
+    procs = [context.Process(target=_worker_main, name=f"tailor-tune-worker-{i}",
+                             args=(raw, str(study_dir), i, threads, deadline)) for i in range(workers)]
+    for proc in procs:
+        proc.start()
+    try:
+        for proc in procs:
+            proc.join()
+    except KeyboardInterrupt:  # the workers got the same Ctrl-C; let them record their trials
+        for proc in procs:
+            proc.join()
+        raise StudyInterrupted from None
+    codes = [proc.exitcode for proc in procs]
+    if any(code == 130 for code in codes):
+        raise StudyInterrupted
+    failed = [i for i, code in enumerate(codes) if code != 0]
+    if failed:
+        raise TailorError(f"worker {', '.join(map(str, failed))} stopped with an error (see above); "
+                          "fix it and re-run the same command to resume the study")
+
+
+def _worker_main(raw: dict, study_dir: str, index: int, threads: int, deadline: float | None) -> None:
+    from tailorkit.recipe import recipe_from_dict
+
+    try:
+        run_worker(recipe_from_dict(raw), Path(study_dir), index, threads, False, deadline)
+    except (StudyInterrupted, KeyboardInterrupt):
+        sys.exit(130)
+    except TailorError as err:
+        print(f"error: worker {index}: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_worker(recipe, study_dir: Path, index: int, threads: int | None, progress: bool | None,
+               deadline: float | None) -> int:
+    """Ask, train and tell until the study has its trials (or the deadline passes); returns
+    how many trials this worker ran."""
+    from optuna.distributions import CategoricalDistribution
+
+    cfg = recipe.search
+    study = open_study(recipe, study_dir)
+    grid = grid_values(cfg) if cfg.sampler == "grid" else None
+    if grid is not None:  # the grid is a set of points: each parameter is one of its values
+        study.sampler = make_sampler(cfg, grid, cfg.seed)
+        dists = {path: CategoricalDistribution(values) for path, values in grid.items()}
+    else:
+        dists = distributions(cfg)
+    wanted = cfg.trials_wanted(grid_size(cfg))
+    me, ran = worker_id(), 0
+    while deadline is None or time.time() < deadline:
+        with study_lock(study_dir):
+            lost = fail_dead_trials(study)
+            trial = _next_trial(study, cfg, grid, dists, wanted)
+            if trial is not None:
+                trial.set_user_attr("worker", {**me, "index": index})
+        for number in lost:
+            print(f"trial {number}: its worker died; marked failed, its budget runs again")
+        if trial is None:
+            break
+        _run_one(study, trial, recipe, study_dir, threads, progress)
+        ran += 1
+    return ran
+
+
+def _next_trial(study, cfg, grid: dict[str, list] | None, dists: dict, wanted: int):
+    """The next trial, or None when the study has what it wants. Call under the lock."""
+    trials = study.get_trials(deepcopy=False)
+    live = [t for t in trials if counts_toward_budget(t)]
+    if len(live) >= wanted:
+        return None
+    if grid is not None:
+        covered = {tuple(t.params.get(path) for path in grid) for t in live}
+        missing = [p for p in itertools.product(*grid.values()) if p not in covered]
+        if not missing:
+            return None
+        # Optuna's grid gives trial n its n-th point; past the grid's size (a lost trial ran
+        # again) name the point that is still missing.
+        if len(trials) >= math.prod(len(v) for v in grid.values()):
+            study.enqueue_trial(dict(zip(grid, missing[0], strict=True)))
+    else:
+        study.sampler = make_sampler(cfg, None, trial_seed(cfg, len(trials)))
+    return study.ask(dists)
+
+
+def _run_one(study, trial, recipe, study_dir: Path, threads: int | None, progress: bool | None) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    from tailorkit.train.loop import Interrupted
+
+    started = time.perf_counter()
+    value, state = None, TrialState.COMPLETE
+    try:
+        value = run_trial(trial, recipe, study_dir, threads, progress)
+    except optuna.TrialPruned:
+        state = TrialState.PRUNED
+    except (Interrupted, KeyboardInterrupt):
+        trial.set_user_attr("error", "interrupted")
+        study.tell(trial, state=TrialState.FAIL)
+        print(f"trial {trial.number}: interrupted; re-run the same command to resume the study")
+        raise StudyInterrupted from None
+    except Exception as err:
+        message = str(err) if isinstance(err, TailorError) else f"{type(err).__name__}: {err}"
+        trial.set_user_attr("error", message)
+        study.tell(trial, state=TrialState.FAIL)
+        raise TailorError(f"trial {trial.number} ({_params(trial.params)}): {message}") from err
+    if value is not None and not math.isfinite(value):  # a diverged run is a result, not a crash
+        trial.set_user_attr("error", f"{recipe.search.metric} is {value}")
+        trial.set_user_attr("final", True)
+        state = TrialState.FAIL
+    study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+    gc.collect()  # the trial's model, optimiser and data go now, not at some later collection
+    seconds = time.perf_counter() - started
+    metric = recipe.search.metric
+    shown = (f"{metric}={value:.4f}" if state == TrialState.COMPLETE else
+             f"pruned, last {metric}={_last(trial):.4f}" if state == TrialState.PRUNED else "failed")
+    print(f"trial {trial.number}: {shown} after {trial.user_attrs.get('steps', 0)} steps, "
+          f"{seconds:.1f} s  ({_params(trial.params)})", flush=True)
+
+
+def _last(trial) -> float:
+    frozen = trial.study._storage.get_trial(trial._trial_id)
+    return frozen.intermediate_values[frozen.last_step] if frozen.last_step is not None else float("nan")
+
+
+def _params(params: dict) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
