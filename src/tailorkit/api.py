@@ -36,7 +36,7 @@ from tailorkit.evaluate.evaluator import predict_logits, prediction_frame, scala
 from tailorkit.methods import Method, adapter_method, apply_methods
 from tailorkit.models.feature_model import SPEC_FILE, FeatureModel, load_feature_handle
 from tailorkit.models.handle import ModelHandle, handle_for, load_causal_lm, load_masked_lm
-from tailorkit.models.quantize import dequantized_state, linear_weight_bytes
+from tailorkit.models.quantize import dequantize_in_place, linear_weight_bytes
 from tailorkit.models.vision import load_hf_image_classifier, load_saved, vision_handle
 from tailorkit.recipe import Recipe, dump_recipe, load_recipe
 from tailorkit.train.checkpoint import find_checkpoint
@@ -221,8 +221,8 @@ def load_run(run_dir: str | Path, dequantize: bool = False
              ) -> tuple[Recipe, ModelHandle, list[str], list[Method]]:
     """The finished model, ready for inference; for adapter runs, base + methods + adapter.
 
-    `dequantize` rebuilds a 4-bit (QLoRA) base in fp32 from its dequantised weights, so a merge
-    gives a plain model that computes what the QLoRA model computes."""
+    `dequantize` turns a 4-bit (QLoRA) base into fp32 layers holding its dequantised weights,
+    so a merge gives a plain model that computes what the QLoRA model computes."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -240,13 +240,10 @@ def load_run(run_dir: str | Path, dequantize: bool = False
     labels = json.loads((model_dir / LABELS).read_text()) if (model_dir / LABELS).is_file() else []
     if (model_dir / "adapter_config.json").is_file():  # base + the same methods + adapter
         handle = tasks.build_base(recipe, labels)
-        if dequantize and recipe.model.quantize_base != "none":
-            weights = dequantized_state(handle.model)
-            plain = recipe.model.model_copy(update={"quantize_base": "none"})
-            handle = tasks.build_base(recipe.model_copy(update={"model": plain}), labels)
-            handle.model.load_state_dict(weights, strict=False)
-        methods = apply_methods(handle, recipe.methods)
+        methods = apply_methods(handle, recipe.methods)  # re-derives a 4-bit base the same way
         adapter_method(methods).load_adapter(handle, model_dir)
+        if dequantize:
+            dequantize_in_place(handle.model)
     elif (model_dir / SPEC_FILE).is_file():  # feature extraction: the base's backbone + the head
         handle, methods = load_feature_handle(tasks.build_base(recipe, labels), model_dir), []
     elif recipe.task == "causal_lm":

@@ -35,6 +35,8 @@ class ModelConfig(Strict):
     quantize_base: Literal["none", "nf4"] = Field(
         "none", description="nf4: keep the frozen base's linear weights in 4-bit NF4 with double "
                             "quantisation (QLoRA; needs the lora method).")
+    nf4_block_size: Literal[32, 64, 128] = Field(
+        64, description="nf4: weights per scale; 32 is more precise and costs 1/32 bit per weight.")
 
 
 class SplitConfig(Strict):

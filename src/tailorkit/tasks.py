@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from tailorkit.data.batching import EncodedSplit
 from tailorkit.data.chat import prepare_chat_data
 from tailorkit.data.feature_cache import EncodedFeatures, cache_key, cached_features, files_identity
@@ -32,7 +34,7 @@ from tailorkit.generate import sample_answers
 from tailorkit.methods import METHODS, Method, apply_methods, build_method
 from tailorkit.models.feature_model import FeatureModel, feature_dim, feature_handle
 from tailorkit.models.handle import ModelHandle, load_causal_lm, load_masked_lm, load_text_classifier
-from tailorkit.models.quantize import nf4_config
+from tailorkit.models.quantize import NF4Spec, require_bitsandbytes
 from tailorkit.models.sklearn_heads import ESTIMATORS, SklearnHead
 from tailorkit.models.vision import load_image_classifier
 from tailorkit.recipe import Recipe, TrainConfig
@@ -64,13 +66,17 @@ def build_base(recipe: Recipe, labels: list[str]) -> ModelHandle:
     if recipe.task == "image_classification":
         return load_image_classifier(recipe.model.name, len(labels), recipe.model.pretrained,
                                      recipe.model.trust_remote_code)
-    path = resolve_model(recipe.model.name)
-    quantization = nf4_config(recipe.train.bf16) if recipe.model.quantize_base == "nf4" else None
-    if recipe.task == "causal_lm":
-        return load_causal_lm(path, recipe.model.trust_remote_code, quantization)
+    m = recipe.model
+    if m.quantize_base == "nf4":
+        require_bitsandbytes()  # before minutes of loading
+    path = resolve_model(m.name)
     if recipe.task == "mlm":
-        return load_masked_lm(path, recipe.model.trust_remote_code)
-    return load_text_classifier(path, recipe.task, labels, recipe.model.trust_remote_code, quantization)
+        return load_masked_lm(path, m.trust_remote_code)
+    handle = (load_causal_lm(path, m.trust_remote_code) if recipe.task == "causal_lm" else
+              load_text_classifier(path, recipe.task, labels, m.trust_remote_code))
+    if m.quantize_base == "nf4":  # apply_methods quantises what stays frozen
+        handle.nf4 = NF4Spec(m.nf4_block_size, torch.bfloat16 if recipe.train.bf16 else torch.float32)
+    return handle
 
 
 def setup(recipe: Recipe, run_dir: Path) -> Setup:

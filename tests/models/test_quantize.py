@@ -11,9 +11,18 @@ import torch
 
 from conftest import build_bpe_tokenizer
 from tailorkit import api
+from tailorkit.data.chat import prepare_chat_data
 from tailorkit.errors import TailorError
+from tailorkit.evaluate.evaluator import language_model_metrics
 from tailorkit.models.handle import load_causal_lm
-from tailorkit.models.quantize import dequantized_state, is_4bit, linear_weight_bytes, nf4_config
+from tailorkit.methods import apply_methods
+from tailorkit.models.quantize import (
+    NF4Spec,
+    dequantized_weight,
+    is_4bit,
+    linear_weight_bytes,
+    quantize_frozen_linears,
+)
 from tailorkit.recipe import recipe_from_dict
 
 QA = [("What is the capital of France?", "The capital of France is Paris."),
@@ -37,9 +46,23 @@ def llama_dir(tmp_path_factory):
     return folder
 
 
+def frozen_4bit(llama_dir, block_size=64):
+    handle = load_causal_lm(llama_dir)
+    handle.model.requires_grad_(False)
+    quantize_frozen_linears(handle.model, NF4Spec(block_size))
+    return handle
+
+
+def layer_errors(plain, quantized) -> dict[str, float]:
+    """Relative weight error of every 4-bit layer against the fp32 original."""
+    originals = dict(plain.model.named_modules())
+    return {name: float((dequantized_weight(m) - originals[name].weight.detach()).norm()
+                        / originals[name].weight.detach().norm())
+            for name, m in quantized.model.named_modules() if is_4bit(m)}
+
+
 def test_base_linear_weights_are_really_4bit(llama_dir):
-    plain = load_causal_lm(llama_dir)
-    quantized = load_causal_lm(llama_dir, quantization=nf4_config(bf16=False))
+    plain, quantized = load_causal_lm(llama_dir), frozen_4bit(llama_dir)
     linears = [m for n, m in quantized.model.named_modules() if n.startswith("model.layers")
                and isinstance(m, torch.nn.Linear)]
     assert linears and all(is_4bit(m) and m.weight.dtype == torch.uint8 for m in linears)
@@ -50,23 +73,73 @@ def test_base_linear_weights_are_really_4bit(llama_dir):
 
     # NF4 rounds each weight to one of 16 levels per block of 64: the stated tolerance is a
     # relative weight error below 0.12 (about 0.09 for normal weights), and the outputs follow.
-    restored = dequantized_state(quantized.model)
-    for name, weight in plain.model.named_parameters():
-        if name in restored and name.startswith("model.layers") and weight.ndim == 2:
-            assert (restored[name] - weight).norm() / weight.norm() < 0.12, name
+    errors = layer_errors(plain, quantized)
+    assert len(errors) == len(linears) and max(errors.values()) < 0.12, errors
     batch = plain.tokenizer(["What is the capital of France?"], return_tensors="pt")
     with torch.no_grad():
         a, b = plain.model(**batch).logits, quantized.model(**batch).logits
     assert (a - b).norm() / a.norm() < 0.5  # a random 2-block model; real-model numbers: docs
 
 
-@pytest.fixture(scope="module")
-def qlora_run(llama_dir, tmp_path_factory):
+def test_smaller_blocks_quantise_more_precisely(llama_dir):
+    plain = load_causal_lm(llama_dir)
+    e64 = layer_errors(plain, frozen_4bit(llama_dir, 64))
+    e32 = layer_errors(plain, frozen_4bit(llama_dir, 32))
+    assert all(e32[name] < e64[name] for name in e64)
+
+
+def test_trainable_layers_stay_full_precision(llama_dir):
+    handle = load_causal_lm(llama_dir)
+    handle.model.requires_grad_(False)
+    handle.model.model.layers[1].mlp.down_proj.weight.requires_grad_(True)
+    quantize_frozen_linears(handle.model, NF4Spec())
+    assert not is_4bit(handle.model.model.layers[1].mlp.down_proj)
+    assert is_4bit(handle.model.model.layers[0].mlp.down_proj)
+
+
+def test_loftq_starts_closer_to_the_full_precision_weights(llama_dir):
+    """LoftQ's Q + scale * B A approximates W better than NF4's Q alone, and a second
+    quantisation of the same weights derives the same Q and B A (what loading relies on)."""
+    plain = load_causal_lm(llama_dir)
+    starts = []
+    for _ in range(2):
+        handle = load_causal_lm(llama_dir)
+        handle.nf4 = NF4Spec()
+        apply_methods(handle, [{"lora": {"r": 4, "init": "loftq", "loftq_iter": 3}}])
+        starts.append(handle)
+    originals = dict(plain.model.named_modules())
+    layers = [(n.removeprefix("base_model.model.").removesuffix(".base_layer"), m)
+              for n, m in starts[0].model.named_modules() if is_4bit(m)]
+    parents = dict(starts[0].model.named_modules())
+    assert layers
+    for name, layer in layers:
+        lora = parents["base_model.model." + name]
+        weight = originals[name].weight
+        start = dequantized_weight(layer) + lora.scaling["default"] * (
+            lora.lora_B["default"].weight @ lora.lora_A["default"].weight)
+        plain_error = (_nf4(weight) - weight).norm()
+        assert (start - weight).norm() < plain_error, name
+    again = dict(starts[1].model.named_modules())
+    for name, layer in layers:
+        twin = again["base_model.model." + name + ".base_layer"]
+        assert torch.equal(layer.weight.data, twin.weight.data), name
+
+
+def _nf4(weight):
+    import bitsandbytes.functional as bnb
+
+    codes, state = bnb.quantize_4bit(weight.detach().contiguous(), blocksize=64, quant_type="nf4",
+                                     compress_statistics=True)
+    return bnb.dequantize_4bit(codes, state)
+
+
+@pytest.fixture(scope="module", params=["random", "loftq"])
+def qlora_run(llama_dir, tmp_path_factory, request):
     root = tmp_path_factory.mktemp("qlora")
     rows = [dict(zip(("prompt", "completion"), random.Random(i).choice(QA), strict=True)) for i in range(40)]
     pd.DataFrame(rows).to_csv(root / "qa.csv", index=False)
     recipe = {"task": "sft", "model": {"name": str(llama_dir), "max_length": 64, "quantize_base": "nf4"},
-              "data": {"train": str(root / "qa.csv")}, "methods": [{"lora": {"r": 4, "dropout": 0.0}}],
+              "data": {"train": str(root / "qa.csv")}, "methods": [{"lora": {"r": 4, "dropout": 0.0, "init": request.param}}],
               "generation": {"samples": 0},
               "train": {"epochs": 3, "batch_size": 8, "lr": 2e-2, "progress": False, "threads": 1},
               "output_dir": str(root / "run")}
@@ -82,8 +155,11 @@ def test_qlora_trains_saves_and_reports_memory(qlora_run):
     assert summary["test"]["loss"] < start
     assert summary["quantize_base"] == "nf4" and summary["base_linear_weight_mb"] > 0
     assert summary["peak_rss_mb"] > 0
-    _, handle, _, _ = api.load_run(run)  # rebuilt: 4-bit base + adapter
+    recipe, handle, _, _ = api.load_run(run)  # rebuilt: 4-bit base (re-derived) + adapter
     assert any(is_4bit(m) for m in handle.model.modules())
+    test = prepare_chat_data(recipe.data, handle.tokenizer, recipe.model.max_length).splits["test"]
+    assert language_model_metrics(handle, test, 8)["loss"] == pytest.approx(summary["test"]["loss"],
+                                                                            abs=1e-5)
 
 
 def test_qlora_merge_dequantises_and_matches(qlora_run, tmp_path, capsys):
@@ -108,9 +184,15 @@ def test_a_4bit_base_needs_lora(llama_dir, tmp_path):
 
 
 def test_qlora_trains_only_lora(llama_dir):
-    from tailorkit.methods import apply_methods
-
-    handle = load_causal_lm(llama_dir, quantization=nf4_config(bf16=False))
+    handle = load_causal_lm(llama_dir)
+    handle.nf4 = NF4Spec()
     apply_methods(handle, [{"lora": {"r": 4}}])
     trainable = handle.trainable_names()
     assert trainable and all("lora_" in n for n in trainable), [n for n in trainable if "lora_" not in n][:3]
+    assert any(is_4bit(m) for m in handle.model.modules())
+
+
+def test_loftq_needs_a_4bit_base(llama_dir):
+    with pytest.raises(TailorError, match="loftq starts LoRA"):
+        recipe_from_dict({"task": "sft", "model": {"name": str(llama_dir)}, "data": {"train": "x.csv"},
+                          "methods": [{"lora": {"init": "loftq"}}]})

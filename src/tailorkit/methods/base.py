@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tailorkit.errors import TailorError
 from tailorkit.models.handle import ModelHandle
+from tailorkit.models.quantize import quantize_frozen_linears
 
 
 class MethodConfig(BaseModel):
@@ -125,4 +126,6 @@ def apply_methods(handle: ModelHandle, specs: list[dict[str, dict]]) -> list[Met
         method.apply(handle)
     if not handle.trainable_names():
         raise TailorError("methods: after applying them nothing is trainable; check the freeze options")
+    if handle.nf4 is not None:  # QLoRA: now that the methods chose what trains, the rest goes 4-bit
+        quantize_frozen_linears(handle.model, handle.nf4, handle.extra.get("loftq_iter", 0))
     return methods

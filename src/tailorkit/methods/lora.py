@@ -26,6 +26,10 @@ class LoraConfig(PeftMethodConfig):
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases train.")
     rslora: bool = Field(False, description="Scale by alpha / sqrt(r) (rank-stabilised LoRA).")
     dora: bool = Field(False, description="Weight-decomposed LoRA (magnitude + direction).")
+    init: Literal["random", "loftq"] = Field(
+        "random", description="random: B = 0, training starts at the base. loftq (4-bit base only): "
+                              "choose the NF4 base and B A together so Q + B A starts close to W.")
+    loftq_iter: int = Field(5, ge=1, le=20, description="loftq: alternating quantise/SVD rounds.")
 
 
 @register
@@ -48,3 +52,16 @@ class Lora(PeftMethod):
             lora_dropout=c.dropout, bias=c.bias, use_rslora=c.rslora, use_dora=c.dora,
             modules_to_save=head_modules(handle),
         )
+
+    def check_recipe(self, recipe, where: str) -> None:
+        c = self.config
+        if c.init == "loftq" and recipe.model.quantize_base == "none":
+            raise ValueError(f"{where}.lora.init: loftq starts LoRA from a 4-bit base's quantisation "
+                             "error; set model.quantize_base: nf4 or init: random")
+        if c.init == "loftq" and c.dora:
+            raise ValueError(f"{where}.lora.init: loftq does not combine with dora; choose one")
+
+    def apply(self, handle) -> None:
+        super().apply(handle)
+        if self.config.init == "loftq":  # apply_methods quantises the base and sets B A with it
+            handle.extra["loftq_iter"] = self.config.loftq_iter

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from tailorkit.errors import TailorError
-from tailorkit.models.quantize import keep_fp32_inference
+from tailorkit.models.quantize import NF4Spec
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -49,6 +49,7 @@ class ModelHandle:
     wrapper_prefix: str = ""  # set while a wrapper (PEFT) holds the model
     modality: str = "text"  # "image" for CNNs: inputs are pixel_values, not tokens
     extra: dict = field(default_factory=dict)  # per-method state (e.g. unfreezing schedule)
+    nf4: NF4Spec | None = None  # QLoRA: quantise the frozen base once the methods are applied
 
     def depth(self, param_name: str) -> int:
         if param_name.startswith(self.embeddings_prefix):
@@ -118,8 +119,7 @@ def _check_weights(path: Path) -> None:
 
 
 def load_text_classifier(
-    path: Path, task: str, labels: list[str], trust_remote_code: bool = False, quantization=None
-) -> ModelHandle:
+    path: Path, task: str, labels: list[str], trust_remote_code: bool = False) -> ModelHandle:
     """A sequence classifier/regressor from a local folder; a new head sized to `labels`."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -140,10 +140,9 @@ def load_text_classifier(
         kwargs["problem_type"] = "regression"
     model = AutoModelForSequenceClassification.from_pretrained(
         path, trust_remote_code=trust_remote_code, ignore_mismatched_sizes=not same_head,
-        quantization_config=quantization, dtype=torch.float32, **kwargs
+        dtype=torch.float32, **kwargs
     )
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    keep_fp32_inference(model)
     if tokenizer.pad_token is None:  # decoder tokenisers often lack one
         tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -165,7 +164,7 @@ def load_masked_lm(path: Path, trust_remote_code: bool = False) -> ModelHandle:
     return handle_for(model, tokenizer, "mlm")
 
 
-def load_causal_lm(path: Path, trust_remote_code: bool = False, quantization=None) -> ModelHandle:
+def load_causal_lm(path: Path, trust_remote_code: bool = False) -> ModelHandle:
     """A decoder LM from a local folder, with its language-model head (tied or not)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -173,11 +172,9 @@ def load_causal_lm(path: Path, trust_remote_code: bool = False, quantization=Non
     _check_weights(path)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    # fp32 explicitly: with a quantization config transformers would pick a 16-bit dtype
     model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code,
-                                                 quantization_config=quantization, dtype=torch.float32)
+                                                 dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    keep_fp32_inference(model)
     if tokenizer.pad_token is None:  # padding positions are masked out of the loss anyway
         tokenizer.pad_token = tokenizer.eos_token
     return handle_for(model, tokenizer, "causal_lm")

@@ -1,10 +1,20 @@
 """A frozen 4-bit NF4 base for QLoRA (Dettmers et al. 2023), through bitsandbytes.
 
-NF4 stores each block of 64 weights as 4-bit indices into the quantiles of a
-normal distribution plus one scale; double quantisation stores those scales in
-8 bits too (about 0.127 bits per weight instead of 0.5). Linear layers keep
-their weights this way; the compute runs in fp32 (or bf16) after dequantising
-block by block. bitsandbytes runs this on CPU as well as CUDA.
+NF4 stores each block of 64 (or `block_size`) weights as 4-bit indices into the
+quantiles of a normal distribution plus one scale; double quantisation stores those
+scales in 8 bits too (about 0.127 bits per weight instead of 0.5 at block 64).
+The compute runs in fp32 (or bf16) after dequantising block by block. bitsandbytes
+runs this on CPU as well as CUDA.
+
+The base is quantised after the methods chose what trains: every frozen linear
+layer (not a task or LM head) becomes a bitsandbytes `Linear4bit`. Under LoRA with
+`init: loftq` (LoftQ, Li et al. 2023) the quantisation and the LoRA start are
+chosen together, alternating T times
+
+    Q  = NF4(W - B A)          B A = best rank-r approximation of W - Q
+
+so that Q + B A starts closer to W than Q alone. Both steps are deterministic, so
+loading a saved adapter re-derives the same Q from the same W.
 
 Merging dequantises: the merged model's base weights are exactly the 4-bit
 weights the adapter was trained against, in fp32, plus the LoRA update.
@@ -13,6 +23,7 @@ weights the adapter was trained against, in fp32, plus the LoRA update.
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -20,32 +31,99 @@ from torch import nn
 from tailorkit.errors import TailorError
 
 # New task heads and LM heads stay full precision: the head trains, the LM head is tied.
-SKIP = ["classifier", "pre_classifier", "score", "lm_head"]
+SKIP = frozenset({"classifier", "pre_classifier", "score", "lm_head"})
 
 
-def nf4_config(bf16: bool):
+@dataclass(frozen=True)
+class NF4Spec:
+    block_size: int = 64
+    compute_dtype: torch.dtype = torch.float32
+
+
+def require_bitsandbytes() -> None:
     if importlib.util.find_spec("bitsandbytes") is None:
         raise TailorError("model.quantize_base: nf4 needs bitsandbytes: pip install bitsandbytes "
                           "torch==2.13.0 (in one command)")
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float32,
-        llm_int8_skip_modules=SKIP,
-    )
 
 
-def keep_fp32_inference(model: nn.Module) -> None:
-    """Evaluate with the weights we train with.
+def quantize_frozen_linears(model: nn.Module, spec: NF4Spec, loftq_iter: int = 0) -> int:
+    """Turn every frozen linear layer outside the heads into NF4; returns how many.
 
-    On CPUs with avx512_bf16, bitsandbytes repacks 4-bit weights into bf16 the first time a
-    layer runs in eval mode without gradients: faster, but evaluation and merging would then
-    see other weights than training did.
-    """
-    for module in model.modules():
-        if is_4bit(module):
-            module.support_avx512bf16_for_cpu = False
+    A layer that is the base of a LoRA layer gets LoftQ's joint start when `loftq_iter` > 0."""
+    require_bitsandbytes()
+    count = 0
+    for parent_name, parent in list(model.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            name = f"{parent_name}.{child_name}" if parent_name else child_name
+            if type(child) is not nn.Linear or child.weight.requires_grad or SKIP & set(name.split(".")):
+                continue
+            weight = child.weight.detach().float()
+            if loftq_iter and child_name == "base_layer" and hasattr(parent, "lora_A"):
+                weight = _loftq_start(parent, weight, spec, loftq_iter)
+            setattr(parent, child_name, _linear_4bit(child, weight, spec))
+            count += 1
+    return count
+
+
+def _linear_4bit(linear: nn.Linear, weight: torch.Tensor, spec: NF4Spec) -> nn.Module:
+    import bitsandbytes as bnb
+
+    layer = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                              compute_dtype=spec.compute_dtype, compress_statistics=True,
+                              quant_type="nf4")
+    layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, blocksize=spec.block_size,
+                                     compress_statistics=True, quant_type="nf4", module=layer
+                                     )._quantize("cpu")
+    if linear.bias is not None:
+        layer.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+    # Evaluate with the weights we train with. On CPUs with avx512_bf16, bitsandbytes repacks
+    # 4-bit weights into bf16 the first time a layer runs in eval mode without gradients: faster,
+    # but evaluation and merging would then see other weights than training did.
+    layer.support_avx512bf16_for_cpu = False
+    return layer
+
+
+def _nf4_round_trip(weight: torch.Tensor, spec: NF4Spec) -> torch.Tensor:
+    import bitsandbytes.functional as bnb
+
+    codes, state = bnb.quantize_4bit(weight.contiguous(), blocksize=spec.block_size,
+                                     compress_statistics=True, quant_type="nf4")
+    return bnb.dequantize_4bit(codes, state).float()
+
+
+@torch.no_grad()
+def _loftq_start(lora_layer: nn.Module, weight: torch.Tensor, spec: NF4Spec, iters: int) -> torch.Tensor:
+    """Set the LoRA layer's A and B to LoftQ's start; returns the weight to quantise (W - B A)."""
+    (adapter,) = lora_layer.lora_A.keys()
+    rank, scale = lora_layer.r[adapter], lora_layer.scaling[adapter]
+    low_rank = torch.zeros_like(weight)
+    for _ in range(iters):
+        target = weight - low_rank
+        u, s, vh = torch.linalg.svd(weight - _nf4_round_trip(target, spec), full_matrices=False)
+        low_rank = (u[:, :rank] * s[:rank]) @ vh[:rank]
+    # the layer adds scale * B A: split sqrt(s) between both factors and undo the scale
+    root = (s[:rank] / scale).sqrt()
+    lora_layer.lora_B[adapter].weight.copy_(u[:, :rank] * root)
+    lora_layer.lora_A[adapter].weight.copy_(root[:, None] * vh[:rank])
+    return target
+
+
+def dequantize_in_place(model: nn.Module) -> None:
+    """Replace every 4-bit layer by an fp32 nn.Linear holding its dequantised weight."""
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if is_4bit(child):
+                linear = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+                linear.weight = nn.Parameter(dequantized_weight(child), requires_grad=False)
+                if child.bias is not None:
+                    linear.bias = nn.Parameter(child.bias.detach().float(), requires_grad=False)
+                setattr(parent, child_name, linear)
+
+
+def dequantized_weight(layer: nn.Module) -> torch.Tensor:
+    import bitsandbytes.functional as bnb
+
+    return bnb.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
 
 
 def is_4bit(module: nn.Module) -> bool:
@@ -75,21 +153,3 @@ def linear_weight_bytes(model: nn.Module) -> int:
 
 def _tensor_bytes(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.numel() * t.element_size()
-
-
-def dequantized_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's weights in fp32, 4-bit linears dequantised: what the adapter trained against."""
-    import bitsandbytes.functional as bnb
-
-    state = {}
-    for name, module in model.named_modules():
-        if is_4bit(module):
-            weight = bnb.dequantize_4bit(module.weight.data, module.weight.quant_state)
-            state[f"{name}.weight"] = weight.float()
-            if module.bias is not None:
-                state[f"{name}.bias"] = module.bias.detach().float()
-    for name, param in model.named_parameters():
-        if name not in state and param.dtype.is_floating_point:
-            state[name] = param.detach().float()
-    return state
-
