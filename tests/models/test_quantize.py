@@ -14,8 +14,8 @@ from tailorkit import api
 from tailorkit.data.chat import prepare_chat_data
 from tailorkit.errors import TailorError
 from tailorkit.evaluate.evaluator import language_model_metrics
-from tailorkit.models.handle import load_causal_lm
 from tailorkit.methods import apply_methods
+from tailorkit.models.handle import load_causal_lm
 from tailorkit.models.quantize import (
     NF4Spec,
     dequantized_weight,
@@ -139,7 +139,8 @@ def qlora_run(llama_dir, tmp_path_factory, request):
     rows = [dict(zip(("prompt", "completion"), random.Random(i).choice(QA), strict=True)) for i in range(40)]
     pd.DataFrame(rows).to_csv(root / "qa.csv", index=False)
     recipe = {"task": "sft", "model": {"name": str(llama_dir), "max_length": 64, "quantize_base": "nf4"},
-              "data": {"train": str(root / "qa.csv")}, "methods": [{"lora": {"r": 4, "dropout": 0.0, "init": request.param}}],
+              "data": {"train": str(root / "qa.csv")},
+              "methods": [{"lora": {"r": 4, "dropout": 0.0, "init": request.param}}],
               "generation": {"samples": 0},
               "train": {"epochs": 3, "batch_size": 8, "lr": 2e-2, "progress": False, "threads": 1},
               "output_dir": str(root / "run")}
