@@ -46,6 +46,7 @@ def trial_rows(study, cfg) -> list[dict]:
         row["steps"] = t.user_attrs.get("steps", 0)
         row["seconds"] = round(t.duration.total_seconds(), 1) if t.duration else None
         row.update({path: t.params.get(path) for path in cfg.space})
+        row["duplicate_of"] = t.user_attrs.get("duplicate_of")
         row["run_dir"] = t.user_attrs.get("run_dir")
         row["error"] = t.user_attrs.get("error")
         rows.append(row)
@@ -132,7 +133,7 @@ def write_report(recipe, study_dir: Path, wall_seconds: float | None = None) -> 
     cfg = recipe.search
     study = open_study(recipe, study_dir)
     rows = trial_rows(study, cfg)
-    pd.DataFrame(rows).to_csv(study_dir / TABLE, index=False)
+    _frame(rows).to_csv(study_dir / TABLE, index=False)
     best = _best(study)
     if best is not None:
         (study_dir / BEST).write_text(best_recipe_text(recipe, best, study_dir))
@@ -164,6 +165,13 @@ def write_report(recipe, study_dir: Path, wall_seconds: float | None = None) -> 
     return summary
 
 
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    if "duplicate_of" in frame:  # trial numbers, not floats, where some rows have none
+        frame["duplicate_of"] = frame["duplicate_of"].astype("Int64")
+    return frame
+
+
 def _counts(rows: list[dict]) -> dict[str, int]:
     out = {"complete": 0, "pruned": 0, "running": 0, "fail": 0, "waiting": 0}
     for r in rows:
@@ -185,7 +193,7 @@ def _page(summary: dict, rows: list[dict], cfg) -> str:
     if imp:
         lines += ["| parameter | importance |", "| --- | --- |"]
         lines += [f"| `{k}` | {v:.3f} |" for k, v in imp.items()] + [""]
-    frame = pd.DataFrame(rows).drop(columns=["error", "run_dir"], errors="ignore")
+    frame = _frame(rows).drop(columns=["error", "run_dir"], errors="ignore").dropna(axis=1, how="all")
     lines += [frame.to_markdown(index=False) if _has_tabulate() else frame.to_string(index=False), ""]
     lines += [f"![{name}]({path})" for name, path in summary["files"]["plots"].items()]
     return "\n".join(lines) + "\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import socket
@@ -80,9 +81,11 @@ def _flat(raw: Any, prefix: str = "") -> dict[str, str]:
     return {prefix: json.dumps(raw, sort_keys=True)}
 
 
+@functools.lru_cache(maxsize=8)
 def make_storage(url: str):
     """SQLite waits up to a minute for a lock instead of failing: several worker processes
-    write to one file, each briefly (a report per evaluation, a state per trial)."""
+    write to one file, each briefly (a report per evaluation, a state per trial). Opened once
+    per process: opening checks the schema, which takes a second."""
     import optuna
 
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}

@@ -146,8 +146,16 @@ def _run_one(study, trial, recipe, study_dir: Path, threads: int | None, progres
 
     started = time.perf_counter()
     value, state = None, TrialState.COMPLETE
+    twin = _finished_twin(study, trial)
     try:
-        value = run_trial(trial, recipe, study_dir, threads, progress)
+        if twin is not None:  # same values, same seed: training again would give the same run
+            trial.set_user_attr("duplicate_of", twin.number)
+            for key in ("steps", "run_dir", "std", "fold_values", "threads"):
+                if key in twin.user_attrs:
+                    trial.set_user_attr(key, 0 if key == "steps" else twin.user_attrs[key])
+            value = twin.value
+        else:
+            value = run_trial(trial, recipe, study_dir, threads, progress)
     except optuna.TrialPruned:
         state = TrialState.PRUNED
     except (Interrupted, KeyboardInterrupt):
@@ -165,13 +173,32 @@ def _run_one(study, trial, recipe, study_dir: Path, threads: int | None, progres
         trial.set_user_attr("final", True)
         state = TrialState.FAIL
     study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
-    gc.collect()  # the trial's model, optimiser and data go now, not at some later collection
+    if twin is None:
+        free_memory()
     seconds = time.perf_counter() - started
     metric = recipe.search.metric
     shown = (f"{metric}={value:.4f}" if state == TrialState.COMPLETE else
              f"pruned, last {metric}={_last(trial):.4f}" if state == TrialState.PRUNED else "failed")
+    again = f" (as trial {twin.number}: same values, not trained again)" if twin is not None else ""
     print(f"trial {trial.number}: {shown} after {trial.user_attrs.get('steps', 0)} steps, "
-          f"{seconds:.1f} s  ({_params(trial.params)})", flush=True)
+          f"{seconds:.1f} s  ({_params(trial.params)}){again}", flush=True)
+
+
+def free_memory() -> None:
+    """The trial's model, optimiser and data go now, before the next trial loads its own,
+    not at some later collection (a pruned run's frames hold them in reference cycles)."""
+    gc.collect()
+
+
+def _finished_twin(study, trial):
+    """A complete trial with the same values (samplers may propose a point again, on a
+    discrete space often): its result is reused and no step is spent."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.params == trial.params and "duplicate_of" not in t.user_attrs:
+            return t
+    return None
 
 
 def _last(trial) -> float:

@@ -1,0 +1,115 @@
+"""The search: block is validated with the recipe: every dotted path against the schema, every
+bound and choice as a real recipe value, the metric against the task. Nothing loads here."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tailorkit.cli import main
+from tailorkit.errors import TailorError
+from tailorkit.recipe import dump_recipe, recipe_from_dict
+from tailorkit.search.config import CategoricalParam, FloatParam, IntParam
+
+BASE = {"model": {"name": "minilm-l6"}, "data": {"name": "bbc-news"}, "methods": [{"lora": {"r": 8}}]}
+
+
+def with_search(**search) -> dict:
+    return {**BASE, "search": search}
+
+
+def error_of(**search) -> str:
+    with pytest.raises(TailorError) as info:
+        recipe_from_dict(with_search(**search), "r.yaml")
+    return str(info.value)
+
+
+def test_a_valid_block_and_its_shorthands():
+    recipe = recipe_from_dict(with_search(space={
+        "train.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+        "methods.0.lora.r": [4, 8, 16],
+        "train.batch_size": {"low": 8, "high": 32, "step": 8},
+        "train.warmup_ratio": {"type": "float", "low": 0, "high": 0.2, "step": 0.1},
+        "methods.0.lora.dropout": {"type": "categorical", "choices": [0.0, 0.1]},
+    }, metric="accuracy"))
+    space = recipe.search.space
+    assert isinstance(space["train.lr"], FloatParam) and space["train.lr"].log
+    assert isinstance(space["methods.0.lora.r"], CategoricalParam)
+    assert space["methods.0.lora.r"].choices == [4, 8, 16]
+    assert isinstance(space["train.batch_size"], IntParam) and space["train.batch_size"].step == 8
+    assert isinstance(space["train.warmup_ratio"], FloatParam)  # the explicit type wins over int bounds
+    assert recipe.search.resolved_direction() == "maximize"
+    assert recipe.search.sampler == "tpe" and recipe.search.pruner == "none"
+
+
+@pytest.mark.parametrize(("space", "expected"), [
+    ({"train.lrr": [1e-3]}, "search.space.train.lrr: unknown field 'lrr'; did you mean 'lr'?"),
+    ({"trian.lr": [1e-3]}, "search.space.trian.lr: unknown field 'trian'; did you mean 'train'?"),
+    ({"methods.0.lora.rank": [4]}, "search.space.methods.0.lora.rank: unknown field 'rank'"),
+    ({"methods.0.freeze.top": [1]}, "search.space.methods.0.freeze.top: methods[0] is lora, not freeze"),
+    ({"methods.1.lora.r": [4]}, "search.space.methods.1.lora.r: '1' is not an index of methods"),
+    ({"methods.lora.r": [4]}, "a method option is written methods.<index>.<method>.<option>"),
+    ({"train": [1]}, "search.space.train: 'train' is a section"),
+    ({"train.lr.value": [1]}, "search.space.train.lr.value: 'lr' is a value, not a section"),
+    ({"output_dir": ["a", "b"]}, "search.space.output_dir: output_dir cannot be searched"),
+])
+def test_a_typo_in_a_dotted_path_fails_at_validation(space, expected):
+    message = error_of(space=space)
+    assert message.startswith("r.yaml: ") and expected in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(("space", "expected"), [
+    ({"methods.0.lora.r": [0, 8]}, "search.space.methods.0.lora.r: value 0 is refused: "
+                                   "methods[0].lora.r: Input should be greater than or equal to 1"),
+    ({"train.lr": {"low": -1.0, "high": 1e-2}}, "search.space.train.lr: value -1.0 is refused: train.lr"),
+    ({"train.optimizer": ["adamw", "lion"]}, "value 'lion' is refused: train.optimizer: must be one of"),
+    ({"train.lr": {"low": 1e-2, "high": 1e-4}}, "low (0.01) is above high (0.0001)"),
+    ({"train.lr": {"low": 0.0, "high": 1e-2, "log": True}}, "log scale needs low > 0"),
+    ({"train.batch_size": {"low": 8, "high": 30, "step": 8}}, "high - low (22) is not a multiple of step"),
+    ({"train.lr": {"lo": 1e-4, "high": 1e-2}}, "train.lr: unknown key 'lo' for a float parameter"),
+    ({"train.lr": [1e-3, 1e-3]}, "choices repeat a value"),
+    ({"train.lr": "fast"}, "train.lr: give a list of choices"),
+])
+def test_values_the_recipe_refuses_fail_at_validation(space, expected):
+    assert expected in error_of(space=space)
+
+
+def test_grid_needs_a_discrete_space():
+    message = error_of(space={"train.lr": {"low": 1e-4, "high": 1e-2}}, sampler="grid")
+    assert "search.space.train.lr: the grid sampler needs a discrete space" in message
+    recipe_from_dict(with_search(space={"train.lr": {"low": 1e-3, "high": 3e-3, "step": 1e-3}},
+                                 sampler="grid"))
+
+
+def test_metric_must_belong_to_the_task():
+    assert "search.metric: 'r2' is not a classification metric" in error_of(
+        space={"train.lr": [1e-3]}, metric="r2")
+
+
+def test_options_of_the_block_are_checked():
+    assert "search.sampel: unknown field; did you mean 'sampler'?" in error_of(
+        space={"train.lr": [1e-3]}, sampel="grid")
+    assert "search.pruner: must be one of" in error_of(space={"train.lr": [1e-3]}, pruner="sha")
+    assert "search.space" in error_of(space={})
+
+
+def test_cross_validation_needs_a_table_task():
+    raw = {"task": "causal_lm", "model": {"name": "m"}, "data": {"name": "chatterbot-qa"},
+           "search": {"space": {"train.lr": [1e-3]}, "cv_folds": 3}}
+    with pytest.raises(TailorError, match="search.cv_folds: cross-validation works on classification"):
+        recipe_from_dict(raw)
+
+
+def test_a_plain_recipe_is_saved_without_a_search_block():
+    assert "search" not in yaml.safe_load(dump_recipe(recipe_from_dict(BASE)))
+    saved = yaml.safe_load(dump_recipe(recipe_from_dict(with_search(space={"train.lr": [1e-3]}))))
+    assert saved["search"]["space"] == {"train.lr": {"type": "categorical", "choices": [0.001]}}
+
+
+def test_recipe_validate_names_the_path(tmp_path, capsys):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(with_search(space={"train.lrr": [1e-3]})))
+    assert main(["recipe", "validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: search.space.train.lrr: unknown field") and err.count("\n") == 1
