@@ -122,6 +122,12 @@ class TrainConfig(Strict):
     bf16: bool = Field(False, description="bf16 autocast for forward and backward.")
     threads: int | None = Field(None, ge=1, description="torch threads; default: free cores.")
     length_grouping: bool = Field(True, description="Batch similar lengths to avoid padding.")
+    frozen_prefix: Literal["cache", "eval", "train"] = Field(
+        "cache", description="Frozen lower blocks: cache = no dropout, computed once and reused "
+                             "where exact; eval = no dropout, recomputed; train = dropout on.")
+    cache_memory_mb: int = Field(
+        4096, ge=0, description="frozen_prefix cache: beyond this, states go to a memory-mapped "
+                                "file in the run directory.")
     progress: bool = Field(True, description="Show a progress bar.")
 
     @field_validator("class_weights", mode="before")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -13,17 +14,21 @@ from tailorkit.evaluate.metrics import classification_metrics, regression_metric
 from tailorkit.models.handle import ModelHandle
 from tailorkit.train.losses import token_loss_sum
 
+# logits of (split, example indices, their batch); the trainer's can reuse cached frozen blocks
+Forward = Callable[[object, list[int], dict], torch.Tensor]
+
 
 @torch.inference_mode()
 def predict_logits(handle: ModelHandle, data: EncodedSplit, batch_size: int,
-                   bf16: bool = False) -> np.ndarray:
+                   bf16: bool = False, forward: Forward | None = None) -> np.ndarray:
     """Logits in the split's original order (batches are length-sorted internally)."""
     was_training = handle.model.training
     handle.model.eval()
     out: np.ndarray | None = None
     for indices in eval_batches(data.lengths, batch_size):
+        batch = data.collate(indices)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = handle.forward(data.collate(indices)).float().numpy()
+            logits = (forward(data, indices, batch) if forward else handle.forward(batch)).float().numpy()
         if out is None:
             out = np.empty((len(data), logits.shape[-1]), dtype=np.float32)
         out[indices] = logits
@@ -33,12 +38,12 @@ def predict_logits(handle: ModelHandle, data: EncodedSplit, batch_size: int,
 
 
 def evaluate_split(handle: ModelHandle, data, labels: list[str], loss_fn, batch_size: int,
-                   bf16: bool = False) -> dict:
+                   bf16: bool = False, forward: Forward | None = None) -> dict:
     """The metrics of a split: for causal LMs a streaming token loss (all logits of a split
     would not fit in memory), otherwise the logits scored at once."""
     if handle.task in ("causal_lm", "mlm"):
         return language_model_metrics(handle, data, batch_size, bf16)
-    logits = predict_logits(handle, data, batch_size, bf16)
+    logits = predict_logits(handle, data, batch_size, bf16, forward)
     return score(handle.task, logits, data.targets, labels, loss_fn)
 
 

@@ -38,6 +38,9 @@ class Method:
     # Builds its own setup (a frozen backbone's cached features under a new head) instead of
     # adapting the model in place; `tasks.setup` branches on it.
     feature_extraction: ClassVar[bool] = False
+    # Leaves the frozen lower blocks computing what the base computes, so their outputs can be
+    # cached (train/frozen_prefix.py); adapters inside them, or extra inputs, change it.
+    keeps_frozen_prefix: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig) -> None:
         self.config = config

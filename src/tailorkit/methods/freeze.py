@@ -50,6 +50,7 @@ class Freeze(Method):
     name = "freeze"
     Config = FreezeConfig
     summary = "partial fine-tuning: head, top-N blocks, BitFit, norms, embeddings, regex"
+    keeps_frozen_prefix = True
 
     def apply(self, handle) -> None:
         c = self.config

@@ -27,6 +27,7 @@ class LayerwiseLR(Method):
     name = "layerwise_lr"
     Config = LayerwiseLRConfig
     summary = "layer-wise learning-rate decay; trains what earlier methods left trainable"
+    keeps_frozen_prefix = True
 
     def apply(self, handle) -> None:
         """Changes no trainability: alone, everything trains; after `freeze`, what it left."""

@@ -26,6 +26,7 @@ class FitOnce:
         self.handle, self.train_data, self.val_data, self.cfg = handle, train, validation, cfg
         self.loss_fn, self.labels, self.where = loss_fn, labels, where
         self.sink = JsonlSink(run_dir / "metrics.jsonl")
+        self.prefix_report = {"mode": "off", "why": "the head fits on cached features"}
         self.last_val: dict = {}
 
     def fit(self, resume: bool = False) -> LoopState:

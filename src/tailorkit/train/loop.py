@@ -33,6 +33,7 @@ from tailorkit.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from tailorkit.train.frozen_prefix import FrozenPrefix, why_not
 from tailorkit.train.losses import TaskLoss, penalty
 from tailorkit.train.optim import build_optimizer, build_scheduler
 
@@ -100,19 +101,25 @@ class Trainer:
         # Called as on_evaluate(step, metrics) after each validation; a search trial reports
         # there and raises to stop a run its pruner gave up on.
         self.on_evaluate: Callable[[int, dict], None] | None = None
+        self.prefix, self.prefix_report = self._plan_prefix()
 
     # -- public -----------------------------------------------------------------
     def fit(self, resume: bool = False) -> LoopState:
         if resume:
             self._restore()
-        with _StopFlag() as stop, tqdm(
-            total=self.total_steps, initial=self.state.step, unit="step", desc="train",
-            disable=not self.cfg.progress, dynamic_ncols=True,
-        ) as bar:
-            while self.state.step < self.total_steps and not self.state.stopped_early:
-                self._run_epoch(stop, bar)
-        if self.state.last_eval_step != self.state.step:
-            self._evaluate()
+        try:
+            with _StopFlag() as stop, tqdm(
+                total=self.total_steps, initial=self.state.step, unit="step", desc="train",
+                disable=not self.cfg.progress, dynamic_ncols=True,
+            ) as bar:
+                while self.state.step < self.total_steps and not self.state.stopped_early:
+                    self._run_epoch(stop, bar)
+            if self.state.last_eval_step != self.state.step:
+                self._evaluate()
+        finally:
+            if self.prefix is not None:
+                self.prefix_report.update(self.prefix.report())
+                self.prefix.close()
         if self.best_weights is not None:
             self.handle.model.load_state_dict(self.best_weights, strict=False)
             self.last_val = self.best_val or self.last_val  # report the weights we keep
@@ -127,6 +134,17 @@ class Trainer:
         return trained, sum(p.numel() for p in params)
 
     # -- internals --------------------------------------------------------------
+    def _plan_prefix(self) -> tuple[FrozenPrefix | None, dict]:
+        mode = self.cfg.frozen_prefix
+        reason = "train.frozen_prefix: train" if mode == "train" else why_not(self.handle, self.methods)
+        if reason is None:
+            prefix = FrozenPrefix(self.handle, self.cfg.cache_memory_mb, self.run_dir, mode == "cache")
+            probe = self.val_data.collate(list(range(min(4, len(self.val_data)))))
+            if mode == "eval" or prefix.agrees(probe):
+                return prefix, {"mode": mode}
+            reason = "self-check: the cached path differs from the whole model"
+        return None, {"mode": "off", "why": reason}
+
     def _run_epoch(self, stop: _StopFlag, bar: tqdm) -> None:
         s, cfg = self.state, self.cfg
         for method in self.methods:
@@ -135,6 +153,8 @@ class Trainer:
         batches = epoch_batches(self.train_data.lengths, cfg.batch_size, self.seed, s.epoch,
                                 cfg.length_grouping)
         self.handle.model.train()
+        if self.prefix is not None:
+            self.prefix.deterministic()
         while s.batch < len(batches) and s.step < self.total_steps:
             group = batches[s.batch : s.batch + cfg.grad_accum]
             lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
@@ -173,7 +193,8 @@ class Trainer:
         for indices in group:
             batch = self.train_data.collate(indices)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                logits = self.handle.forward(batch)
+                logits = (self.prefix.logits(self.train_data, indices, batch) if self.prefix
+                          else self.handle.forward(batch))
             # Weight each micro-batch by its size so accumulation equals one big batch.
             loss = self.loss_fn(logits, batch["labels"]) * (len(indices) / n_examples)
             if cfg.l1 or cfg.l2:
@@ -190,7 +211,8 @@ class Trainer:
     def _evaluate(self) -> None:
         s, es = self.state, self.cfg.early_stopping
         metrics = evaluate_split(self.handle, self.val_data, self.labels, self.loss_fn,
-                                 self.cfg.eval_batch_size, self.cfg.bf16)
+                                 self.cfg.eval_batch_size, self.cfg.bf16,
+                                 self.prefix.logits if self.prefix else None)
         self.last_val = metrics
         s.last_eval_step = s.step
         self.sink.log("eval", s.step, {"split": "validation", **scalar_metrics(metrics)})
