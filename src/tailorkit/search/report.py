@@ -24,6 +24,7 @@ from tailorkit.search.objective import trial_recipe
 from tailorkit.search.study import (
     DB,
     describe_storage,
+    is_dead,
     open_study,
     read_study_recipe,
     storage_url,
@@ -97,10 +98,15 @@ def importances(study, cfg) -> dict:
 def write_plots(study, cfg, folder: Path) -> dict[str, str]:
     """PNG files by name; a plot Optuna cannot draw yet (too few trials) is left out."""
     import matplotlib.pyplot as plt
+    import optuna
     from optuna.importance import FanovaImportanceEvaluator
+    from optuna.trial import TrialState
     from optuna.visualization import matplotlib as plots
 
     folder.mkdir(exist_ok=True)
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    if not finished:
+        return {}
     wanted = {
         "history.png": lambda: plots.plot_optimization_history(study, target_name=cfg.metric),
         "learning_curves.png": lambda: plots.plot_intermediate_values(study),
@@ -109,7 +115,10 @@ def write_plots(study, cfg, folder: Path) -> dict[str, str]:
         "importances.png": lambda: plots.plot_param_importances(
             study, evaluator=FanovaImportanceEvaluator(seed=cfg.seed), target_name=cfg.metric),
     }
-    written = {}
+    if not any(t.intermediate_values for t in finished):
+        del wanted["learning_curves.png"]
+    written, verbosity = {}, optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # "too few trials" is not news here
     for name, draw in wanted.items():
         try:
             with warnings.catch_warnings():
@@ -117,6 +126,8 @@ def write_plots(study, cfg, folder: Path) -> dict[str, str]:
                 axes = draw()
         except Exception:
             continue
+        finally:
+            optuna.logging.set_verbosity(verbosity)
         first = axes.flat[0] if hasattr(axes, "flat") else axes
         figure = first.figure
         if len(figure.axes) == 0 or not first.has_data():
@@ -236,10 +247,11 @@ def status_text(study_dir: str | Path) -> str:
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         where = t.user_attrs.get("worker", {})
+        gone = " [its worker is gone; the next tailor tune marks it failed]" if is_dead(where) else ""
         at = (f"step {t.last_step}, {cfg.metric}={t.intermediate_values[t.last_step]:.4f}"
               if t.last_step is not None else "not evaluated yet")
         lines.append(f"running: trial {t.number} on {where.get('host', '?')}:{where.get('pid', '?')}, "
-                     f"{at} ({_params(t.params)})")
+                     f"{at} ({_params(t.params)}){gone}")
     if (study_dir / SUMMARY).is_file():
         lines.append(f"report: {study_dir / PAGE} (written when tailor tune last finished)")
     return "\n".join(lines)

@@ -200,15 +200,19 @@ def _alive(worker: dict) -> bool:
     return started is None or worker.get("started") in (None, started)
 
 
+def is_dead(worker: dict) -> bool:
+    """A worker of this machine whose process is gone (another machine's: unknown, so no)."""
+    return bool(worker) and worker.get("host") == socket.gethostname() and not _alive(worker)
+
+
 def fail_dead_trials(study) -> list[int]:
     """Trials left RUNNING by a killed worker on this machine are marked FAIL, so a re-run
     counts them as lost and runs their budget again."""
     from optuna.trial import TrialState
 
-    host, lost = socket.gethostname(), []
+    lost = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get("worker")
-        if worker and worker.get("host") == host and not _alive(worker):
+        if is_dead(t.user_attrs.get("worker", {})):
             study._storage.set_trial_user_attr(t._trial_id, "error", "its worker process died")
             study.tell(t.number, state=TrialState.FAIL)
             lost.append(t.number)

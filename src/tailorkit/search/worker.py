@@ -13,6 +13,7 @@ import itertools
 import math
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -59,6 +60,9 @@ def run_workers(recipe, study_dir: Path, workers: int, deadline: float | None) -
                              args=(raw, str(study_dir), i, threads, deadline)) for i in range(workers)]
     for proc in procs:
         proc.start()
+    # `kill PID` of this process reaches only this process: pass it on, so each worker stops
+    # its trial cleanly as Ctrl-C would (a terminal's Ctrl-C reaches every worker itself).
+    previous = signal.signal(signal.SIGTERM, lambda *_: [p.terminate() for p in procs if p.is_alive()])
     try:
         for proc in procs:
             proc.join()
@@ -66,8 +70,10 @@ def run_workers(recipe, study_dir: Path, workers: int, deadline: float | None) -
         for proc in procs:
             proc.join()
         raise StudyInterrupted from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     codes = [proc.exitcode for proc in procs]
-    if any(code == 130 for code in codes):
+    if any(code in (130, -signal.SIGTERM, -signal.SIGINT) for code in codes):
         raise StudyInterrupted
     failed = [i for i, code in enumerate(codes) if code != 0]
     if failed:
@@ -91,6 +97,21 @@ def run_worker(recipe, study_dir: Path, index: int, threads: int | None, progres
                deadline: float | None) -> int:
     """Ask, train and tell until the study has its trials (or the deadline passes); returns
     how many trials this worker ran."""
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        return _work(recipe, study_dir, index, threads, progress, deadline)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm(signum, frame) -> None:
+    """`kill` between two trainings (the Trainer handles it inside one): stop like Ctrl-C, so
+    the trial is marked failed rather than left running."""
+    raise KeyboardInterrupt
+
+
+def _work(recipe, study_dir: Path, index: int, threads: int | None, progress: bool | None,
+          deadline: float | None) -> int:
     from optuna.distributions import CategoricalDistribution
 
     cfg = recipe.search
