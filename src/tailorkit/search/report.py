@@ -205,15 +205,21 @@ def _page(summary: dict, rows: list[dict], cfg) -> str:
         lines += ["| parameter | importance |", "| --- | --- |"]
         lines += [f"| `{k}` | {v:.3f} |" for k, v in imp.items()] + [""]
     frame = _frame(rows).drop(columns=["error", "run_dir"], errors="ignore").dropna(axis=1, how="all")
-    lines += [frame.to_markdown(index=False) if _has_tabulate() else frame.to_string(index=False), ""]
+    lines += [markdown_table(frame), ""]
     lines += [f"![{name}]({path})" for name, path in summary["files"]["plots"].items()]
     return "\n".join(lines) + "\n"
 
 
-def _has_tabulate() -> bool:
-    import importlib.util
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A Markdown table (pandas' own needs tabulate, which is not a dependency)."""
+    def cell(value) -> str:
+        if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
+            return ""
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
 
-    return importlib.util.find_spec("tabulate") is not None
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + " --- |" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
 
 
 def _params(params: dict) -> str:

@@ -1,0 +1,54 @@
+"""The comparison table of docs/search.md, from finished study directories.
+
+    .venv/bin/python bench/search_table.py runs/search-grid runs/search-random \
+        runs/search-tpe runs/search-tpe-hyperband
+
+The first directory is the reference (exhaustive grid). Steps are the optimiser steps the
+trials took, as each study counted them (study.json); wall time is the whole `tailor tune`
+command, from study.json. It also prints the grid's landscape (the metric at every point).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from tailorkit.search.report import markdown_table
+
+
+def main(dirs: list[str]) -> None:
+    rows, reference = [], None
+    for d in map(Path, dirs):
+        s = json.loads((d / "study.json").read_text())
+        table = pd.read_csv(d / "trials.csv")
+        metric, best = s["metric"], s["best"]
+        if reference is None:
+            reference = s
+        counts = s["trials"]
+        trained = int((table.duplicate_of.isna()).sum()) if "duplicate_of" in table else len(table)
+        rows.append({
+            "strategy": f"{s['sampler']}" + ("" if s["pruner"] == "none" else f" + {s['pruner']}"),
+            "trials": f"{len(table)} ({counts['complete']} complete, {counts['pruned']} pruned, "
+                      f"{len(table) - trained} repeats)",
+            f"best validation {metric}": f"{best['value']:.4f}",
+            "gap to grid (points)": f"{100 * (best['value'] - reference['best']['value']):+.2f}",
+            "best point": ", ".join(f"{k.split('.')[-1]}={v:g}" for k, v in best["params"].items()),
+            "training steps": s["total_steps"],
+            "% of grid's steps": f"{100 * s['total_steps'] / reference['total_steps']:.0f}%",
+            "wall time": f"{s['wall_seconds'] / 60:.1f} min",
+        })
+    print(markdown_table(pd.DataFrame(rows)))
+    grid = pd.read_csv(Path(dirs[0]) / "trials.csv")
+    params = [c for c in grid.columns if "." in c]
+    metric = reference["metric"]
+    if len(params) == 2:
+        print()
+        pivot = grid.pivot_table(index=params[0], columns=params[1], values=metric)
+        print(markdown_table(pivot.reset_index().rename(columns=str)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
