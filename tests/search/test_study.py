@@ -238,3 +238,12 @@ def study_mod_dist():
     from optuna.distributions import FloatDistribution
 
     return FloatDistribution(1e-4, 1e-2, log=True)
+
+
+def test_a_study_is_identified_by_the_recipe_as_written(study_recipe):
+    raw = study_recipe(space={"train.lr": LOG_LR}, n_trials=3, timeout=60)
+    spec = study_mod.spec(recipe_from_dict(raw))
+    # defaults are left out: a later tailorkit with one more field still resumes the study
+    assert "weight_decay" not in spec["train"] and "generation" not in spec
+    assert "output_dir" not in spec and "n_trials" not in spec["search"] and "timeout" not in spec["search"]
+    assert spec["search"]["space"] == {"train.lr": {"type": "float", **LOG_LR}}

@@ -37,27 +37,27 @@ def study_name(cfg: SearchConfig, study_dir: Path) -> str:
 
 
 def spec(recipe) -> dict:
-    """What identifies a study: the whole recipe except where it runs and for how long."""
-    raw = recipe.model_dump(mode="json", exclude={"output_dir"})
+    """What identifies a study: the recipe as written (defaults left out, so a tailorkit
+    that adds a field with a default still resumes it), except where it runs and for how long."""
+    raw = recipe.model_dump(mode="json", exclude_unset=True, exclude={"output_dir"})
     for key in RESUMABLE:
-        raw["search"].pop(key)
+        raw["search"].pop(key, None)
     return raw
 
 
 def claim_study_dir(recipe) -> Path:
-    """A new study directory, or the one this same recipe started; never another run's."""
+    """A new study directory, or an existing one (open_study then checks that the recipe is
+    the one its storage holds); never a folder that holds something else."""
     study_dir = Path(recipe.output_dir)
     marker = study_dir / STUDY_RECIPE
-    if marker.is_file():
-        from tailorkit.recipe import load_recipe
-
-        check_same(spec(load_recipe(marker)), spec(recipe), f"output_dir {study_dir}")
-    elif study_dir.exists() and any(study_dir.iterdir()):
+    if not marker.is_file() and study_dir.exists() and any(study_dir.iterdir()):
         raise TailorError(f"output_dir {study_dir} already holds files that are not a study; "
                           "choose another output_dir for the search")
     study_dir.mkdir(parents=True, exist_ok=True)
     from tailorkit.recipe import dump_recipe
 
+    if marker.is_file():
+        open_study(recipe, study_dir, create=True)  # refuses another recipe before touching study.yaml
     tmp = marker.with_suffix(".tmp")
     tmp.write_text(dump_recipe(recipe))
     tmp.replace(marker)  # the current n_trials and timeout, for --status
@@ -156,7 +156,9 @@ def open_study(recipe, study_dir: Path, create: bool = False):
         if stored is None:
             study.set_user_attr("recipe", spec(recipe))
         else:
-            check_same(stored, spec(recipe), f"study '{name}' in {storage_url(cfg, study_dir)}")
+            where = (f"output_dir {study_dir}" if cfg.storage is None else
+                     f"study '{name}' in {describe_storage(storage_url(cfg, study_dir))}")
+            check_same(stored, spec(recipe), where)
         return study
     try:
         return optuna.load_study(study_name=name, storage=storage, pruner=make_pruner(cfg))
