@@ -38,6 +38,7 @@ def main(dirs: list[str]) -> None:
             "best point": ", ".join(f"{k.split('.')[-1]}={v:g}" for k, v in best["params"].items()),
             "training steps": s["total_steps"],
             "% of grid's steps": f"{100 * s['total_steps'] / reference['total_steps']:.0f}%",
+            "steps until within 1 point of grid's best": _steps_to_reach(table, metric, reference),
             "wall time": f"{s['wall_seconds'] / 60:.1f} min",
         })
     print(markdown_table(pd.DataFrame(rows)))
@@ -48,6 +49,20 @@ def main(dirs: list[str]) -> None:
         print()
         pivot = grid.pivot_table(index=params[0], columns=params[1], values=metric)
         print(markdown_table(pivot.reset_index().rename(columns=str)))
+
+
+def _steps_to_reach(table: pd.DataFrame, metric: str, reference: dict) -> str:
+    """Training steps spent, trial after trial, until a complete trial comes within 1 point
+    (0.01) of the grid's best: how soon the search would have been good enough."""
+    sign = 1 if reference["direction"] == "maximize" else -1
+    target = reference["best"]["value"] - sign * 0.01
+    spent = 0
+    for row in table.sort_values("number").itertuples(index=False):
+        spent += int(row.steps)
+        value = getattr(row, metric)
+        if row.state == "complete" and sign * (value - target) >= 0:
+            return f"{spent} ({100 * spent / reference['total_steps']:.0f}%), trial {row.number}"
+    return "not reached"
 
 
 if __name__ == "__main__":
