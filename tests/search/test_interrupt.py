@@ -1,0 +1,55 @@
+"""A real `kill` of `tailor tune --workers 2`: the workers stop their trials cleanly, the study
+exits 130, and the same command finishes the grid with every point once."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from tailorkit import api
+from tailorkit.recipe import recipe_from_dict
+from tailorkit.search import study as study_mod
+
+
+@pytest.mark.slow
+def test_kill_stops_the_workers_and_the_same_command_resumes(tiny_recipe, tmp_path):
+    space = {"train.lr": [1e-3, 3e-3], "train.batch_size": [4, 8]}
+    raw = {**tiny_recipe, "train": {**tiny_recipe["train"], "max_steps": 300, "eval_steps": 5},
+           "output_dir": str(tmp_path / "study"),
+           "search": {"space": space, "sampler": "grid", "metric": "loss"}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    proc = subprocess.Popen([sys.executable, "-m", "tailorkit", "tune", str(path), "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    recipe = recipe_from_dict(raw)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:  # both workers inside a training
+        db = Path(raw["output_dir"]) / "study.db"
+        if db.exists():
+            running = study_mod.open_study(recipe, Path(raw["output_dir"])).get_trials(
+                deepcopy=False, states=(TrialState.RUNNING,))
+            if len(running) == 2 and all(t.intermediate_values for t in running):
+                break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the study ended before it could be stopped"
+    os.kill(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err
+    assert "resume with: tailor tune" in err and "Traceback" not in err
+    trials = study_mod.open_study(recipe, Path(raw["output_dir"])).get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2
+    assert all(t.user_attrs["error"] == "interrupted" for t in trials)
+
+    study_dir = api.tune(recipe)  # the same recipe: lost trials run again, each point once
+    done = study_mod.open_study(recipe, study_dir).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    points = sorted((t.params["train.lr"], t.params["train.batch_size"]) for t in done)
+    assert points == sorted(itertools.product(*space.values()))
