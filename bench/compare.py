@@ -306,7 +306,7 @@ def report(args: argparse.Namespace, command: str, runs: dict[str, list[dict]], 
                      + f" | {median(side, 'end_to_end_s'):.1f} | {median(side, 'peak_rss_mb'):.0f} | "
                      f"{median(side, 'test_accuracy'):.4f} |")
     lines.append(f"| **tailorkit vs Trainer** | **{speed:.2f}×** | **{e2e:.2f}× faster** | "
-                 f"{median(tk, 'peak_rss_mb') / median(tr, 'peak_rss_mb'):.2f}× | "
+                 f"{median(tk, 'peak_rss_mb') / median(tr, 'peak_rss_mb'):.2f}× the Trainer's | "
                  f"{100 * (median(tk, 'test_accuracy') - median(tr, 'test_accuracy')):+.1f} points |")
     return "\n".join(lines) + "\n"
 
