@@ -108,6 +108,22 @@ def test_tpe_samples_closer_to_the_optimum_than_random(fake_trials, study_recipe
     assert late["tpe"] < late["random"] / 2, late
 
 
+@pytest.mark.parametrize("startup", [2, 5])
+def test_tpe_draws_at_random_for_startup_trials_then_models(startup, fake_trials, study_recipe, tmp_path):
+    """TPE's first `startup_trials` are the random sampler's draws (same seeds), the next
+    ones its own: the option reaches TPESampler(n_startup_trials=...)."""
+    drawn = {}
+    for sampler in ("random", "tpe"):
+        raw = {**study_recipe(space={"train.lr": LOG_LR}, sampler=sampler, startup_trials=startup,
+                              n_trials=startup + 3),
+               "output_dir": str(tmp_path / sampler)}
+        start = len(fake_trials.calls)
+        tune(raw)
+        drawn[sampler] = [p["train.lr"] for p in fake_trials.calls[start:]]
+    assert drawn["tpe"][:startup] == drawn["random"][:startup]
+    assert all(t != r for t, r in zip(drawn["tpe"][startup:], drawn["random"][startup:], strict=True))
+
+
 def test_grid_covers_the_grid_exactly_once(fake_trials, study_recipe):
     space = {"train.lr": [1e-3, 2e-3, 3e-3], "train.batch_size": [4, 8]}
     raw = study_recipe(space=space, sampler="grid")
