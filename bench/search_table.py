@@ -5,7 +5,8 @@
 
 The first directory is the reference (exhaustive grid). Steps are the optimiser steps the
 trials took, as each study counted them (study.json); wall time is the whole `tailor tune`
-command, from study.json. It also prints the grid's landscape (the metric at every point).
+command, from study.json. It also prints the grid's landscape (the metric at every point:
+one row per value of the first parameter, one column per combination of the others).
 """
 
 from __future__ import annotations
@@ -45,10 +46,14 @@ def main(dirs: list[str]) -> None:
     grid = pd.read_csv(Path(dirs[0]) / "trials.csv")
     params = [c for c in grid.columns if "." in c]
     metric = reference["metric"]
-    if len(params) == 2:
+    if len(params) >= 2:  # rows: the first parameter; columns: every value of the others
         print()
-        pivot = grid.pivot_table(index=params[0], columns=params[1], values=metric)
-        print(markdown_table(pivot.reset_index().rename(columns=str)))
+        pivot = grid.pivot_table(index=params[0], columns=params[1:], values=metric)
+        pivot.columns = [", ".join(f"{p.split('.')[-1]}={v:g}" for p, v in
+                                   zip(params[1:], key if isinstance(key, tuple) else (key,),
+                                       strict=True))
+                         for key in pivot.columns]
+        print(markdown_table(pivot.reset_index()))
 
 
 def _steps_to_reach(table: pd.DataFrame, metric: str, reference: dict) -> str:
