@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from tailorkit.search.report import markdown_table
+from tailorkit.search.study import read_study_recipe
 
 
 def main(dirs: list[str]) -> None:
@@ -31,7 +32,8 @@ def main(dirs: list[str]) -> None:
         counts = s["trials"]
         trained = int((table.duplicate_of.isna()).sum()) if "duplicate_of" in table else len(table)
         rows.append({
-            "strategy": f"{s['sampler']}" + ("" if s["pruner"] == "none" else f" + {s['pruner']}"),
+            "strategy": f"{s['sampler']}" + ("" if s["pruner"] == "none" else f" + {s['pruner']}")
+                        + ("" if s["sampler"] == "grid" else f", seed {read_study_recipe(d).search.seed}"),
             "trials": f"{len(table)} ({counts['complete']} complete, {counts['pruned']} pruned, "
                       f"{len(table) - trained} repeats)",
             f"best validation {metric}": f"{best['value']:.4f}",
