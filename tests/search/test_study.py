@@ -263,3 +263,34 @@ def test_a_study_is_identified_by_the_recipe_as_written(study_recipe):
     assert "weight_decay" not in spec["train"] and "generation" not in spec
     assert "output_dir" not in spec and "n_trials" not in spec["search"] and "timeout" not in spec["search"]
     assert spec["search"]["space"] == {"train.lr": {"type": "float", **LOG_LR}}
+
+
+def test_tpe_under_hyperband_counts_every_brackets_trials():
+    """docs/search.md and the README rely on it: with optuna's Hyperband, TPE's startup
+    and model use the whole study, not only the new trial's bracket."""
+    import optuna
+
+    cfg = recipe_from_dict({"task": "classification", "model": {"name": "minilm-l6"},
+                            "data": {"name": "bbc-news"},
+                            "search": {"space": {"train.lr": LOG_LR}, "pruner": "hyperband",
+                                       "startup_trials": 3,
+                                       "pruning": {"min_resource": 1, "max_resource": 9}}}).search
+    study = optuna.create_study(study_name="hb", pruner=study_mod.make_pruner(cfg))  # 3 brackets
+    study.pruner._try_initialization(study)  # brackets are set before the first trial
+    dist = {"train.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+    startup_draws_of_a_new_bracket = []
+    for number in range(12):
+        seed = study_mod.trial_seed(cfg, number)
+        study.sampler = study_mod.make_sampler(cfg, None, seed)
+        trial = study.ask(dist)
+        random_draw = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed)).ask(dist)
+        bracket = study.pruner._get_bracket_id(study, trial)
+        earlier = [t for t in study.get_trials(deepcopy=False) if t.number < number]
+        same_bracket = [t for t in earlier if study.pruner._get_bracket_id(study, t) == bracket]
+        if len(earlier) >= 3 and len(same_bracket) < 3:
+            startup_draws_of_a_new_bracket.append(trial.params == random_draw.params)
+        for step in range(1, 10):
+            trial.report(score(trial.params) + 1 / step, step)
+            trial.should_prune()
+        study.tell(trial, score(trial.params))
+    assert startup_draws_of_a_new_bracket and not any(startup_draws_of_a_new_bracket)
