@@ -35,7 +35,7 @@ def main(dirs: list[str]) -> None:
             "strategy": f"{s['sampler']}" + ("" if s["pruner"] == "none" else f" + {s['pruner']}")
                         + ("" if s["sampler"] == "grid" else f", seed {read_study_recipe(d).search.seed}"),
             "trials": f"{len(table)} ({counts['complete']} complete, {counts['pruned']} pruned, "
-                      f"{len(table) - trained} repeats)",
+                      f"{len(table) - trained} repeat{'' if len(table) - trained == 1 else 's'})",
             f"best validation {metric}": f"{best['value']:.4f}",
             "gap to grid (points)": f"{100 * (best['value'] - reference['best']['value']):+.2f}",
             "best point": ", ".join(f"{k.split('.')[-1]}={v:g}" for k, v in best["params"].items()),
