@@ -137,7 +137,7 @@ def _print_summary(run_dir: Path) -> None:
     print("test: " + "  ".join(f"{k}={test[k]:.4f}" for k in keys))
     p = summary["parameters"]
     print(f"trainable {p['trainable']:,} / {p['total']:,} ({p['trainable_pct']:.2f}%)  "
-          f"{summary['samples_per_second']} samples/s  train {summary['train_seconds']} s  "
+          f"{summary['samples_per_second'] or '-'} samples/s  train {summary['train_seconds']} s  "
           f"peak RSS {summary['peak_rss_mb']} MB")
 
 

@@ -249,8 +249,9 @@ class Trainer:
         self.sink.truncate_after(self.state.step)
 
 
-def throughput(state: LoopState) -> float:
-    return state.samples / state.train_seconds if state.train_seconds else float("nan")
+def throughput(state: LoopState) -> float | None:
+    """Training samples per second; None when nothing trained (JSON has no NaN)."""
+    return round(state.samples / state.train_seconds, 2) if state.train_seconds else None
 
 
 def seed_everything(seed: int) -> None:
