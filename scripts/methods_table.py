@@ -25,9 +25,10 @@ def row(run_dir: Path) -> str:
     methods = ", ".join(_describe(m) for m in s["methods"])
     p = s["parameters"]
     per_epoch = s["train_seconds"] / max(s["epochs"], 1e-9)
+    speed = "-" if s["samples_per_second"] is None else f"{s['samples_per_second']:.1f}"  # epochs: 0
     return (f"| {run_dir.name} | {methods} | {s['test']['accuracy']:.4f} | "
             f"{s['test']['f1_macro']:.4f} | {p['trainable']:,} ({p['trainable_pct']:.2f}%) | "
-            f"{s['epochs']:g} | {per_epoch:.0f} | {s['wall_seconds']:.0f} | {s['samples_per_second']:.1f} | "
+            f"{s['epochs']:g} | {per_epoch:.0f} | {s['wall_seconds']:.0f} | {speed} | "
             f"{s['peak_rss_mb']:.0f} | {s['artefact_mb']:.2f} |")
 
 
