@@ -190,12 +190,9 @@ class FrozenPrefix:
     def _store(self, data) -> HiddenStore:
         key = id(data)
         if key not in self._stores:
-            width = self._width()
+            width = self.handle.model.config.hidden_size
             need = int(data.lengths.sum()) * width * 4
             used = sum(s.nbytes for s in self._stores.values() if s.in_memory)
             self._stores[key] = HiddenStore(data.lengths, width, used + need <= self._budget,
                                             self._folder / f"split{len(self._stores)}.f32")
         return self._stores[key]
-
-    def _width(self) -> int:
-        return self.handle.model.config.hidden_size
