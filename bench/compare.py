@@ -78,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=1, help="pairs of runs, alternating the sides")
     p.add_argument("--trainer-group-by-length", action="store_true",
                    help="Trainer: train_sampling_strategy='group_by_length' (its default is random)")
+    p.add_argument("--malloc-mmap-threshold", type=int, default=None, metavar="BYTES",
+                   help="set glibc's MALLOC_MMAP_THRESHOLD_ on both sides: allocations above it "
+                   "are mapped and unmapped one by one (less heap fragmentation, more page faults)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--smoke", action="store_true", help="a few steps on tiny data; no timing claims; "
                    "results go to a temporary file unless --results is given")
@@ -238,6 +241,8 @@ def run_side(side: str, argv: list[str], args: argparse.Namespace, log_dir: Path
     cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--side", side,
            "--threads", str(args.threads), "--result-json", str(out)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    if args.malloc_mmap_threshold:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(args.malloc_mmap_threshold)
     started = time.perf_counter()
     with (log_dir / f"{side}.log").open("w") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -276,10 +281,12 @@ def report(args: argparse.Namespace, command: str, runs: dict[str, list[dict]], 
     speed = median(tk, "samples_per_s") / median(tr, "samples_per_s")
     e2e = median(tr, "end_to_end_s") / median(tk, "end_to_end_s")
     precision = "bf16" if args.bf16 else "fp32"
-    grouping = ", Trainer group_by_length" if args.trainer_group_by_length else ""
+    variant = ", Trainer group_by_length" if args.trainer_group_by_length else ""
+    if args.malloc_mmap_threshold:
+        variant += f", both sides MALLOC_MMAP_THRESHOLD_={args.malloc_mmap_threshold}"
     rate = "effective samples/s" if args.method == "features" else "samples/s"
     lines = [
-        f"### {args.method} · {args.data} · {precision}{grouping}" + (" · SMOKE (no timing claims)"
+        f"### {args.method} · {args.data} · {precision}{variant}" + (" · SMOKE (no timing claims)"
                                                                        if args.smoke else ""),
         "",
         f"{datetime.now().strftime('%Y-%m-%d %H:%M')} · {info['cpu']}, {info['cores']} cores"
