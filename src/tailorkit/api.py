@@ -76,6 +76,22 @@ def _busy_cores(seconds: float) -> float | None:
     return os.cpu_count() * (busy1 - busy0) / (total1 - total0)
 
 
+ONEDNN_CACHE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+
+
+def bound_onednn_cache(recipe: Recipe) -> None:
+    """Keep oneDNN's primitive cache small for bf16 text training.
+
+    bf16 matmuls on CPU run through oneDNN, which caches one primitive per shape (1024 by
+    default). Length-grouped batches come in dozens of widths, and for LoRA on tweets the cache
+    held about 400 MB; 32 entries ran as fast (bench/RESULTS.md). Image models keep the default:
+    their many fixed conv shapes would miss a small cache. oneDNN reads the variable when it
+    makes its first primitive, so this only acts before the process's first bf16 op, and a value
+    the user set wins."""
+    if recipe.train.bf16 and recipe.task != "image_classification":
+        os.environ.setdefault(ONEDNN_CACHE, "32")
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
@@ -134,6 +150,7 @@ def _run(recipe: Recipe, run_dir: Path, resume: bool,
     started = time.time()
     threads = recipe.train.threads or default_threads()
     torch.set_num_threads(threads)
+    bound_onednn_cache(recipe)
     s = tasks.setup(recipe, run_dir)
     trainer = tasks.make_trainer(s, recipe, run_dir)
     trainer.on_evaluate = on_evaluate
