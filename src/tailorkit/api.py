@@ -84,10 +84,10 @@ def bound_onednn_cache(recipe: Recipe) -> None:
 
     bf16 matmuls on CPU run through oneDNN, which caches one primitive per shape (1024 by
     default). Length-grouped batches come in dozens of widths, and for LoRA on tweets the cache
-    held about 400 MB; 32 entries ran as fast (bench/RESULTS.md). Image models keep the default:
-    their many fixed conv shapes would miss a small cache. oneDNN reads the variable when it
-    makes its first primitive, so this only acts before the process's first bf16 op, and a value
-    the user set wins."""
+    held about 400 MB; 32 entries ran as fast (bench/RESULTS.md). Image models keep the default
+    (not measured: a CNN's many fixed conv shapes could overflow a small cache). oneDNN reads
+    the variable when it makes its first primitive, so this only acts before the process's
+    first bf16 op, and a value the user set wins."""
     if recipe.train.bf16 and recipe.task != "image_classification":
         os.environ.setdefault(ONEDNN_CACHE, "32")
 
