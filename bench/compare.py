@@ -152,7 +152,7 @@ def run_trainer(args: argparse.Namespace, work: Path) -> dict:
 
     torch.set_num_threads(args.threads)
     recipe = make_recipe(args, work / "unused")
-    data = prepare_data(recipe.data, "classification")
+    data = prepare_data(recipe.data, classes=True)
     path = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
 
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
         child(args)
         return
     if args.threads is None:
-        from tailorkit.api import default_threads
+        from tailorkit.runtime import default_threads
 
         args.threads = default_threads()
     command = "python bench/compare.py " + " ".join(shlex.quote(a) for a in argv)

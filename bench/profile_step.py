@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/profile_step.py --method full --data tweet-sentiment --threads 1
 
-Builds the run exactly as `tailor train` does (tasks.setup, the loop's Trainer), then times the
+Builds the run exactly as `tailor train` does (pipeline.setup_run, the loop's Trainer), then times the
 phases of real steps over the epoch's own length-grouped batches: collate, forward, loss,
 backward, clipping, optimiser, scheduler. Against it: the same batches through forward+backward
 alone (the ceiling of any trainer with the same model and padding), the eval-mode forward (what
@@ -47,15 +47,15 @@ def main() -> None:
                             max_train=2000, max_eval=64, max_length=args.max_length,
                             batch_size=args.batch_size, lr=METHODS[args.method][1], bf16=args.bf16,
                             threads=args.threads, seed=42)
-    from tailorkit import tasks
     from tailorkit.data.batching import epoch_batches
+    from tailorkit.pipeline import make_trainer, setup_run
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         recipe = make_recipe(ns, Path(tmp) / "run")
         Path(recipe.output_dir).mkdir()
-        s = tasks.setup(recipe, Path(recipe.output_dir))
-        loop = tasks.make_trainer(s, recipe, Path(recipe.output_dir))
+        s = setup_run(recipe, Path(recipe.output_dir))
+        loop = make_trainer(s, recipe, Path(recipe.output_dir))
         data, cfg = loop.train_data, loop.cfg
         batches = epoch_batches(data.lengths, cfg.batch_size, recipe.seed, 0, cfg.length_grouping)
         batches = batches[: args.steps + 2]

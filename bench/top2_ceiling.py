@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from tailorkit import tasks
+from tailorkit.pipeline import setup_run
 from tailorkit.recipe import load_recipe
 from tailorkit.train.frozen_prefix import FrozenPrefix
 
@@ -26,7 +26,7 @@ def main() -> None:
     torch.set_num_threads(1)
     run = Path(tempfile.mkdtemp())
     recipe = load_recipe("recipes/bbc-top2.yaml", [f"data.max_train_samples={BATCH * BATCHES}"])
-    setup = tasks.setup(recipe, run)
+    setup = setup_run(recipe, run)
     prefix = FrozenPrefix(setup.handle, 4096, run)
     train = setup.splits["train"]
     setup.handle.model.train()

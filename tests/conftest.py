@@ -146,12 +146,12 @@ def write_recipe(tmp_path):
 
 @pytest.fixture
 def make_handle(tiny_model_dir):
-    """A fresh ModelHandle over the tiny BERT (classification over LABELS, or regression)."""
+    """A fresh ModelHandle over the tiny BERT (classes over LABELS, or one scalar)."""
     from tailorkit.models.handle import load_text_classifier
 
-    def make(task: str = "classification", labels: list[str] | None = None):
-        labels = (labels or LABELS) if task == "classification" else []
-        return load_text_classifier(tiny_model_dir, task, labels)
+    def make(output: str = "classes", labels: list[str] | None = None):
+        labels = (labels or LABELS) if output == "classes" else []
+        return load_text_classifier(tiny_model_dir, output, labels)
 
     return make
 
@@ -161,7 +161,8 @@ def make_trainer(tmp_path):
     """Build a Trainer from a recipe dict exactly as `api.train` wires it, without running it."""
     import torch
 
-    from tailorkit import tasks
+    from tailorkit.pipeline import make_trainer as trainer_for
+    from tailorkit.pipeline import setup_run
     from tailorkit.recipe import recipe_from_dict
 
     def make(recipe: dict):
@@ -169,7 +170,7 @@ def make_trainer(tmp_path):
         run_dir = Path(r.output_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(r.train.threads or 1)
-        return tasks.make_trainer(tasks.setup(r, run_dir), r, run_dir)
+        return trainer_for(setup_run(r, run_dir), r, run_dir)
 
     return make
 

@@ -190,36 +190,3 @@ def test_real_catalogue_end_to_end(tmp_path):
     assert 0 < summary["parameters"]["trainable"] < summary["parameters"]["total"] / 3
     frame = api.predict(run, ["The central bank raised interest rates again."])
     assert frame.prediction[0] in summary["labels"]
-
-
-def test_default_threads_follow_the_cores_free_now(monkeypatch):
-    import os
-
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    monkeypatch.setattr(api, "_busy_cores", lambda seconds: 0.1)
-    assert api.default_threads() == 4
-    monkeypatch.setattr(api, "_busy_cores", lambda seconds: 2.6)
-    assert api.default_threads() == 1  # round(4 - 2.6) = 1
-    monkeypatch.setattr(api, "_busy_cores", lambda seconds: 3.9)
-    assert api.default_threads() == 1  # never fewer than one
-    monkeypatch.undo()
-    busy = api._busy_cores(0.05)
-    assert busy is None or 0.0 <= busy <= os.cpu_count()
-
-
-def test_bf16_text_training_bounds_the_onednn_cache_unless_the_user_set_it(monkeypatch):
-    import os
-    from types import SimpleNamespace
-
-    def recipe(task: str, bf16: bool):
-        return SimpleNamespace(task=task, train=SimpleNamespace(bf16=bf16))
-
-    monkeypatch.delenv(api.ONEDNN_CACHE, raising=False)
-    api.bound_onednn_cache(recipe("classification", bf16=False))
-    api.bound_onednn_cache(recipe("image_classification", bf16=True))
-    assert api.ONEDNN_CACHE not in os.environ
-    api.bound_onednn_cache(recipe("classification", bf16=True))
-    assert os.environ[api.ONEDNN_CACHE] == "32"
-    monkeypatch.setenv(api.ONEDNN_CACHE, "512")
-    api.bound_onednn_cache(recipe("causal_lm", bf16=True))
-    assert os.environ[api.ONEDNN_CACHE] == "512"

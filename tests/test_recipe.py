@@ -6,6 +6,7 @@ import pytest
 
 from tailorkit import cli
 from tailorkit.errors import TailorError
+from tailorkit.methods import METHODS
 from tailorkit.recipe import (
     Recipe,
     apply_overrides,
@@ -38,7 +39,7 @@ def _error(raw: dict) -> str:
 def test_minimal_recipe_gets_defaults():
     recipe = recipe_from_dict(BASE)
     assert recipe.task == "classification"
-    assert recipe.methods == [{"full": {}}]
+    assert [spec.model_dump() for spec in recipe.methods] == [{"full": {}}]
     assert recipe.train.optimizer == "adamw" and recipe.train.early_stopping is None
     assert recipe.data.split.seed == 0 and recipe.data.text_column == "text"
 
@@ -104,7 +105,10 @@ def test_class_weights_accepts_keyword_or_list():
     ([{"gradual_unfreeze": {"every": 2}}], [{"gradual_unfreeze": {"every": 2}}]),
 ])
 def test_methods_as_strings_or_dicts(methods, expected):
-    assert recipe_from_dict(_with(methods=methods)).methods == expected
+    specs = recipe_from_dict(_with(methods=methods)).methods
+    assert [spec.model_dump() for spec in specs] == expected  # saved as written
+    for spec in specs:  # validated once, into the method's own typed options
+        assert type(spec.config) is METHODS[spec.name].Config
 
 
 @pytest.mark.parametrize(("methods", "words"), [
@@ -190,7 +194,8 @@ def test_overrides_apply_and_coerce_through_the_schema(tmp_path, write_recipe):
     assert recipe.train.batch_size == 4 and isinstance(recipe.train.batch_size, int)
     assert recipe.data.split.seed == 7
     assert recipe.train.early_stopping.metric == "accuracy"  # the section was created
-    assert recipe.methods == [{"freeze": {"top": 1}}]
+    assert [spec.model_dump() for spec in recipe.methods] == [{"freeze": {"top": 1}}]
+    assert recipe.methods[0].config.top == 1
     assert recipe.train.betas == (0.8, 0.9)
 
 

@@ -21,12 +21,14 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 
-from tailorkit.api import LABELS, predict_with
 from tailorkit.errors import TailorError
+from tailorkit.inference import predict_with
 from tailorkit.methods.peft_wrap import TRAINED_BASE, quiet_peft
 from tailorkit.models.handle import ModelHandle, handle_for, load_text_classifier
+from tailorkit.pipeline.run_dir import LABELS
 from tailorkit.recipe import Recipe, load_recipe
 from tailorkit.sources import resolve_model
+from tailorkit.tasks import task_of
 
 
 class AdapterSet:
@@ -37,7 +39,7 @@ class AdapterSet:
         self.folders: list[Path] = []
 
     def add(self, name: str, run_dir: str | Path) -> None:
-        from peft import PeftModel
+        from peft import PeftModel  # heavy, and imports bitsandbytes (which prints) when installed
 
         run_dir = Path(run_dir)
         recipe, labels, folder = _adapter_run(run_dir)
@@ -45,10 +47,11 @@ class AdapterSet:
             raise TailorError(f"adapter '{name}' is already loaded")
         base = resolve_model(recipe.model.name).resolve()
         if self.handle is None:
-            plain = load_text_classifier(base, recipe.task, labels, recipe.model.trust_remote_code)
+            output = task_of(recipe).output
+            plain = load_text_classifier(base, output, labels, recipe.model.trust_remote_code)
             with quiet_peft():
                 model = PeftModel.from_pretrained(plain.model, folder, adapter_name=name)
-            self.handle, self.base = handle_for(model, plain.tokenizer, recipe.task), base
+            self.handle, self.base = handle_for(model, plain.tokenizer, output), base
         else:
             if base != self.base:
                 raise TailorError(f"{run_dir}: adapter trained on {base}, but the set's base is {self.base}")
@@ -67,7 +70,7 @@ class AdapterSet:
         if name not in self.adapters:
             raise TailorError(f"no adapter '{name}' (loaded: {', '.join(self.adapters) or 'none'})")
         self.handle.model.set_adapter(name)
-        self.handle.task = self.adapters[name][0].task
+        self.handle.output = task_of(self.adapters[name][0]).output
 
     def predict(self, texts: list[str], adapter: str) -> pd.DataFrame:
         self.use(adapter)

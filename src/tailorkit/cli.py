@@ -7,7 +7,32 @@ import json
 import sys
 from pathlib import Path
 
+from pydantic import BaseModel
+
+from tailorkit import api
+from tailorkit.adapter_set import AdapterSet
+from tailorkit.config import GenerationConfig
+from tailorkit.data.tables import read_table
 from tailorkit.errors import TailorError
+from tailorkit.generate import generate
+from tailorkit.methods import METHODS
+from tailorkit.recipe import dump_recipe, load_recipe, reference_markdown
+from tailorkit.search.worker import StudyInterrupted
+from tailorkit.tasks import TASKS
+from tailorkit.train.loop import Interrupted
+
+# `tailor generate` / `chat` flags: each is a recipe field of `generation:`, so its help is the
+# field's description and its default is the run's own recipe (whose default is the schema's).
+GENERATION_FLAGS = {"--max-tokens": "max_new_tokens", "--temperature": "temperature", "--top-p": "top_p"}
+
+
+def _add_config_flag(parser: argparse.ArgumentParser, flag: str, model: type[BaseModel], field: str,
+                     section: str) -> None:
+    info = model.model_fields[field]
+    kind = int if info.annotation is int else float
+    parser.add_argument(flag, type=kind, default=None, dest=field,
+                        help=f"{info.description} Default: the run's {section}.{field} "
+                             f"({info.default} unless its recipe set it).")
 
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
@@ -66,9 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "generate":
             p.add_argument("--prompt", required=True, help="the user message")
         p.add_argument("--system", help="a system message before the conversation")
-        p.add_argument("--max-tokens", type=int, default=128, help="new tokens per answer (default 128)")
-        p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
-        p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (default 0.9)")
+        for flag, field in GENERATION_FLAGS.items():
+            _add_config_flag(p, flag, GenerationConfig, field, "generation")
         p.add_argument("--greedy", action="store_true", help="always take the likeliest token")
         p.add_argument("--seed", type=int, default=None, help="seed for sampling")
 
@@ -79,10 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_train(args) -> None:
-    from tailorkit import api
-    from tailorkit.recipe import load_recipe
-    from tailorkit.train.loop import Interrupted
-
     if bool(args.recipe) == bool(args.resume):
         raise TailorError("train: give a recipe file or --resume RUN_DIR (one of them)")
     if args.resume and (args.overrides or args.overwrite):
@@ -103,10 +123,6 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_tune(args) -> None:
-    from tailorkit import api
-    from tailorkit.recipe import load_recipe
-    from tailorkit.search.worker import StudyInterrupted
-
     if bool(args.recipe) == bool(args.status):
         raise TailorError("tune: give a recipe file or --status STUDY_DIR (one of them)")
     if args.status:
@@ -128,11 +144,7 @@ def _cmd_tune(args) -> None:
 def _print_summary(run_dir: Path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     test = summary["test"]
-    keys = {"classification": ["accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"],
-            "regression": ["mse", "mae", "r2", "loss"],
-            "causal_lm": ["loss", "perplexity"], "mlm": ["loss", "perplexity"],
-            "image_classification": ["accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"],
-            }[summary["task"]]
+    keys = TASKS[summary["task"]].headline
     print(f"run: {run_dir}")
     print("test: " + "  ".join(f"{k}={test[k]:.4f}" for k in keys))
     p = summary["parameters"]
@@ -142,8 +154,6 @@ def _print_summary(run_dir: Path) -> None:
 
 
 def _cmd_recipe(args) -> None:
-    from tailorkit.recipe import dump_recipe, load_recipe, reference_markdown
-
     if args.recipe_command == "schema":
         print(reference_markdown())
         return
@@ -153,8 +163,6 @@ def _cmd_recipe(args) -> None:
 
 
 def _cmd_methods(args) -> None:
-    from tailorkit.methods import METHODS
-
     for name, cls in sorted(METHODS.items()):
         print(f"{name}: {cls.summary}")
         for field, info in cls.Config.model_fields.items():
@@ -163,16 +171,11 @@ def _cmd_methods(args) -> None:
 
 
 def _cmd_eval(args) -> None:
-    from tailorkit import api
-
     metrics = api.evaluate(args.run_dir, args.data, args.output)
     print(json.dumps(metrics, indent=2))
 
 
 def _cmd_predict(args) -> None:
-    from tailorkit import api
-    from tailorkit.data.tables import read_table
-
     pairs = None
     if args.image:
         frame = api.predict_images(args.run_dir[0], args.image)
@@ -211,9 +214,6 @@ def _show(frame, args, columns: list[str]) -> None:
 
 def _predict(run_dirs: list[str], adapter: str | None, texts: list[str], pairs: list[str] | None):
     """One run: its model. Several: one base, each run's adapter named after its folder."""
-    from tailorkit import api
-    from tailorkit.adapter_set import AdapterSet
-
     if len(run_dirs) == 1 and adapter is None:
         return api.predict(run_dirs[0], texts, pairs)
     if pairs is not None:
@@ -232,23 +232,23 @@ def _predict(run_dirs: list[str], adapter: str | None, texts: list[str], pairs: 
 
 
 def _cmd_merge(args) -> None:
-    from tailorkit import api
-
     out = api.merge(args.run_dir, args.out)
-    print(f"merged model written to {out}; load it with AutoModelForSequenceClassification.from_pretrained")
+    task = TASKS[load_recipe(Path(args.run_dir) / "recipe.yaml").task]
+    print(f"merged model written to {out}; load it with {task.auto_class}.from_pretrained")
 
 
 def _answer(handle, messages: list[dict], args) -> str:
-    from tailorkit.generate import generate
-
-    return generate(handle, messages, args.max_tokens, args.temperature, args.top_p, args.greedy, args.seed)
+    return generate(handle, messages, args.max_new_tokens, args.temperature, args.top_p, args.greedy,
+                    args.seed)
 
 
 def _start(args) -> tuple[object, list[dict]]:
-    from tailorkit import api
-
-    return api.load_generator(args.run_dir), ([{"role": "system", "content": args.system}]
-                                              if args.system else [])
+    """The run's model, and the generation flags not given filled from its recipe."""
+    recipe, handle = api.load_generator(args.run_dir)
+    for field in GENERATION_FLAGS.values():
+        if getattr(args, field) is None:
+            setattr(args, field, getattr(recipe.generation, field))
+    return handle, ([{"role": "system", "content": args.system}] if args.system else [])
 
 
 def _cmd_generate(args) -> None:

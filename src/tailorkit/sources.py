@@ -13,16 +13,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import yaml
 
+from tailorkit.data.images import ImageSet, load_idx
 from tailorkit.errors import TailorError
-
-if TYPE_CHECKING:
-    from tailorkit.data.images import ImageSet
 
 
 @dataclass(frozen=True)
@@ -236,7 +233,6 @@ def _digits(_: Path | None) -> dict[str, ImageSet]:
     """scikit-learn's copy of the UCI digits: 8x8 pixels with 17 grey levels (0-16), scaled to 0-255."""
     from sklearn.datasets import load_digits
 
-    from tailorkit.data.images import ImageSet
 
     bunch = load_digits()
     images = np.round(bunch.images * (255 / 16)).astype(np.uint8)[..., None]
@@ -245,7 +241,6 @@ def _digits(_: Path | None) -> dict[str, ImageSet]:
 
 def _fashion_mnist(root: Path | None) -> dict[str, ImageSet]:
     """Zalando's official split: 60,000 train and 10,000 test images."""
-    from tailorkit.data.images import load_idx
 
     assert root is not None
     splits = {}

@@ -25,8 +25,10 @@ import pytest
 import torch
 
 from tailorkit.errors import TailorError
+from tailorkit.inference import load_run
 from tailorkit.methods import METHODS
-from tailorkit.models.handle import handle_for
+from tailorkit.pipeline.run_dir import save_model_atomically
+from tailorkit.recipe import dump_recipe, recipe_from_dict
 
 STEPS = 6
 MERGE_TOLERANCE = 1e-5  # merged vs unmerged logits: float32 reassociation only
@@ -171,42 +173,22 @@ def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: t.detach().clone() for n, t in model.state_dict().items()}
 
 
-def _reload(handle, methods, specs: list, make_handle, directory: Path):
-    """Save what the run would save, then load it back into a fresh model.
-
-    Plain methods change the model's own weights: the run saves a Hugging Face model folder.
-    Adapter methods save an adapter folder: load it into a fresh base prepared by the same
-    methods.
-    """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from tailorkit.methods import apply_methods
-
-    directory.mkdir(parents=True)
-    if any(m.feature_extraction for m in methods):  # the head is saved; the backbone is the base
-        from tailorkit.models.feature_model import load_feature_handle
-
-        handle.model.save_head(directory)
-        return load_feature_handle(make_handle(handle.task), directory)
-    adapters = [m for m in methods if getattr(m, "adapter", False)]
-    if not adapters:
-        handle.save(directory)
-        model = AutoModelForSequenceClassification.from_pretrained(directory)
-        return handle_for(model, AutoTokenizer.from_pretrained(directory), handle.task)
-    (adapter,) = adapters
-    adapter.save_adapter(handle, directory)
-    fresh = make_handle(handle.task)
-    fresh_methods = apply_methods(fresh, [m if isinstance(m, dict) else {m: {}} for m in specs])
-    (fresh_adapter,) = [m for m in fresh_methods if m.adapter]
-    fresh_adapter.load_adapter(fresh, directory)
-    return fresh
+def _reload(trainer, recipe: dict, run_dir: Path):
+    """Save the model/ folder as a run does, then load the run back as `tailor predict` does:
+    the same dispatch (whole model, adapter folder or feature head) the pipeline uses."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe_from_dict(recipe)))
+    save_model_atomically(trainer.handle, trainer.methods, trainer.labels, run_dir / "model")
+    _, loaded, _, _ = load_run(run_dir)
+    return loaded
 
 
 @pytest.mark.parametrize(("name", "case"), _params())
-def test_method_contract(name, case, contract_recipe, make_trainer, make_handle, tmp_path):
+def test_method_contract(name, case, contract_recipe, make_trainer, tmp_path):
     if case is MISSING:
         pytest.fail(f"method '{name}' is registered but has no entry in CASES (tests/contract)")
-    trainer = make_trainer({**contract_recipe, "methods": case.methods})
+    recipe = {**contract_recipe, "methods": case.methods}
+    trainer = make_trainer(recipe)
     handle, model = trainer.handle, trainer.handle.model
     names = [n for n, _ in model.named_parameters()]
 
@@ -235,7 +217,7 @@ def test_method_contract(name, case, contract_recipe, make_trainer, make_handle,
     assert changed <= expected, f"frozen tensors changed: {sorted(changed - expected)[:5]}"
 
     # 3. Save -> load gives identical outputs.
-    loaded = _reload(handle, trainer.methods, case.methods, make_handle, tmp_path / "saved")
+    loaded = _reload(trainer, recipe, tmp_path / "saved")
     loaded.model.eval()
     with torch.no_grad():
         trained = handle.forward(fixed)

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from tailorkit import tasks
-from tailorkit.methods import METHODS, apply_methods
-from tailorkit.recipe import recipe_from_dict
+from tailorkit.inference import load_run
+from tailorkit.methods import METHODS
+from tailorkit.pipeline import setup_run
+from tailorkit.pipeline.run_dir import save_model_atomically
+from tailorkit.recipe import dump_recipe, recipe_from_dict
 from tailorkit.train.loop import Trainer
 
 
@@ -59,7 +61,7 @@ def _recipe(out, methods) -> dict:
 def test_vision_method_contract(name, tmp_path):
     case = CASES[name]
     recipe = recipe_from_dict(_recipe(tmp_path / "run", case.methods))
-    s = tasks.setup(recipe, tmp_path)
+    s = setup_run(recipe, tmp_path)
     trainer = Trainer(s.handle, s.methods, s.splits["train"], s.splits["validation"], recipe.train,
                       s.loss_fn, s.labels, tmp_path, recipe.seed)
     handle, model = s.handle, s.handle.model
@@ -83,23 +85,12 @@ def test_vision_method_contract(name, tmp_path):
     changed = {n for n, t in model.state_dict().items() if not torch.equal(before[n], t)}
     assert changed and changed <= expected, sorted(changed - expected)[:5]
 
-    adapters = [m for m in s.methods if m.adapter]
-    if s.methods[0].feature_extraction:  # the head is saved; the backbone is the recipe's base
-        from tailorkit.models.feature_model import load_feature_handle
-
-        (tmp_path / "saved").mkdir()
-        handle.model.save_head(tmp_path / "saved")
-        fresh = load_feature_handle(tasks.build_base(recipe, s.labels), tmp_path / "saved")
-    elif adapters:
-        adapters[0].save_adapter(handle, tmp_path)
-        fresh = tasks.build_base(recipe, s.labels)
-        fresh_adapter = next(m for m in apply_methods(fresh, recipe.methods) if m.adapter)
-        fresh_adapter.load_adapter(fresh, tmp_path)
-    else:
-        from tailorkit.models.vision import load_saved, vision_handle
-
-        handle.save(tmp_path / "saved")
-        fresh = vision_handle(load_saved(tmp_path / "saved"))
+    # Save and load as a run does (whole model, adapter folder or feature head).
+    run_dir = tmp_path / "saved"
+    run_dir.mkdir()
+    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+    save_model_atomically(handle, s.methods, s.labels, run_dir / "model")
+    _, fresh, _, _ = load_run(run_dir)
     fresh.model.eval()
     with torch.no_grad():
         assert torch.equal(handle.forward(batch), fresh.forward(batch))

@@ -9,11 +9,9 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
+from tailorkit.config.data import IMAGENET_MEAN, IMAGENET_STD, ImageTransformConfig
 from tailorkit.data.image_transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ImageTransform,
-    ImageTransformConfig,
     center_crop,
     color_jitter,
     generator_for,

@@ -15,7 +15,6 @@ from PIL import Image
 from tailorkit import sources
 from tailorkit.data.images import (
     BadImage,
-    ImageSet,
     load_idx,
     load_image_arrays,
     load_image_file,
@@ -299,7 +298,7 @@ def test_idx_problems(tmp_path):
 
 def test_digits_from_scikit_learn():
     data = sources.load_catalogue_images("digits")["train"]
-    assert isinstance(data, ImageSet) and len(data) == 1797
+    assert len(data) == 1797
     assert data.images.shape == (1797, 8, 8, 1) and data.images.dtype == np.uint8
     assert data.images.max() == 255 and data.classes == [str(d) for d in range(10)]
     assert np.bincount(data.labels).min() >= 170

@@ -6,18 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tailorkit.config import DataConfig
 from tailorkit.data.prepare import prepare_data
 from tailorkit.errors import TailorError
-from tailorkit.recipe import DataConfig
 
 
 def _cfg(**fields) -> DataConfig:
     return DataConfig.model_validate(fields)
 
 
-def _error(cfg: DataConfig, task: str = "classification") -> str:
+def _error(cfg: DataConfig, classes: bool = True) -> str:
     with pytest.raises(TailorError) as info:
-        prepare_data(cfg, task)
+        prepare_data(cfg, classes)
     message = str(info.value)
     assert "\n" not in message
     return message
@@ -28,8 +28,8 @@ def _error(cfg: DataConfig, task: str = "classification") -> str:
 @pytest.mark.parametrize("name", ["train.csv", "train.tsv", "train.jsonl", "train.parquet", "train_ds"])
 def test_every_format_gives_the_same_splits(name, sentences, write_table):
     frame = sentences(60)
-    reference = prepare_data(_cfg(train=str(write_table(frame, "ref.csv"))), "classification")
-    data = prepare_data(_cfg(train=str(write_table(frame, name))), "classification")
+    reference = prepare_data(_cfg(train=str(write_table(frame, "ref.csv"))), classes=True)
+    data = prepare_data(_cfg(train=str(write_table(frame, name))), classes=True)
     assert data.labels == reference.labels == ["neg", "pos"]
     for split in ("train", "validation", "test"):
         assert data.splits[split].texts == reference.splits[split].texts
@@ -40,7 +40,7 @@ def test_given_validation_and_test_files_are_used_as_they_are(sentences, write_t
     train, val, test = sentences(40, seed=1), sentences(12, seed=2), sentences(10, seed=3)
     data = prepare_data(_cfg(train=str(write_table(train, "tr.csv")),
                              validation=str(write_table(val, "va.jsonl")),
-                             test=str(write_table(test, "te.parquet"))), "classification")
+                             test=str(write_table(test, "te.parquet"))), classes=True)
     assert data.splits["train"].texts == list(train.text)
     assert data.splits["validation"].texts == list(val.text)
     assert data.splits["test"].texts == list(test.text)
@@ -50,7 +50,7 @@ def test_given_validation_and_test_files_are_used_as_they_are(sentences, write_t
 def test_given_test_file_and_carved_validation(sentences, write_table):
     train, test = sentences(50, seed=1), sentences(10, seed=3)
     data = prepare_data(_cfg(train=str(write_table(train, "tr.csv")), test=str(write_table(test, "te.csv")),
-                             split={"validation": 0.2}), "classification")
+                             split={"validation": 0.2}), classes=True)
     assert len(data.splits["validation"]) == 10 and len(data.splits["train"]) == 40
     assert data.splits["test"].texts == list(test.text)
     assert "validation split" in data.splits["validation"].source
@@ -62,7 +62,7 @@ def test_dataset_dict_folder_brings_its_own_splits(sentences, tmp_path):
     parts = {"train": sentences(30, 1), "valid": sentences(8, 2), "test": sentences(6, 3)}
     datasets.DatasetDict({k: datasets.Dataset.from_pandas(v, preserve_index=False)
                           for k, v in parts.items()}).save_to_disk(str(tmp_path / "dd"))
-    data = prepare_data(_cfg(train=str(tmp_path / "dd")), "classification")
+    data = prepare_data(_cfg(train=str(tmp_path / "dd")), classes=True)
     assert data.splits["train"].texts == list(parts["train"].text)
     assert data.splits["validation"].texts == list(parts["valid"].text)
     assert data.splits["test"].texts == list(parts["test"].text)
@@ -77,7 +77,7 @@ def test_column_mapping_for_text_pair_and_label(write_table):
     })
     cfg = _cfg(train=str(write_table(frame, "nli.csv")), text_column="premise",
                text_pair_column="hypothesis", label_column="gold", split={"validation": 0.2, "test": 0.2})
-    data = prepare_data(cfg, "classification")
+    data = prepare_data(cfg, classes=True)
     assert data.labels == ["contradict", "entail"]
     train = data.splits["train"]
     assert all(t.startswith("premise ") for t in train.texts)
@@ -89,7 +89,7 @@ def test_column_mapping_for_text_pair_and_label(write_table):
 
 def test_numeric_labels_sort_as_numbers(write_table):
     frame = pd.DataFrame({"text": [f"t {i}" for i in range(30)], "label": [10, 2, 1] * 10})
-    data = prepare_data(_cfg(train=str(write_table(frame, "n.csv"))), "classification")
+    data = prepare_data(_cfg(train=str(write_table(frame, "n.csv"))), classes=True)
     assert data.labels == ["1", "2", "10"]
     train = data.splits["train"]
     for text, target in zip(train.texts, train.targets, strict=True):
@@ -98,7 +98,7 @@ def test_numeric_labels_sort_as_numbers(write_table):
 
 def test_regression_targets_are_floats(sentences, write_table):
     frame = sentences(40)
-    data = prepare_data(_cfg(train=str(write_table(frame, "r.csv")), label_column="score"), "regression")
+    data = prepare_data(_cfg(train=str(write_table(frame, "r.csv")), label_column="score"), classes=False)
     assert data.labels == [] and data.num_labels == 1
     train = data.splits["train"]
     assert train.targets.dtype == np.float32
@@ -109,17 +109,17 @@ def test_regression_targets_are_floats(sentences, write_table):
 def test_max_samples_take_a_seeded_subset(sentences, write_table):
     path = str(write_table(sentences(100), "s.csv"))
     cfg = _cfg(train=path, max_train_samples=15, max_eval_samples=4)
-    a, b = prepare_data(cfg, "classification"), prepare_data(cfg, "classification")
+    a, b = prepare_data(cfg, classes=True), prepare_data(cfg, classes=True)
     assert [len(a.splits[s]) for s in ("train", "validation", "test")] == [15, 4, 4]
     assert a.splits["train"].texts == b.splits["train"].texts
-    full = prepare_data(_cfg(train=path), "classification")
+    full = prepare_data(_cfg(train=path), classes=True)
     assert set(a.splits["train"].texts) <= set(full.splits["train"].texts)
 
 
 # -- seeded, stratified splitting -----------------------------------------------------------------
 
 def _split_texts(path: str, seed: int, **split) -> dict[str, list[str]]:
-    data = prepare_data(_cfg(train=path, split={"seed": seed, **split}), "classification")
+    data = prepare_data(_cfg(train=path, split={"seed": seed, **split}), classes=True)
     return {name: s.texts for name, s in data.splits.items()}
 
 
@@ -147,7 +147,7 @@ def test_same_seed_same_split_different_seed_different(skewed_csv):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_stratified_split_keeps_class_ratios(skewed_csv, seed):
     data = prepare_data(_cfg(train=skewed_csv, split={"seed": seed, "validation": 0.2, "test": 0.2}),
-                        "classification")
+                        classes=True)
     pos = data.labels.index("pos")
     for name, split in data.splits.items():
         ratio = float(np.mean(split.targets == pos))
@@ -235,7 +235,7 @@ def test_regression_target_must_be_a_finite_number(sentences, write_table, bad):
     frame.loc[4, "score"] = bad
     path = write_table(frame, "r.csv")
     message = _error(_cfg(train=str(path), validation=str(path), test=str(path), label_column="score"),
-                     task="regression")
+                     classes=False)
     assert message.startswith(f"{path}: row 5: target")
     assert "column 'score'" in message and "not a finite number" in message
 

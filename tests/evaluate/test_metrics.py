@@ -86,19 +86,19 @@ def test_every_reported_scalar_can_be_watched():
 
 
 def test_score_adds_the_loss():
-    from tailorkit.recipe import TrainConfig
+    from tailorkit.config import TrainConfig
     from tailorkit.train.losses import TaskLoss
 
     logits = np.array([[2.0, 0.0], [0.0, 1.0]], dtype=np.float32)
-    m = score("classification", logits, np.array([0, 0]), ["a", "b"],
-              TaskLoss("classification", TrainConfig(), None))
+    m = score("classes", logits, np.array([0, 0]), ["a", "b"],
+              TaskLoss("classes", TrainConfig(), None))
     expected = float(torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor([0, 0])))
     assert m["loss"] == pytest.approx(expected) and m["accuracy"] == 0.5
 
 
 def test_prediction_frame_classification():
     logits = np.array([[0.0, 2.0], [3.0, 0.0]], dtype=np.float32)
-    frame = prediction_frame("classification", ["x", "y"], logits, ["neg", "pos"], np.array([1, 1]))
+    frame = prediction_frame("classes", ["x", "y"], logits, ["neg", "pos"], np.array([1, 1]))
     assert list(frame.columns) == ["text", "label", "prediction", "confidence", "p_neg", "p_pos"]
     assert frame.prediction.tolist() == ["pos", "neg"] and frame.label.tolist() == ["pos", "pos"]
     np.testing.assert_allclose(frame.p_neg + frame.p_pos, 1.0, rtol=1e-6)

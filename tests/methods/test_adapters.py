@@ -86,7 +86,7 @@ def test_adapter_made_by_peft_elsewhere_loads_and_trains(tiny_model_dir, tmp_pat
 
     from tailorkit.models.handle import load_text_classifier
 
-    handle = load_text_classifier(tiny_model_dir, "classification", ["neg", "pos"])
+    handle = load_text_classifier(tiny_model_dir, "classes", ["neg", "pos"])
     apply_methods(handle, [{"lora": {"init_from": str(tmp_path / "elsewhere")}}])
     batch = _batch(handle.tokenizer)
     assert torch.equal(_logits(handle.model, batch), _logits(theirs, batch))
@@ -148,9 +148,9 @@ def test_adapters_start_exactly_at_the_base_model(spec, tiny_model_dir):
     from tailorkit.models.handle import load_text_classifier
 
     torch.manual_seed(0)
-    plain = load_text_classifier(tiny_model_dir, "classification", ["neg", "pos"])
+    plain = load_text_classifier(tiny_model_dir, "classes", ["neg", "pos"])
     torch.manual_seed(0)
-    adapted = load_text_classifier(tiny_model_dir, "classification", ["neg", "pos"])
+    adapted = load_text_classifier(tiny_model_dir, "classes", ["neg", "pos"])
     apply_methods(adapted, [spec])
     batch = _batch(plain.tokenizer)
     assert torch.equal(_logits(plain.model, batch), _logits(adapted.model, batch))
@@ -173,7 +173,7 @@ def test_adapter_set_gives_each_runs_own_outputs(runs):
         alone = api.predict(runs[name], TEXTS)
         assert list(shared.columns) == list(alone.columns)
         assert shared.equals(alone), name
-    assert adapters.handle.model.base_model is not None  # one base model for both
+    assert set(adapters.handle.model.peft_config) == {"lora", "lora3"}  # one base model holds both
 
 
 def test_adapter_set_refusals(runs):

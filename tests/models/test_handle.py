@@ -37,7 +37,7 @@ def test_llama_structure_embeddings_inside_the_backbone():
 
     config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
                          num_attention_heads=2, num_key_value_heads=1, num_labels=2, pad_token_id=0)
-    handle = handle_for(LlamaForSequenceClassification(config), None, "classification")
+    handle = handle_for(LlamaForSequenceClassification(config), None, "classes")
     assert handle.num_blocks == 3
     assert handle.blocks_prefix == "model.layers."
     assert handle.embeddings_prefix == "model.embed_tokens."
@@ -55,7 +55,7 @@ def test_classification_head_sized_to_labels(make_handle):
 
 
 def test_regression_head_has_one_output(make_handle):
-    handle = make_handle(task="regression")
+    handle = make_handle(output="scalar")
     assert handle.model.classifier.out_features == 1
     assert handle.model.config.problem_type == "regression"
 
@@ -84,9 +84,9 @@ def test_saved_classifier_with_the_same_labels_keeps_its_head(make_handle, tmp_p
     with torch.no_grad():
         handle.model.classifier.weight.fill_(0.25)
     handle.save(tmp_path / "saved")
-    again = load_text_classifier(tmp_path / "saved", "classification", ["x", "y", "z"])
+    again = load_text_classifier(tmp_path / "saved", "classes", ["x", "y", "z"])
     assert torch.equal(again.model.classifier.weight, handle.model.classifier.weight)
-    other = load_text_classifier(tmp_path / "saved", "classification", ["x", "y", "z", "w"])
+    other = load_text_classifier(tmp_path / "saved", "classes", ["x", "y", "z", "w"])
     assert other.model.classifier.out_features == 4
 
 
@@ -99,7 +99,7 @@ def test_broken_model_folder(tiny_model_dir, tmp_path, damage, words):
     shutil.copytree(tiny_model_dir, folder)
     damage(folder)
     with pytest.raises(TailorError) as info:
-        load_text_classifier(folder, "classification", ["a", "b"])
+        load_text_classifier(folder, "classes", ["a", "b"])
     assert str(info.value).startswith(f"model.name: {folder}") and words in str(info.value)
 
 

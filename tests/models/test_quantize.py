@@ -104,8 +104,7 @@ def test_loftq_starts_closer_to_the_full_precision_weights(llama_dir):
     starts = []
     for _ in range(2):
         handle = load_causal_lm(llama_dir)
-        handle.nf4 = NF4Spec()
-        apply_methods(handle, [{"lora": {"r": 4, "init": "loftq", "loftq_iter": 3}}])
+        apply_methods(handle, [{"lora": {"r": 4, "init": "loftq", "loftq_iter": 3}}], nf4=NF4Spec())
         starts.append(handle)
     originals = dict(plain.model.named_modules())
     layers = [(n.removeprefix("base_model.model.").removesuffix(".base_layer"), m)
@@ -186,8 +185,7 @@ def test_a_4bit_base_needs_lora(llama_dir, tmp_path):
 
 def test_qlora_trains_only_lora(llama_dir):
     handle = load_causal_lm(llama_dir)
-    handle.nf4 = NF4Spec()
-    apply_methods(handle, [{"lora": {"r": 4}}])
+    apply_methods(handle, [{"lora": {"r": 4}}], nf4=NF4Spec())
     trainable = handle.trainable_names()
     assert trainable and all("lora_" in n for n in trainable), [n for n in trainable if "lora_" not in n][:3]
     assert any(is_4bit(m) for m in handle.model.modules())

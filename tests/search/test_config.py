@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from tailorkit.cli import main
+from tailorkit.config.search import CategoricalParam, FloatParam, IntParam
 from tailorkit.errors import TailorError
 from tailorkit.recipe import dump_recipe, recipe_from_dict
-from tailorkit.search.config import CategoricalParam, FloatParam, IntParam
 
 BASE = {"model": {"name": "minilm-l6"}, "data": {"name": "bbc-news"}, "methods": [{"lora": {"r": 8}}]}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from tailorkit.config.search import SearchConfig
 from tailorkit.recipe import recipe_from_dict
-from tailorkit.search.config import SearchConfig
 from tailorkit.search.space import apply_params, distributions, grid_values, set_path
 
 
@@ -24,7 +24,7 @@ def test_apply_params_leaves_the_base_alone_and_gives_a_valid_recipe():
     raw = apply_params(base, {"train.lr": 3e-4, "methods.0.lora.r": 4})
     assert base["methods"] == [{"lora": {}}] and "train" not in base
     recipe = recipe_from_dict(raw)
-    assert recipe.train.lr == 3e-4 and recipe.methods == [{"lora": {"r": 4}}]
+    assert recipe.train.lr == 3e-4 and recipe.methods[0].config.r == 4
 
 
 def test_grid_values_are_every_point_of_each_parameter():

@@ -8,8 +8,10 @@ trains for real.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -34,21 +36,50 @@ def score(params: dict) -> float:
     return (math.log10(lr) + 3) ** 2 + abs(batch - 8) / 8
 
 
+class FakeClock:
+    """Stands in for the `time` module where the study reads its deadline: `time()` moves only
+    when told to (`advance`); everything else (perf_counter, strftime) is the real module."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+@pytest.fixture
+def fake_clock(monkeypatch) -> FakeClock:
+    """The study's wall clock: `tune` sets the deadline from it, the worker loop checks it."""
+    clock = FakeClock()
+    monkeypatch.setattr(sys.modules[api.tune.__module__], "time", clock)  # wherever tune lives
+    monkeypatch.setattr(worker, "time", clock)
+    return clock
+
+
 @pytest.fixture
 def fake_trials(monkeypatch):
     """Replace training by `score`; returns the list of params each call received. Set
-    `.fail_at` to raise KeyboardInterrupt (Ctrl-C) on that call (0-based)."""
+    `.fail_at` to raise KeyboardInterrupt (Ctrl-C) on that call (0-based); set `.clock` (a
+    FakeClock) and `.seconds` to have each trial take that long on the clock."""
     calls: list[dict] = []
 
     class Fake:
         fail_at: int | None = None
-        sleep = 0.0
+        clock: FakeClock | None = None
+        seconds = 0.0
 
         def __call__(self, trial, recipe, study_dir, threads=None, progress=None):
             if self.fail_at is not None and len(calls) == self.fail_at:
                 self.fail_at = None
                 raise KeyboardInterrupt
-            time.sleep(self.sleep)
+            if self.clock is not None:
+                self.clock.advance(self.seconds)
             calls.append(dict(trial.params))
             trial.set_user_attr("steps", 10)
             return score(trial.params)
@@ -196,10 +227,16 @@ def test_a_point_proposed_again_reuses_the_finished_trial(fake_trials, study_rec
     assert len(twins) == 4 and all(t.user_attrs["steps"] == 0 for t in twins)
 
 
-def test_timeout_stops_starting_trials(fake_trials, study_recipe):
-    fake_trials.sleep = 0.3
-    tune(study_recipe(space={"train.lr": LOG_LR}, sampler="random", n_trials=50, timeout=1.0))
-    assert 1 <= len(fake_trials.calls) <= 4
+def test_timeout_stops_starting_trials(fake_trials, fake_clock, study_recipe):
+    """Each trial takes 0.3 s of a fake clock. With timeout 1.0, trials start at 0, 0.3, 0.6 and
+    0.9 s and none at 1.2 s; the one started before the deadline runs to its end."""
+    fake_trials.clock, fake_trials.seconds = fake_clock, 0.3
+    raw = study_recipe(space={"train.lr": LOG_LR}, sampler="random", n_trials=50, timeout=1.0)
+    study_dir = tune(raw)
+    assert len(fake_trials.calls) == 4
+    assert [t.state for t in trials(study_dir, raw)] == [TrialState.COMPLETE] * 4
+    summary = json.loads((study_dir / report.SUMMARY).read_text())
+    assert summary["wall_seconds"] == 1.2  # the report times the study on the same clock
 
 
 def test_refuses_to_mix_studies_or_overwrite_a_run(fake_trials, study_recipe, tmp_path):

@@ -15,7 +15,8 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from tailorkit import api, tasks
+from tailorkit import api
+from tailorkit.pipeline import assemble
 from tailorkit.recipe import load_recipe, recipe_from_dict
 from tailorkit.search import study as study_mod
 
@@ -61,13 +62,13 @@ def test_on_evaluate_sees_every_validation_and_can_stop_the_run(tiny_recipe):
 
 def test_the_pruner_really_stops_a_trial_and_frees_it(trial_recipe, monkeypatch):
     models = []
-    make = tasks.make_trainer
+    make = assemble.make_trainer
 
     def watched(s, recipe, run_dir):
         models.append(weakref.ref(s.handle.model))
         return make(s, recipe, run_dir)
 
-    monkeypatch.setattr(tasks, "make_trainer", watched)
+    monkeypatch.setattr(assemble, "make_trainer", watched)
     # One learning rate that learns, three that barely move: successive halving keeps only
     # a trial that beats the others at its rung, so the slow ones stop at an early step.
     raw = trial_recipe(space={"train.lr": [2e-2, 1e-6, 2e-6, 3e-6]}, sampler="grid", pruner="asha",

@@ -48,7 +48,7 @@ def _losses(run) -> list[float]:
 def test_caching_applies_only_where_exact(four_block_bert, methods, expected):
     from tailorkit.models.handle import load_text_classifier
 
-    handle = load_text_classifier(four_block_bert, "classification", ["neg", "pos"])
+    handle = load_text_classifier(four_block_bert, "classes", ["neg", "pos"])
     reason = why_not(handle, apply_methods(handle, methods))
     assert reason is None if expected is None else expected in reason
 
@@ -56,7 +56,7 @@ def test_caching_applies_only_where_exact(four_block_bert, methods, expected):
 def test_the_cached_path_computes_what_the_whole_model_computes(four_block_bert, tmp_path):
     from tailorkit.models.handle import load_text_classifier
 
-    handle = load_text_classifier(four_block_bert, "classification", ["neg", "pos"])
+    handle = load_text_classifier(four_block_bert, "classes", ["neg", "pos"])
     apply_methods(handle, [{"freeze": {"top": 2}}])
     prefix = FrozenPrefix(handle, memory_mb=64, run_dir=tmp_path)
     assert prefix.depth == 2

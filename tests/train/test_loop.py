@@ -130,8 +130,13 @@ def test_metrics_log_has_step_and_eval_records(tiny_recipe):
     train = [r for r in records if r["kind"] == "train"]
     assert [r["step"] for r in train] == list(range(1, 2 * per_epoch + 1))
     for r in train:
-        assert math.isfinite(r["loss"]) and r["loss"] > 0 and r["samples_per_s"] > 0
+        assert math.isfinite(r["loss"]) and r["loss"] > 0
         assert 0 < r["epoch"] <= 2
+    # each step's samples_per_s is its batch over its own time: the step times add up to the run's
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["data"]["train"] == 8 * per_epoch  # every step is one full batch of 8
+    step_seconds = sum(8 / r["samples_per_s"] for r in train)
+    assert summary["samples_per_second"] == pytest.approx(len(train) * 8 / step_seconds, rel=1e-3)
     lrs = [r["lr"] for r in train]
     # the rate each step used: linear decay from the peak, never the post-schedule 0
     assert lrs == sorted(lrs, reverse=True) and lrs[0] == 5e-3 and 0 < lrs[-1] < lrs[-2]

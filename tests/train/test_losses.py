@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from tailorkit.config import TrainConfig
 from tailorkit.errors import TailorError
-from tailorkit.recipe import TrainConfig
 from tailorkit.train.losses import TaskLoss, class_weights
 
 LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-1.0, 3.0, 0.0], [0.0, 0.0, 4.0]])
@@ -21,19 +21,19 @@ def _nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def test_auto_picks_the_task_loss():
-    assert TaskLoss("classification", TrainConfig(), None).kind == "cross_entropy"
-    assert TaskLoss("regression", TrainConfig(), None).kind == "mse"
-    assert TaskLoss("regression", TrainConfig(loss="mae"), None).kind == "mae"
+    assert TaskLoss("classes", TrainConfig(), None).kind == "cross_entropy"
+    assert TaskLoss("scalar", TrainConfig(), None).kind == "mse"
+    assert TaskLoss("scalar", TrainConfig(loss="mae"), None).kind == "mae"
 
 
 def test_cross_entropy_is_mean_nll():
-    loss = TaskLoss("classification", TrainConfig(), None)(LOGITS, LABELS)
+    loss = TaskLoss("classes", TrainConfig(), None)(LOGITS, LABELS)
     assert float(loss) == pytest.approx(float(_nll(LOGITS, LABELS).mean()), rel=1e-6)
 
 
 @pytest.mark.parametrize("eps", [0.1, 0.3])
 def test_label_smoothing(eps):
-    loss = TaskLoss("classification", TrainConfig(label_smoothing=eps), None)(LOGITS, LABELS)
+    loss = TaskLoss("classes", TrainConfig(label_smoothing=eps), None)(LOGITS, LABELS)
     k = LOGITS.shape[1]
     logp = torch.log_softmax(LOGITS, -1)
     # target = (1 - eps) one-hot + eps / k uniform
@@ -71,15 +71,15 @@ def test_wrong_number_of_class_weights_is_a_user_error():
 
 def test_weighted_cross_entropy_is_the_weighted_mean():
     weights = torch.tensor([1.0, 2.0, 0.5])
-    loss = TaskLoss("classification", TrainConfig(), weights)(LOGITS, LABELS)
+    loss = TaskLoss("classes", TrainConfig(), weights)(LOGITS, LABELS)
     w = weights[LABELS]
     expected = float((w * _nll(LOGITS, LABELS)).sum() / w.sum())
     assert float(loss) == pytest.approx(expected, rel=1e-6)
 
 
 def test_class_weights_shift_the_loss_toward_the_rare_class():
-    plain = TaskLoss("classification", TrainConfig(), None)
-    weighted = TaskLoss("classification", TrainConfig(), torch.tensor([1.0, 1.0, 10.0]))
+    plain = TaskLoss("classes", TrainConfig(), None)
+    weighted = TaskLoss("classes", TrainConfig(), torch.tensor([1.0, 1.0, 10.0]))
     wrong_on_class_2 = torch.tensor([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
     labels = torch.tensor([2, 1])
     assert float(weighted(wrong_on_class_2, labels)) > float(plain(wrong_on_class_2, labels))
@@ -88,14 +88,14 @@ def test_class_weights_shift_the_loss_toward_the_rare_class():
 def test_mse_and_mae():
     pred = torch.tensor([[0.5], [2.0], [-1.0]])
     target = torch.tensor([1.0, 2.0, 1.0])
-    mse = TaskLoss("regression", TrainConfig(loss="mse"), None)(pred, target)
-    mae = TaskLoss("regression", TrainConfig(loss="mae"), None)(pred, target)
+    mse = TaskLoss("scalar", TrainConfig(loss="mse"), None)(pred, target)
+    mae = TaskLoss("scalar", TrainConfig(loss="mae"), None)(pred, target)
     assert float(mse) == pytest.approx((0.25 + 0 + 4) / 3)
     assert float(mae) == pytest.approx((0.5 + 0 + 2) / 3)
 
 
 def test_regression_batch_of_one_and_bf16_logits():
-    loss = TaskLoss("regression", TrainConfig(), None)
+    loss = TaskLoss("scalar", TrainConfig(), None)
     assert float(loss(torch.tensor([[3.0]]), torch.tensor([1.0]))) == pytest.approx(4.0)
     out = loss(torch.tensor([[3.0]], dtype=torch.bfloat16), torch.tensor([1.0]))
     assert out.dtype == torch.float32

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tailorkit.recipe import TrainConfig
+from tailorkit.config import TrainConfig
 from tailorkit.train.losses import penalty
 from tailorkit.train.optim import build_optimizer, build_scheduler, lr_factor
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tailorkit.config.data import DataConfig
 from tailorkit.data.instructions import Conversation, detect_format, to_conversations
 from tailorkit.data.prepare import SPLITS, carve_missing_splits, read_splits, subset
 from tailorkit.data.templates import IGNORE, render_all
 from tailorkit.errors import TailorError
-from tailorkit.recipe import DataConfig
 
 
 class EncodedChat:

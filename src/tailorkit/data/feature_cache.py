@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tailorkit.data.batching import eval_batches
+from tailorkit.sources import cache_dir
 
 MEMORY_ENTRIES = 32  # splits kept in memory (least recently used go first)
 _MEMORY: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -112,6 +113,5 @@ def clear_memory_cache() -> None:
 
 
 def _disk_path(key: str) -> Path:
-    from tailorkit.sources import cache_dir
 
     return cache_dir() / "features" / f"{key}.safetensors"

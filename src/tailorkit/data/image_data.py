@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
+from tailorkit.config.data import DataConfig
 from tailorkit.data.image_transforms import ImageTransform
 from tailorkit.data.images import ImageSet, load_image_file
 from tailorkit.errors import TailorError
-from tailorkit.recipe import DataConfig
+from tailorkit.sources import load_catalogue_images
 
 
 class EncodedImages:
@@ -38,7 +39,6 @@ class EncodedImages:
 def prepare_image_data(cfg: DataConfig) -> tuple[dict[str, ImageSet], list[str], dict[str, int]]:
     """The splits, the class names, and how many unreadable images each given file skipped."""
     if cfg.name is not None:
-        from tailorkit.sources import load_catalogue_images
 
         splits = load_catalogue_images(cfg.name)
     else:

@@ -13,62 +13,14 @@ seed gives the same augmented image, whatever the worker or batch order;
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-EVAL_CROP_FRACTION = 0.875  # resize to size / 0.875 (256 for 224), then centre-crop size
+from tailorkit.config.data import ImageTransformConfig
 
 ImageLike = np.ndarray | Image.Image
-
-
-class ImageTransformConfig(BaseModel):
-    """How images become model inputs. Train and evaluation share size, mean and std."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    size: int = Field(224, ge=8, description="Side of the square model input.")
-    resize: int | None = Field(None, ge=8, description="Shorter side before the crop; "
-                                                       "default size / 0.875 (256 for 224).")
-    mean: tuple[float, float, float] = Field(IMAGENET_MEAN, description="Per-channel mean (RGB, 0-1).")
-    std: tuple[float, float, float] = Field(IMAGENET_STD, description="Per-channel std (RGB, 0-1).")
-    augment: Literal["none", "basic", "strong"] = Field(
-        "basic", description="Training only. basic: resize + random crop; strong: random resized "
-                             "crop + colour jitter; none: resize + centre crop as evaluation.")
-    hflip: bool = Field(True, description="Training only: flip half the images left-right "
-                                          "(turn off where the mirror image is another class, e.g. digits).")
-    crop_scale: tuple[float, float] = Field((0.25, 1.0), description="strong: area fraction range of "
-                                                                     "the random resized crop.")
-    crop_ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="strong: aspect ratio range.")
-    jitter: float = Field(0.3, ge=0.0, lt=1.0, description="strong: brightness, contrast and saturation "
-                                                           "each scaled by a factor in 1 +- jitter.")
-
-    @field_validator("std")
-    @classmethod
-    def _positive_std(cls, std: tuple[float, float, float]) -> tuple[float, float, float]:
-        if min(std) <= 0:
-            raise ValueError("every std must be positive")
-        return std
-
-    @model_validator(mode="after")
-    def _ranges(self) -> ImageTransformConfig:
-        if self.resize is not None and self.resize < self.size:
-            raise ValueError(f"resize ({self.resize}) must be at least size ({self.size})")
-        low, high = self.crop_scale
-        if not 0 < low <= high <= 1:
-            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
-        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
-            raise ValueError(f"crop_ratio must satisfy 0 < low <= high, got {self.crop_ratio}")
-        return self
-
-    @property
-    def resize_to(self) -> int:
-        return self.resize or int(round(self.size / EVAL_CROP_FRACTION))
 
 
 def generator_for(seed: int, *keys: int) -> torch.Generator:

@@ -16,11 +16,10 @@ import json
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
+from tailorkit.config.data import FORMATS, ChatColumns
 from tailorkit.errors import TailorError
 
-FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion", "text")
 TEXT_ROLE = "text"  # the role of the single message that carries a plain document
 
 # ShareGPT names the speakers differently; the messages format uses the OpenAI names.
@@ -29,37 +28,6 @@ ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant"
          "assistant": "assistant"}
 
 Conversation = list[dict[str, str]]
-
-
-class ChatColumns(BaseModel):
-    """Where each format keeps its fields (recipe section `data.chat`); change one when a file
-    names it differently."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    instruction: str = Field("instruction", description="alpaca: the instruction.")
-    input: str = Field("input", description="alpaca, optional: appended to the instruction.")
-    output: str = Field("output", description="alpaca: the response.")
-    system: str = Field("system", description="alpaca, optional: a system message.")
-    conversations: str = Field("conversations", description="sharegpt: the list of turns.")
-    sharegpt_role: str = Field("from", description="sharegpt: the speaker key of a turn.")
-    sharegpt_content: str = Field("value", description="sharegpt: the text key of a turn.")
-    messages: str = Field("messages", description="messages: the list of turns.")
-    messages_role: str = Field("role", description="messages: the role key of a turn.")
-    messages_content: str = Field("content", description="messages: the text key of a turn.")
-    prompt: str = Field("prompt", description="prompt_completion: the prompt.")
-    completion: str = Field("completion", description="prompt_completion: the response.")
-    text: str = Field("text", description="text: a plain document (continued pre-training).")
-
-    def required(self, fmt: str) -> tuple[str, ...]:
-        """The columns a format cannot do without."""
-        return {
-            "alpaca": (self.instruction, self.output),
-            "sharegpt": (self.conversations,),
-            "messages": (self.messages,),
-            "prompt_completion": (self.prompt, self.completion),
-            "text": (self.text,),
-        }[_check_format(fmt)]
 
 
 def _check_format(fmt: str) -> str:
@@ -87,7 +55,7 @@ def detect_format(columns: list[str], cols: ChatColumns) -> str:
 
 def to_conversations(frame: pd.DataFrame, fmt: str, cols: ChatColumns, source: str) -> list[Conversation]:
     """One conversation per row; a bad row raises a TailorError naming `source` and its row."""
-    missing = [c for c in cols.required(fmt) if c not in frame.columns]
+    missing = [c for c in cols.required(_check_format(fmt)) if c not in frame.columns]
     if missing:
         raise TailorError(
             f"{source}: the {fmt} format needs column(s) {', '.join(missing)} "

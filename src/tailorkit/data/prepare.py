@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from tailorkit.config.data import DataConfig
 from tailorkit.data.tables import read_table
 from tailorkit.errors import TailorError
-from tailorkit.recipe import DataConfig
+from tailorkit.sources import load_catalogue_dataset
 
 SPLITS = ("train", "validation", "test")
 
@@ -35,19 +36,18 @@ class Split:
 
 @dataclass
 class TaskData:
-    task: str
+    classes: bool  # targets are class names (else numbers)
     splits: dict[str, Split]
     labels: list[str] = field(default_factory=list)  # class names; empty for regression
 
     @property
     def num_labels(self) -> int:
-        return len(self.labels) if self.task == "classification" else 1
+        return len(self.labels) if self.classes else 1
 
 
 def _raw_splits(cfg: DataConfig) -> dict[str, tuple[str, pd.DataFrame]]:
     """Named frames as given by the user (some splits may be missing)."""
     if cfg.name is not None:
-        from tailorkit.sources import load_catalogue_dataset
 
         return {"train": (cfg.name, load_catalogue_dataset(cfg.name))}
     frames: dict[str, tuple[str, pd.DataFrame]] = {}
@@ -170,16 +170,17 @@ def read_splits(cfg: DataConfig) -> dict[str, tuple[str, pd.DataFrame]]:
     return {k: (source, frame.reset_index(drop=True)) for k, (source, frame) in _raw_splits(cfg).items()}
 
 
-def prepare_data(cfg: DataConfig, task: str, labels: list[str] | None = None) -> TaskData:
-    """Load, check and split. `labels` fixes the class list (when re-evaluating a run)."""
+def prepare_data(cfg: DataConfig, classes: bool, labels: list[str] | None = None) -> TaskData:
+    """Load, check and split; `classes`: the label column holds class names, else numbers.
+    `labels` fixes the class list (when re-evaluating a run)."""
     raw = read_splits(cfg)
     for source, frame in raw.values():
         check_columns(source, frame, cfg, needs_label=True)
 
-    stratify = cfg.label_column if task == "classification" and cfg.split.stratify else None
+    stratify = cfg.label_column if classes and cfg.split.stratify else None
     raw = carve_missing_splits(raw, cfg, stratify)
 
-    if task == "classification" and labels is None:
+    if classes and labels is None:
         train_source, train = raw["train"]
         labels = _class_names(train_source, train[cfg.label_column])
     splits = {}
@@ -187,10 +188,10 @@ def prepare_data(cfg: DataConfig, task: str, labels: list[str] | None = None) ->
         source, frame = raw[name]
         limit = cfg.max_train_samples if name == "train" else cfg.max_eval_samples
         frame = subset(frame, limit, cfg.split.seed)  # keeps the file's row index for messages
-        splits[name] = _to_split(source, frame, cfg, task, labels)
+        splits[name] = _to_split(source, frame, cfg, classes, labels)
         if len(splits[name]) == 0:
             raise TailorError(f"{source}: the {name} split is empty")
-    return TaskData(task=task, splits=splits, labels=labels or [])
+    return TaskData(classes=classes, splits=splits, labels=labels or [])
 
 
 def _class_names(source: str, column: pd.Series) -> list[str]:
@@ -214,12 +215,12 @@ def _natural_key(name: str) -> tuple[int, float, str]:
         return (1, 0.0, name)
 
 
-def _to_split(source: str, frame: pd.DataFrame, cfg: DataConfig, task: str,
+def _to_split(source: str, frame: pd.DataFrame, cfg: DataConfig, classes: bool,
               labels: list[str] | None) -> Split:
     texts = column_texts(source, frame, cfg.text_column)
     pairs = column_texts(source, frame, cfg.text_pair_column) if cfg.text_pair_column else None
     column = frame[cfg.label_column] if len(frame) else pd.Series(dtype=object)
-    if task == "regression":
+    if not classes:
         targets = _regression_targets(source, frame, cfg.label_column)
     else:
         assert labels is not None

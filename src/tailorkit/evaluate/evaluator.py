@@ -41,10 +41,10 @@ def evaluate_split(handle: ModelHandle, data, labels: list[str], loss_fn, batch_
                    bf16: bool = False, forward: Forward | None = None) -> dict:
     """The metrics of a split: for causal LMs a streaming token loss (all logits of a split
     would not fit in memory), otherwise the logits scored at once."""
-    if handle.task in ("causal_lm", "mlm"):
+    if handle.output in ("next_token", "masked_token"):
         return language_model_metrics(handle, data, batch_size, bf16)
     logits = predict_logits(handle, data, batch_size, bf16, forward)
-    return score(handle.task, logits, data.targets, labels, loss_fn)
+    return score(handle.output, logits, data.targets, labels, loss_fn)
 
 
 LM_EVAL_ROWS = 8
@@ -61,25 +61,25 @@ def language_model_metrics(handle: ModelHandle, data, batch_size: int, bf16: boo
         batch = data.collate(indices)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = handle.forward(batch)
-        loss_sum, count = token_loss_sum(logits, batch["labels"], shift=handle.task == "causal_lm")
+        loss_sum, count = token_loss_sum(logits, batch["labels"], shift=handle.output == "next_token")
         total, tokens = total + float(loss_sum), tokens + int(count)
     handle.model.train(was_training)
     loss = total / max(tokens, 1)
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": tokens}
 
 
-def score(task: str, logits: np.ndarray, targets: np.ndarray, labels: list[str],
+def score(output: str, logits: np.ndarray, targets: np.ndarray, labels: list[str],
           loss_fn) -> dict:
     loss = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(targets)))
-    if task == "classification":
+    if output == "classes":
         return {"loss": loss, **classification_metrics(targets, logits.argmax(-1), labels)}
     return {"loss": loss, **regression_metrics(targets, logits[:, 0])}
 
 
-def prediction_frame(task: str, texts: list[str], logits: np.ndarray, labels: list[str],
+def prediction_frame(output: str, texts: list[str], logits: np.ndarray, labels: list[str],
                      targets: np.ndarray | None = None) -> pd.DataFrame:
     frame = pd.DataFrame({"text": texts})
-    if task == "classification":
+    if output == "classes":
         probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
         if targets is not None:
             frame["label"] = [labels[t] for t in targets]

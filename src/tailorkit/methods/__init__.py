@@ -1,4 +1,4 @@
-"""Adaptation methods. Importing this package registers every built-in method."""
+"""Adaptation methods. Importing this package registers every built-in method (one module each)."""
 
 from tailorkit.methods import (  # noqa: F401  (registration)
     bottleneck,
@@ -17,7 +17,11 @@ from tailorkit.methods.base import (
     adapter_method,
     apply_methods,
     build_method,
+    build_methods,
+    finish_methods,
+    model_owner,
     register,
 )
 
-__all__ = ["METHODS", "Method", "MethodConfig", "adapter_method", "apply_methods", "build_method", "register"]
+__all__ = ["METHODS", "Method", "MethodConfig", "adapter_method", "apply_methods", "build_method",
+           "build_methods", "finish_methods", "model_owner", "register"]

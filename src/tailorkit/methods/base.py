@@ -1,10 +1,15 @@
 """The Method protocol and its registry.
 
-A method is a small object built from a typed config. `apply` adapts a
-ModelHandle in place (usually by choosing what trains, later by adding
-modules). Methods compose in recipe order. Adding a method is one
-`@register` on a class; the recipe, `tailor methods` and the contract tests
-all read this registry.
+A method is a small object built from a typed config. `apply` adapts a ModelHandle in place
+(usually by choosing what trains, or by adding modules). Methods compose in recipe order.
+Adding a method is one `@register` on a class: that puts its options in the recipe schema
+(`config.METHOD_CONFIGS`) and the class in `METHODS`, which `tailor methods`, the pipeline and
+the contract tests read.
+
+Every hook has a harmless default, so a method only writes what it changes. Methods that own
+more of the run than the model's weights say so through hooks, never through their name:
+`adapt` may replace the whole setup (feature extraction), `make_trainer` the loop,
+`save_model`/`load_model` the run's model/ folder.
 """
 
 from __future__ import annotations
@@ -12,20 +17,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
+from tailorkit.config.base import format_validation_error
+from tailorkit.config.methods import METHOD_CONFIGS, MethodConfig, MethodSpec, parse_methods
 from tailorkit.errors import TailorError
 from tailorkit.models.handle import ModelHandle
-from tailorkit.models.quantize import quantize_frozen_linears
-
-
-class MethodConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from tailorkit.models.quantize import NF4Spec
+from tailorkit.train.setup import Setup
 
 
 class Method:
-    """Base class: every hook has a harmless default, so a method only writes what it changes."""
-
     name: ClassVar[str]
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     summary: ClassVar[str] = ""
@@ -35,12 +37,14 @@ class Method:
     # The model kinds it works on; recipe validation refuses the others before any loading.
     modalities: ClassVar[frozenset[str]] = frozenset({"text", "image"})
     needs: ClassVar[str] = ""  # why it is limited, for that message
-    # Builds its own setup (a frozen backbone's cached features under a new head) instead of
-    # adapting the model in place; `tasks.setup` branches on it.
-    feature_extraction: ClassVar[bool] = False
+    # Wants every split preprocessed as for evaluation (no augmentation): its inputs are
+    # computed once (feature extraction).
+    fixed_inputs: ClassVar[bool] = False
     # Leaves the frozen lower blocks computing what the base computes, so their outputs can be
     # cached (train/frozen_prefix.py); adapters inside them, or extra inputs, change it.
     keeps_frozen_prefix: ClassVar[bool] = False
+    # Trains on a frozen 4-bit base (model.quantize_base: nf4) and quantises it (QLoRA).
+    trains_on_quantized_base: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig) -> None:
         self.config = config
@@ -48,9 +52,27 @@ class Method:
     def apply(self, handle: ModelHandle) -> None:
         raise NotImplementedError
 
-    def check_recipe(self, recipe, where: str) -> None:
-        """Refuse a recipe this method cannot serve (task, other methods) with a ValueError
-        naming the field; runs at recipe validation, before anything loads."""
+    def check_recipe(self, recipe, task, where: str) -> None:
+        """Refuse a recipe this method cannot serve (its task, other methods) with a ValueError
+        naming the field; runs when the recipe is loaded, before anything loads."""
+
+    def adapt(self, setup: Setup, task, recipe) -> Setup:
+        """Adapt what the run trains on; most methods change the model in place."""
+        self.apply(setup.handle)
+        return setup
+
+    def make_trainer(self, setup: Setup, recipe, run_dir: Path):
+        """A loop of the method's own (offering fit, trained_parameter_count, sink, last_val,
+        steps_per_epoch and prefix_report); None: the standard Trainer."""
+        return None
+
+    def fits_without_gradients(self, handle: ModelHandle) -> bool:
+        """Trains something that is not a parameter (a scikit-learn head), so a model with
+        nothing trainable is still a run."""
+        return False
+
+    def on_fit_end(self, setup: Setup, seconds: float) -> None:
+        """Called once training is over, with the seconds it took."""
 
     def lr_scales(self, handle: ModelHandle) -> dict[str, float]:
         """Per-parameter learning-rate multipliers (name -> factor); empty means 1 for all."""
@@ -58,6 +80,31 @@ class Method:
 
     def on_epoch_start(self, handle: ModelHandle, epoch: int) -> None:
         """Called before every epoch (also when resuming mid-epoch)."""
+
+    def quantize_base(self, handle: ModelHandle, spec: NF4Spec) -> None:
+        """Methods with `trains_on_quantized_base`: turn the frozen base into 4-bit weights."""
+        raise NotImplementedError
+
+    # -- the run's model/ folder ------------------------------------------------------------
+    @property
+    def saves_model(self) -> bool:
+        """The run's model/ folder is this method's (an adapter folder), not the whole model."""
+        return self.adapter
+
+    def save_model(self, handle: ModelHandle, directory: Path) -> None:
+        self.save_adapter(handle, directory)
+        if handle.tokenizer is not None:
+            handle.tokenizer.save_pretrained(directory)
+
+    def load_model(self, methods: list[Method], base: ModelHandle, directory: Path,
+                   nf4: NF4Spec | None = None) -> ModelHandle:
+        """What `save_model` wrote, on the recipe's freshly built `base`. Adapters apply the
+        recipe's `methods` (this one among them) again, which re-derives a 4-bit base the same way."""
+        for method in methods:
+            method.apply(base)
+        finish_methods(base, methods, nf4)
+        self.load_adapter(base, directory)
+        return base
 
     def save_adapter(self, handle: ModelHandle, directory: Path) -> None:
         """Adapter methods: write adapter_config.json + adapter_model.safetensors."""
@@ -79,6 +126,7 @@ def register(cls: type[Method]) -> type[Method]:
     if cls.name in METHODS:
         raise ValueError(f"method '{cls.name}' registered twice")
     METHODS[cls.name] = cls
+    METHOD_CONFIGS[cls.name] = cls.Config
     return cls
 
 
@@ -90,9 +138,18 @@ def build_method(name: str, config: dict | None, where: str = "method") -> Metho
     try:
         return cls(cls.Config.model_validate(config or {}))
     except ValidationError as err:
-        from tailorkit.recipe import format_validation_error
-
         raise ValueError(format_validation_error(err, None, cls.Config, prefix=f"{where}.{name}")) from None
+
+
+def build_methods(specs: list) -> list[Method]:
+    """Methods from the recipe's specs (or the YAML forms, `lora` / `{lora: {r: 8}}`)."""
+    try:
+        specs = parse_methods(list(specs))
+    except ValidationError as err:
+        raise TailorError(format_validation_error(err, None, MethodSpec, prefix="methods")) from None
+    methods = [METHODS[spec.name](spec.config) for spec in specs]
+    adapter_method(methods)
+    return methods
 
 
 def chosen_before(handle: ModelHandle) -> list:
@@ -116,19 +173,24 @@ def adapter_method(methods: list[Method]) -> Method | None:
     return found[0] if found else None
 
 
-def apply_methods(handle: ModelHandle, specs: list[dict[str, dict]]) -> list[Method]:
-    methods = []
-    for i, spec in enumerate(specs):
-        ((name, cfg),) = spec.items()
-        try:
-            method = build_method(name, cfg, where=f"methods[{i}]")
-        except ValueError as err:
-            raise TailorError(str(err)) from None
-        methods.append(method)
-        adapter_method(methods)  # fail before the second adapter touches the model
-        method.apply(handle)
-    if not handle.trainable_names():
+def model_owner(methods: list[Method]) -> Method | None:
+    """The method whose files make the run's model/ folder; None: the whole model is saved."""
+    return next((m for m in methods if m.saves_model), None)
+
+
+def finish_methods(handle: ModelHandle, methods: list[Method], nf4: NF4Spec | None = None) -> None:
+    """After every method is applied: something must train, and with a 4-bit base the
+    method that trains on it quantises what stays frozen."""
+    if not handle.trainable_names() and not any(m.fits_without_gradients(handle) for m in methods):
         raise TailorError("methods: after applying them nothing is trainable; check the freeze options")
-    if handle.nf4 is not None:  # QLoRA: now that the methods chose what trains, the rest goes 4-bit
-        quantize_frozen_linears(handle.model, handle.nf4, handle.extra.get("loftq_iter", 0))
+    if nf4 is not None:
+        next(m for m in methods if m.trains_on_quantized_base).quantize_base(handle, nf4)
+
+
+def apply_methods(handle: ModelHandle, specs: list, nf4: NF4Spec | None = None) -> list[Method]:
+    """Build the methods of `specs` and apply them to `handle` in order."""
+    methods = build_methods(specs)
+    for method in methods:
+        method.apply(handle)
+    finish_methods(handle, methods, nf4)
     return methods

@@ -13,6 +13,7 @@ import re
 
 from pydantic import Field, field_validator
 
+from tailorkit.errors import TailorError
 from tailorkit.methods.base import Method, MethodConfig, register
 
 
@@ -55,7 +56,6 @@ class Freeze(Method):
     def apply(self, handle) -> None:
         c = self.config
         if c.top > handle.num_blocks:
-            from tailorkit.errors import TailorError
 
             raise TailorError(f"freeze.top={c.top}, but the model has {handle.num_blocks} blocks")
         norms = norm_parameter_names(handle) if c.norm else set()

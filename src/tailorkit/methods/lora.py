@@ -15,6 +15,8 @@ from pydantic import Field
 
 from tailorkit.methods.base import register
 from tailorkit.methods.peft_wrap import PeftMethod, PeftMethodConfig, head_modules, task_type
+from tailorkit.models.quantize import NF4Spec, quantize_frozen_linears
+from tailorkit.models.vision import lora_targets
 
 
 class LoraConfig(PeftMethodConfig):
@@ -37,6 +39,7 @@ class Lora(PeftMethod):
     name = "lora"
     Config = LoraConfig
     summary = "LoRA low-rank updates via PEFT; mergeable into the base"
+    trains_on_quantized_base = True
 
     def peft_config(self, handle):
         from peft import LoraConfig as PeftLoraConfig
@@ -44,8 +47,6 @@ class Lora(PeftMethod):
         c = self.config
         targets = c.targets
         if handle.modality == "image" and targets == "all-linear":  # a CNN's weights are convolutions
-            from tailorkit.models.vision import lora_targets
-
             targets = lora_targets(handle.model, handle.head_modules)
         return PeftLoraConfig(
             task_type=task_type(handle), target_modules=targets, r=c.r, lora_alpha=c.alpha,
@@ -53,7 +54,7 @@ class Lora(PeftMethod):
             modules_to_save=head_modules(handle),
         )
 
-    def check_recipe(self, recipe, where: str) -> None:
+    def check_recipe(self, recipe, task, where: str) -> None:
         c = self.config
         if c.init == "loftq" and recipe.model.quantize_base == "none":
             raise ValueError(f"{where}.lora.init: loftq starts LoRA from a 4-bit base's quantisation "
@@ -61,7 +62,8 @@ class Lora(PeftMethod):
         if c.init == "loftq" and c.dora:
             raise ValueError(f"{where}.lora.init: loftq does not combine with dora; choose one")
 
-    def apply(self, handle) -> None:
-        super().apply(handle)
-        if self.config.init == "loftq":  # apply_methods quantises the base and sets B A with it
-            handle.extra["loftq_iter"] = self.config.loftq_iter
+    def quantize_base(self, handle, spec: NF4Spec) -> None:
+        """QLoRA: every frozen linear becomes NF4; with init loftq, B A starts at the
+        quantisation error's rank-r part."""
+        c = self.config
+        quantize_frozen_linears(handle.model, spec, c.loftq_iter if c.init == "loftq" else 0)

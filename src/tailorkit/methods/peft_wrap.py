@@ -55,13 +55,13 @@ def task_type(handle: ModelHandle):
 
     if handle.modality == "image":
         return None  # a plain nn.Module: PEFT's generic model
-    if handle.task in ("classification", "regression"):
+    if handle.output in ("classes", "scalar"):
         return TaskType.SEQ_CLS
-    if handle.task == "causal_lm":
+    if handle.output == "next_token":
         return TaskType.CAUSAL_LM
-    if handle.task == "mlm":
+    if handle.output == "masked_token":
         return None  # PEFT has no masked-LM task type; the plain PeftModel fits
-    raise TailorError(f"PEFT methods do not support task '{handle.task}' yet")
+    raise TailorError(f"PEFT methods do not support models that predict {handle.output} yet")
 
 
 class PeftMethod(Method):
@@ -124,7 +124,7 @@ class PeftMethod(Method):
 
 def head_modules(handle: ModelHandle) -> list[str] | None:
     """The new task head, trained and saved with the adapter; a causal LM keeps its own."""
-    if handle.task in ("causal_lm", "mlm"):
+    if handle.output in ("next_token", "masked_token"):
         return None
     if not handle.head_modules:
         raise TailorError("the model has no task head outside its backbone; PEFT cannot save one")

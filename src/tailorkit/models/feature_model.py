@@ -25,6 +25,7 @@ from tailorkit.models.sklearn_heads import SklearnHead
 SPEC_FILE = "features.json"
 TORCH_HEAD_FILE = "head.safetensors"
 NOWHERE = "\0"  # a prefix no parameter name has
+LEGACY_OUTPUT = {"classification": "classes", "regression": "scalar"}
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -62,7 +63,7 @@ def build_head(spec: dict) -> nn.Module:
         layers = [nn.Linear(dim, spec["hidden"]), nn.ReLU(), nn.Dropout(spec["dropout"]),
                   nn.Linear(spec["hidden"], out)]
     else:
-        return SklearnHead(spec["head"], spec["task"], out)
+        return SklearnHead(spec["head"], spec["output"], out)
     return nn.Sequential(Standardize(dim) if spec["standardize"] else nn.Identity(), *layers)
 
 
@@ -130,7 +131,7 @@ def feature_handle(base: ModelHandle, spec: dict) -> ModelHandle:
     else:
         backbone = model.base_model  # BertModel under BertForSequenceClassification
     fm = FeatureModel(backbone, base.modality, build_head(spec), spec)
-    return ModelHandle(model=fm, tokenizer=base.tokenizer, task=base.task, blocks_prefix=NOWHERE,
+    return ModelHandle(model=fm, tokenizer=base.tokenizer, output=base.output, blocks_prefix=NOWHERE,
                        embeddings_prefix="backbone.", num_blocks=0, head_modules=["head"],
                        modality=base.modality)
 
@@ -138,6 +139,8 @@ def feature_handle(base: ModelHandle, spec: dict) -> ModelHandle:
 def load_feature_handle(base: ModelHandle, directory: Path) -> ModelHandle:
     """A saved feature-extraction run: `base` is the recipe's model, rebuilt by the caller."""
     spec = json.loads((directory / SPEC_FILE).read_text())
+    if "task" in spec:  # written before 2026-11-30: the head's task instead of its output kind
+        spec["output"] = LEGACY_OUTPUT[spec.pop("task")]
     if spec["feature_dim"] != feature_dim(base):
         raise TailorError(f"{directory / SPEC_FILE}: the head expects {spec['feature_dim']} features, "
                           f"but the recipe's model gives {feature_dim(base)}; was model.name changed?")

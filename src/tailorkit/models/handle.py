@@ -10,6 +10,7 @@ this interface.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,6 @@ import torch
 from torch import nn
 
 from tailorkit.errors import TailorError
-from tailorkit.models.quantize import NF4Spec
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -41,7 +41,7 @@ class ModelHandle:
 
     model: nn.Module
     tokenizer: object
-    task: str
+    output: str  # what it predicts: classes, scalar, next_token or masked_token
     blocks_prefix: str  # e.g. "bert.encoder.layer."
     embeddings_prefix: str  # e.g. "bert.embeddings."
     num_blocks: int
@@ -49,7 +49,8 @@ class ModelHandle:
     wrapper_prefix: str = ""  # set while a wrapper (PEFT) holds the model
     modality: str = "text"  # "image" for CNNs: inputs are pixel_values, not tokens
     extra: dict = field(default_factory=dict)  # per-method state (e.g. unfreezing schedule)
-    nf4: NF4Spec | None = None  # QLoRA: quantise the frozen base once the methods are applied
+    # How a model that is not a Hugging Face model saves itself (models/vision.py: MobileNetV2).
+    save_fn: Callable[[nn.Module, Path], None] | None = None
 
     def depth(self, param_name: str) -> int:
         if param_name.startswith(self.embeddings_prefix):
@@ -95,10 +96,8 @@ class ModelHandle:
         return getattr(out, "logits", out)  # Hugging Face models wrap logits; plain modules do not
 
     def save(self, directory: Path) -> None:
-        if self.modality == "image" and not hasattr(self.model, "save_pretrained"):
-            from tailorkit.models.vision import save_image_model
-
-            save_image_model(self.model, directory)
+        if self.save_fn is not None:
+            self.save_fn(self.model, directory)
             return
         if self.tokenizer is None:  # a Hugging Face image model: the recipe holds its transforms
             self.model.save_pretrained(directory, safe_serialization=True)
@@ -119,8 +118,9 @@ def _check_weights(path: Path) -> None:
 
 
 def load_text_classifier(
-    path: Path, task: str, labels: list[str], trust_remote_code: bool = False) -> ModelHandle:
-    """A sequence classifier/regressor from a local folder; a new head sized to `labels`."""
+    path: Path, output: str, labels: list[str], trust_remote_code: bool = False) -> ModelHandle:
+    """A sequence classifier (`output` classes, a new head sized to `labels`) or regressor
+    (`output` scalar, one output) from a local folder."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -130,9 +130,9 @@ def load_text_classifier(
     logging.getLogger("transformers").setLevel(logging.ERROR)
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     existing = getattr(config, "id2label", None) or {}
-    same_head = [existing.get(i) for i in range(len(existing))] == labels and task == "classification"
-    kwargs: dict = {"num_labels": len(labels) if task == "classification" else 1}
-    if task == "classification":
+    same_head = [existing.get(i) for i in range(len(existing))] == labels and output == "classes"
+    kwargs: dict = {"num_labels": len(labels) if output == "classes" else 1}
+    if output == "classes":
         kwargs["id2label"] = dict(enumerate(labels))
         kwargs["label2id"] = {name: i for i, name in enumerate(labels)}
         kwargs["problem_type"] = "single_label_classification"
@@ -146,7 +146,7 @@ def load_text_classifier(
     if tokenizer.pad_token is None:  # decoder tokenisers often lack one
         tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
-    return handle_for(model, tokenizer, task)
+    return handle_for(model, tokenizer, output)
 
 
 def load_masked_lm(path: Path, trust_remote_code: bool = False) -> ModelHandle:
@@ -161,7 +161,7 @@ def load_masked_lm(path: Path, trust_remote_code: bool = False) -> ModelHandle:
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.mask_token_id is None:
         raise TailorError(f"model.name: {path}: the tokenizer has no mask token; task mlm needs one")
-    return handle_for(model, tokenizer, "mlm")
+    return handle_for(model, tokenizer, "masked_token")
 
 
 def load_causal_lm(path: Path, trust_remote_code: bool = False) -> ModelHandle:
@@ -177,10 +177,10 @@ def load_causal_lm(path: Path, trust_remote_code: bool = False) -> ModelHandle:
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:  # padding positions are masked out of the loss anyway
         tokenizer.pad_token = tokenizer.eos_token
-    return handle_for(model, tokenizer, "causal_lm")
+    return handle_for(model, tokenizer, "next_token")
 
 
-def handle_for(model: nn.Module, tokenizer: object, task: str) -> ModelHandle:
+def handle_for(model: nn.Module, tokenizer: object, output: str) -> ModelHandle:
     blocks_name, blocks = find_blocks(model)
     embeddings = model.get_input_embeddings()
     emb_name = next(n for n, m in model.named_modules() if m is embeddings)
@@ -190,9 +190,9 @@ def handle_for(model: nn.Module, tokenizer: object, task: str) -> ModelHandle:
     emb_prefix = (emb_name if blocks_name.startswith(parent + ".") else parent) + "."
     backbone = blocks_name.partition(".")[0]
     head = [n for n, m in model.named_children() if n != backbone and any(True for _ in m.parameters())]
-    if task in ("causal_lm", "mlm"):
+    if output in ("next_token", "masked_token"):
         head = []  # the LM head is pretrained (often tied to the embeddings), not a new head
     return ModelHandle(
-        model=model, tokenizer=tokenizer, task=task, blocks_prefix=blocks_name + ".",
+        model=model, tokenizer=tokenizer, output=output, blocks_prefix=blocks_name + ".",
         embeddings_prefix=emb_prefix, num_blocks=len(blocks), head_modules=head,
     )

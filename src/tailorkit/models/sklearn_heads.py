@@ -1,8 +1,9 @@
 """scikit-learn estimators as the head of a feature-extraction run.
 
-A small explicit table: each name maps to one estimator per task and to the types its saved
-file may hold. Saving uses skops (no pickle); loading refuses any type the table does not list,
-so a tampered head file cannot run code. Scale-sensitive estimators get a StandardScaler first.
+A small explicit table: each name maps to one estimator per output kind (classes or scalar)
+and to the types its saved file may hold. Saving uses skops (no pickle); loading refuses any
+type the table does not list, so a tampered head file cannot run code. Scale-sensitive
+estimators get a StandardScaler first.
 """
 
 from __future__ import annotations
@@ -42,21 +43,21 @@ def _svm(**kw):
     return _scaled(CalibratedClassifierCV(SVC(**kw), ensemble=False))
 
 
-def _hist_gb(task: str):
+def _hist_gb(output: str):
     def build(**kw):
         from sklearn import ensemble
 
-        cls = ensemble.HistGradientBoostingClassifier if task == "classification" \
+        cls = ensemble.HistGradientBoostingClassifier if output == "classes" \
             else ensemble.HistGradientBoostingRegressor
         return cls(**{"random_state": 0, **kw})
     return build
 
 
-def _forest(task: str):
+def _forest(output: str):
     def build(**kw):
         from sklearn import ensemble
 
-        cls = ensemble.RandomForestClassifier if task == "classification" \
+        cls = ensemble.RandomForestClassifier if output == "classes" \
             else ensemble.RandomForestRegressor
         return cls(**{"n_estimators": 200, "random_state": 0, "n_jobs": 1, **kw})
     return build
@@ -76,16 +77,16 @@ def _svr(**kw):
 
 @dataclass(frozen=True)
 class Estimator:
-    builders: dict[str, Callable]  # task ("classification" | "regression") -> build(**options)
+    builders: dict[str, Callable]  # output kind ("classes" | "scalar") -> build(**options)
     trusted: tuple[str, ...] = ()  # types beyond skops' defaults that its saved file holds
 
-    def build(self, task: str, options: dict):
-        return self.builders[task](**options)
+    def build(self, output: str, options: dict):
+        return self.builders[output](**options)
 
-    def check_options(self, task: str, options: dict, where: str) -> None:
+    def check_options(self, output: str, options: dict, where: str) -> None:
         """Unknown argument names fail at recipe validation; bad values when fitting."""
         try:
-            self.build(task, options)
+            self.build(output, options)
         except TypeError as err:
             raise ValueError(f"{where}: {err}") from None
 
@@ -93,15 +94,15 @@ class Estimator:
 _TREE = "sklearn.tree._tree.Tree"
 _HIST = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
 ESTIMATORS: dict[str, Estimator] = {
-    "logistic_regression": Estimator({"classification": _logistic}),
-    "svm": Estimator({"classification": _svm}, ("sklearn.calibration._CalibratedClassifier",
+    "logistic_regression": Estimator({"classes": _logistic}),
+    "svm": Estimator({"classes": _svm}, ("sklearn.calibration._CalibratedClassifier",
                                                 "sklearn.calibration._SigmoidCalibration")),
-    "gradient_boosting": Estimator({"classification": _hist_gb("classification"),
-                                    "regression": _hist_gb("regression")}, (_HIST,)),
-    "random_forest": Estimator({"classification": _forest("classification"),
-                                "regression": _forest("regression")}, (_TREE,)),
-    "ridge": Estimator({"regression": _ridge}),
-    "svr": Estimator({"regression": _svr}),
+    "gradient_boosting": Estimator({"classes": _hist_gb("classes"),
+                                    "scalar": _hist_gb("scalar")}, (_HIST,)),
+    "random_forest": Estimator({"classes": _forest("classes"),
+                                "scalar": _forest("scalar")}, (_TREE,)),
+    "ridge": Estimator({"scalar": _ridge}),
+    "svr": Estimator({"scalar": _svr}),
 }
 
 
@@ -111,9 +112,9 @@ class SklearnHead(nn.Module):
     Classifiers return log-probabilities (softmax gives the estimator's probabilities back),
     regressors their prediction as one column."""
 
-    def __init__(self, name: str, task: str, num_outputs: int, estimator=None) -> None:
+    def __init__(self, name: str, output: str, num_outputs: int, estimator=None) -> None:
         super().__init__()
-        self.name, self.task, self.num_outputs = name, task, num_outputs
+        self.name, self.output, self.num_outputs = name, output, num_outputs
         self.estimator = estimator
 
     def fit(self, features: np.ndarray, targets: np.ndarray, sample_weight: np.ndarray | None,
@@ -129,7 +130,7 @@ class SklearnHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x = features.detach().float().cpu().numpy()
-        if self.task == "regression":
+        if self.output == "scalar":
             return torch.from_numpy(self.estimator.predict(x).astype(np.float32)).unsqueeze(-1)
         probs = self.estimator.predict_proba(x)
         out = np.full((len(x), self.num_outputs), np.log(EPS), dtype=np.float32)

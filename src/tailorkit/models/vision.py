@@ -20,15 +20,16 @@ from torch import nn
 from tailorkit.errors import TailorError
 from tailorkit.models.handle import ModelHandle, find_blocks
 from tailorkit.models.mobilenet_v2 import MobileNetV2, build_mobilenet_v2
+from tailorkit.sources import MODELS
 
 ARCH_FILE = "tailorkit_model.json"
 NO_EMBEDDINGS = "\0"  # a prefix no parameter name has
 
 
 def vision_handle(model: nn.Module) -> ModelHandle:
-    return ModelHandle(model=model, tokenizer=None, task="classification", blocks_prefix="features.",
+    return ModelHandle(model=model, tokenizer=None, output="classes", blocks_prefix="features.",
                        embeddings_prefix=NO_EMBEDDINGS, num_blocks=len(model.features),
-                       head_modules=["classifier"], modality="image")
+                       head_modules=["classifier"], modality="image", save_fn=save_image_model)
 
 
 def hf_vision_handle(model: nn.Module) -> ModelHandle:
@@ -42,7 +43,7 @@ def hf_vision_handle(model: nn.Module) -> ModelHandle:
     except (NotImplementedError, AttributeError, StopIteration):
         emb_prefix = NO_EMBEDDINGS
     head = [n for n, m in model.named_children() if n != backbone and any(True for _ in m.parameters())]
-    return ModelHandle(model=model, tokenizer=None, task="classification",
+    return ModelHandle(model=model, tokenizer=None, output="classes",
                        blocks_prefix=blocks_name + ".", embeddings_prefix=emb_prefix,
                        num_blocks=len(blocks), head_modules=head, modality="image")
 
@@ -62,7 +63,6 @@ def load_image_classifier(name: str, num_classes: int, pretrained: bool,
                           trust_remote_code: bool = False) -> ModelHandle:
     """`mobilenet-v2` from the catalogue, a torchvision-named .pth file, a saved run's model, or
     a Hugging Face image classifier folder (a new head sized to the classes)."""
-    from tailorkit.sources import MODELS
 
     path = Path(name).expanduser()
     if path.is_dir() and (path / ARCH_FILE).is_file():  # a model folder of an earlier image run

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tailorkit.data.prepare import carve_missing_splits, check_columns, read_splits, subset
 from tailorkit.errors import TailorError
 
 FOLDS = "folds"
@@ -37,7 +38,6 @@ def fold_sections(recipe, study_dir: Path) -> list[dict]:
 def _write_folds(recipe, root: Path, k: int) -> None:
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    from tailorkit.data.prepare import carve_missing_splits, check_columns, read_splits, subset
 
     cfg = recipe.data
     raw = read_splits(cfg)

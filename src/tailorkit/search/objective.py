@@ -15,6 +15,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from tailorkit.pipeline import train as train_run
+from tailorkit.pipeline.run_dir import SUMMARY
+from tailorkit.recipe import recipe_from_dict
+from tailorkit.search.folds import fold_sections
 from tailorkit.search.space import apply_params
 
 TRIALS = "trials"
@@ -65,7 +69,6 @@ def run_trial(trial, recipe, study_dir: Path, threads: int | None = None,
     run directory and, with folds, each fold's value are kept as the trial's user attributes."""
     import optuna
 
-    from tailorkit.search.folds import fold_sections
 
     cfg = recipe.search
     folder = trial_dir(study_dir, trial.number)
@@ -97,9 +100,7 @@ def run_trial(trial, recipe, study_dir: Path, threads: int | None = None,
 
 
 def _train(raw: dict, reporter: Reporter) -> dict:
-    from tailorkit import api
-    from tailorkit.recipe import recipe_from_dict
 
     recipe = recipe_from_dict(raw, source=f"trial recipe {raw['output_dir']}")
-    run_dir = api.train(recipe, overwrite=True, on_evaluate=reporter)
-    return json.loads((run_dir / api.SUMMARY).read_text())
+    run_dir = train_run(recipe, overwrite=True, on_evaluate=reporter)
+    return json.loads((run_dir / SUMMARY).read_text())

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from tailorkit.errors import TailorError
+from tailorkit.recipe import dump_recipe, recipe_from_dict
 from tailorkit.search.objective import trial_recipe
 from tailorkit.search.study import (
     DB,
@@ -30,6 +31,7 @@ from tailorkit.search.study import (
     storage_url,
     study_name,
 )
+from tailorkit.search.worker import counts_toward_budget, grid_size
 
 TABLE, BEST, IMPORTANCES, SUMMARY, PAGE, PLOTS = (
     "trials.csv", "best_recipe.yaml", "importances.json", "study.json", "report.md", "plots")
@@ -65,7 +67,6 @@ def _best(study):
 def best_recipe_text(recipe, best, study_dir: Path) -> str:
     """The best trial's recipe as it ran (same threads, same seed), training into
     `<study>/best`: `tailor train` on it gives the best trial's model again."""
-    from tailorkit.recipe import dump_recipe, recipe_from_dict
 
     cfg = recipe.search
     path = study_dir / BEST
@@ -228,7 +229,6 @@ def _params(params: dict) -> str:
 
 def status_text(study_dir: str | Path) -> str:
     """Progress of a study, read from its storage (nothing is written)."""
-    from tailorkit.search.worker import counts_toward_budget, grid_size
 
     study_dir = Path(study_dir)
     recipe = read_study_recipe(study_dir)

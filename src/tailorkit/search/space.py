@@ -3,8 +3,9 @@
 A path names a recipe field (`train.lr`, `model.max_length`, `seed`) or a method option as
 `methods.<index>.<method>.<option>` (`methods.0.lora.r`): the index says which entry of
 `methods:`, the name guards against the list changing under the space. Every path is
-checked against the schema, and each bound or choice is validated as a real recipe, so a
-typo or an out-of-range value fails when the recipe is read, naming `search.space.<path>`.
+checked against the schema, and each bound or choice is validated as a real recipe
+(`tailorkit.recipe.check_recipe`), so a typo or an out-of-range value fails when the recipe
+is read, naming `search.space.<path>`.
 """
 
 from __future__ import annotations
@@ -14,49 +15,50 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Iterator
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from tailorkit.search.config import CategoricalParam, FloatParam, IntParam, SearchConfig
+from tailorkit.config.methods import METHOD_CONFIGS
+from tailorkit.config.recipe import Recipe
+from tailorkit.config.search import CategoricalParam, FloatParam, IntParam, SearchConfig
 
 METHOD_PATH = "methods.<index>.<method>.<option>, e.g. methods.0.lora.r"
 MAX_GRID = 10_000  # a bigger grid is a mistake (a float step too fine), not a plan
 
 
-def check_space(recipe) -> None:
-    """Raise ValueError naming `search.space.<path>` (or `search.<field>`) for anything the
-    recipe cannot take; runs inside the Recipe validator, before any data or model loads."""
-    from tailorkit.evaluate.metrics import TASK_METRICS
-    from tailorkit.recipe import Recipe, format_validation_error
-
+def check_space(recipe, task) -> None:
+    """Raise ValueError naming `search.space.<path>` (or `search.<field>`) for a path the recipe
+    does not have or a metric the task does not report; runs when the recipe is loaded, before
+    any data or model loads. Each value is then checked as a real recipe (`space_candidates`)."""
     cfg: SearchConfig = recipe.search
-    metrics = TASK_METRICS[recipe.task]
-    if cfg.metric not in metrics:
-        raise ValueError(f"search.metric: '{cfg.metric}' is not a {recipe.task} metric "
-                         f"(allowed: {', '.join(metrics)})")
-    if cfg.cv_folds and recipe.task not in ("classification", "regression"):
+    if cfg.metric not in task.metrics:
+        raise ValueError(f"search.metric: '{cfg.metric}' is not a {task.name} metric "
+                         f"(allowed: {', '.join(task.metrics)})")
+    if cfg.cv_folds and not task.table:
         raise ValueError(f"search.cv_folds: cross-validation works on classification and regression "
-                         f"tables, not {recipe.task}")
-    base = recipe.model_dump(mode="json", exclude={"search"})
+                         f"tables, not {task.name}")
     for path, param in cfg.space.items():
         where = f"search.space.{path}"
         _check_path(recipe, path, where)
         _check_step(param, where)
-        for value in candidate_values(param):
-            raw = copy.deepcopy(base)
-            set_path(raw, path, value)
-            try:
-                Recipe.model_validate(raw)
-            except ValidationError as err:
-                lines = format_validation_error(err, None, Recipe).splitlines()
-                problem = "; ".join(line.removeprefix(": ") for line in lines)
-                raise ValueError(f"{where}: value {value!r} is refused: {problem}") from None
     if cfg.sampler == "grid":
         size = math.prod(len(v) for v in grid_values(cfg).values())
         if size > MAX_GRID:
             raise ValueError(f"search.space: the grid has {size:,} points (most {MAX_GRID:,}); use "
                              "coarser steps, fewer choices, or sampler random/tpe")
+
+
+def space_candidates(recipe) -> Iterator[tuple[str, Any, dict]]:
+    """(`search.space.<path>`, value, plain recipe without its search) for every bound and
+    choice: each must be a valid recipe."""
+    base = recipe.model_dump(mode="json", exclude={"search"})
+    for path, param in recipe.search.space.items():
+        for value in candidate_values(param):
+            raw = copy.deepcopy(base)
+            set_path(raw, path, value)
+            yield f"search.space.{path}", value, raw
 
 
 def candidate_values(param: FloatParam | IntParam | CategoricalParam) -> list[Any]:
@@ -77,9 +79,6 @@ def _check_step(param, where: str) -> None:
 
 
 def _check_path(recipe, path: str, where: str) -> None:
-    from tailorkit.methods import METHODS
-    from tailorkit.recipe import Recipe
-
     parts = path.split(".")
     if parts[0] in ("output_dir", "search"):
         raise ValueError(f"{where}: {parts[0]} cannot be searched")
@@ -91,10 +90,10 @@ def _check_path(recipe, path: str, where: str) -> None:
         if not parts[1].isdigit() or int(parts[1]) >= n:
             raise ValueError(f"{where}: '{parts[1]}' is not an index of methods "
                              f"(the recipe has {n}: 0..{n - 1}); write {METHOD_PATH}")
-        (actual,) = recipe.methods[int(parts[1])]
+        actual = recipe.methods[int(parts[1])].name
         if parts[2] != actual:
             raise ValueError(f"{where}: methods[{parts[1]}] is {actual}, not {parts[2]}")
-        model, parts = METHODS[actual].Config, parts[3:]
+        model, parts = METHOD_CONFIGS[actual], parts[3:]
     for i, part in enumerate(parts):
         fields = model.model_fields
         if part not in fields:

@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tailorkit.config.search import SearchConfig
 from tailorkit.errors import TailorError
-from tailorkit.search.config import SearchConfig
+from tailorkit.recipe import dump_recipe, load_recipe
 
 STUDY_RECIPE = "study.yaml"
 DB = "study.db"
@@ -54,7 +55,6 @@ def claim_study_dir(recipe) -> Path:
         raise TailorError(f"output_dir {study_dir} already holds files that are not a study; "
                           "choose another output_dir for the search")
     study_dir.mkdir(parents=True, exist_ok=True)
-    from tailorkit.recipe import dump_recipe
 
     if marker.is_file():
         open_study(recipe, study_dir, create=True)  # refuses another recipe before touching study.yaml
@@ -223,7 +223,6 @@ def fail_dead_trials(study) -> list[int]:
 
 def read_study_recipe(study_dir: Path):
     """The recipe of an existing study directory (for --status)."""
-    from tailorkit.recipe import load_recipe
 
     marker = Path(study_dir) / STUDY_RECIPE
     if not marker.is_file():

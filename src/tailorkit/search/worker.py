@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from tailorkit.errors import TailorError
+from tailorkit.recipe import recipe_from_dict
 from tailorkit.search.objective import run_trial
 from tailorkit.search.space import distributions, grid_values
 from tailorkit.search.study import (
@@ -29,6 +30,7 @@ from tailorkit.search.study import (
     trial_seed,
     worker_id,
 )
+from tailorkit.train.loop import Interrupted
 
 
 class StudyInterrupted(Exception):
@@ -82,7 +84,6 @@ def run_workers(recipe, study_dir: Path, workers: int, deadline: float | None) -
 
 
 def _worker_main(raw: dict, study_dir: str, index: int, threads: int, deadline: float | None) -> None:
-    from tailorkit.recipe import recipe_from_dict
 
     try:
         run_worker(recipe_from_dict(raw), Path(study_dir), index, threads, False, deadline)
@@ -163,7 +164,6 @@ def _run_one(study, trial, recipe, study_dir: Path, threads: int | None, progres
     import optuna
     from optuna.trial import TrialState
 
-    from tailorkit.train.loop import Interrupted
 
     started = time.perf_counter()
     value, state = None, TrialState.COMPLETE

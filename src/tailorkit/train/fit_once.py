@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from tailorkit.config.train import TrainConfig
 from tailorkit.data.feature_cache import EncodedFeatures
 from tailorkit.evaluate.evaluator import evaluate_split, scalar_metrics
 from tailorkit.models.handle import ModelHandle
-from tailorkit.recipe import TrainConfig
 from tailorkit.track.jsonl import JsonlSink
 from tailorkit.train.loop import LoopState
 from tailorkit.train.losses import TaskLoss

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tailorkit.methods.base import Method
 from tailorkit.models.handle import ModelHandle
+from tailorkit.train.setup import TrainingHooks
 
 TOLERANCE = 1e-4  # self-check: largest logit difference, relative to the largest logit
 FOLDER = "frozen_prefix"
@@ -102,9 +102,9 @@ def frozen_depth(handle: ModelHandle) -> int:
     return min(depths, default=handle.num_blocks + 1) - 1
 
 
-def why_not(handle: ModelHandle, methods: list[Method]) -> str | None:
+def why_not(handle: ModelHandle, methods: list[TrainingHooks]) -> str | None:
     """Why caching cannot be exact for this setup; None when it can."""
-    if handle.modality != "text" or handle.task not in ("classification", "regression"):
+    if handle.modality != "text" or handle.output not in ("classes", "scalar"):
         return "only text classification and regression cache so far"
     unsafe = [m.name for m in methods if not m.keeps_frozen_prefix]
     if unsafe:

@@ -19,12 +19,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from tailorkit.config.train import TrainConfig
 from tailorkit.data.batching import EncodedSplit, epoch_batches
 from tailorkit.evaluate.evaluator import evaluate_split, scalar_metrics
 from tailorkit.evaluate.metrics import is_better
-from tailorkit.methods.base import Method
 from tailorkit.models.handle import ModelHandle
-from tailorkit.recipe import TrainConfig
 from tailorkit.track.jsonl import JsonlSink
 from tailorkit.train.checkpoint import (
     capture_rng,
@@ -36,6 +35,7 @@ from tailorkit.train.checkpoint import (
 from tailorkit.train.frozen_prefix import FrozenPrefix, why_not
 from tailorkit.train.losses import TaskLoss, penalty
 from tailorkit.train.optim import build_optimizer, build_scheduler
+from tailorkit.train.setup import TrainingHooks
 
 
 class Interrupted(Exception):
@@ -78,7 +78,7 @@ class _StopFlag:
 
 
 class Trainer:
-    def __init__(self, handle: ModelHandle, methods: list[Method], train: EncodedSplit,
+    def __init__(self, handle: ModelHandle, methods: list[TrainingHooks], train: EncodedSplit,
                  validation: EncodedSplit, cfg: TrainConfig, loss_fn: TaskLoss, labels: list[str],
                  run_dir: Path, seed: int) -> None:
         self.handle, self.methods, self.cfg = handle, methods, cfg
@@ -102,6 +102,7 @@ class Trainer:
         # there and raises to stop a run its pruner gave up on.
         self.on_evaluate: Callable[[int, dict], None] | None = None
         self.prefix, self.prefix_report = self._plan_prefix()
+        self._checkpointed_step: int | None = None
 
     # -- public -----------------------------------------------------------------
     def fit(self, resume: bool = False) -> LoopState:
@@ -116,6 +117,8 @@ class Trainer:
                     self._run_epoch(stop, bar)
             if self.state.last_eval_step != self.state.step:
                 self._evaluate()
+            if self._checkpointed_step != self.state.step:  # a crash after training resumes here
+                self._checkpoint()
         finally:
             if self.prefix is not None:
                 self.prefix_report.update(self.prefix.report())
@@ -231,6 +234,7 @@ class Trainer:
             s.stopped_early = s.bad_evals >= es.patience
 
     def _checkpoint(self) -> None:
+        self._checkpointed_step = self.state.step
         save_checkpoint(self.run_dir, self.handle.model, self.optimizer, self.scheduler,
                         {**self.state.__dict__, "last_val": scalar_metrics(self.last_val),
                          "best_val": scalar_metrics(self.best_val)},
@@ -246,6 +250,7 @@ class Trainer:
         self.last_val = loop_state.pop("last_val", {})
         self.best_val = loop_state.pop("best_val", {})
         self.state = LoopState(**loop_state)
+        self._checkpointed_step = self.state.step
         self.sink.truncate_after(self.state.step)
 
 

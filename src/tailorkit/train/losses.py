@@ -6,8 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tailorkit.config.train import TrainConfig
 from tailorkit.errors import TailorError
-from tailorkit.recipe import TrainConfig
 
 
 def class_weights(targets: np.ndarray, num_labels: int, option) -> torch.Tensor | None:
@@ -23,11 +23,11 @@ def class_weights(targets: np.ndarray, num_labels: int, option) -> torch.Tensor 
 
 
 class TaskLoss:
-    def __init__(self, task: str, cfg: TrainConfig, weights: torch.Tensor | None) -> None:
+    def __init__(self, output: str, cfg: TrainConfig, weights: torch.Tensor | None) -> None:
         kind = cfg.loss
         if kind == "auto":
-            kind = {"classification": "cross_entropy", "regression": "mse"}.get(task, "token_cross_entropy")
-        self.shift = task == "causal_lm"  # a causal LM predicts the next token; an MLM its own
+            kind = {"classes": "cross_entropy", "scalar": "mse"}.get(output, "token_cross_entropy")
+        self.shift = output == "next_token"  # a causal LM predicts the next token; an MLM its own
         self.kind = kind
         self.smoothing = cfg.label_smoothing
         self.weights = weights

@@ -6,8 +6,8 @@ import math
 
 import torch
 
+from tailorkit.config.train import TrainConfig
 from tailorkit.models.handle import ModelHandle
-from tailorkit.recipe import TrainConfig
 
 
 def _no_decay(name: str, param: torch.nn.Parameter) -> bool:

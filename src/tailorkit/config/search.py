@@ -1,8 +1,8 @@
 """The `search:` block of a recipe: what `tailor tune` varies, how it samples and prunes.
 
 Typed like the rest of the recipe, so the same fields feed YAML, `--set`, the reference
-and the saved study. Paths in `space` are checked against the recipe by `space.check_space`
-(called from the Recipe validator): a typo fails at validation, not at trial 12.
+and the saved study. Paths in `space` are checked against the recipe by `search.space`
+(called when a recipe is loaded): a typo fails at validation, not at trial 12.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tailorkit.config.metrics import HIGHER_IS_BETTER
 
 
 class _Strict(BaseModel):
@@ -140,8 +142,6 @@ class SearchConfig(_Strict):
         return out
 
     def resolved_direction(self) -> str:
-        from tailorkit.evaluate.metrics import HIGHER_IS_BETTER  # scikit-learn: not at recipe import
-
         if self.direction != "auto":
             return self.direction
         return "maximize" if self.metric in HIGHER_IS_BETTER else "minimize"

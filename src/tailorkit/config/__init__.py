@@ -1,0 +1,24 @@
+"""Every typed config of a recipe, at the bottom of the package: it imports nothing else of tailorkit.
+
+base        Strict, and the one-line error format
+model       model:            data      data:, data.split, data.chat, data.image
+train       train:            generation generation:
+methods     methods: (MethodSpec; each method registers its own options)
+tasks       the registered task names
+search      search:           metrics   metric names and their direction
+recipe      Recipe, the whole file
+"""
+
+from tailorkit.config.base import Strict, format_validation_error
+from tailorkit.config.data import ChatColumns, DataConfig, ImageTransformConfig, SplitConfig
+from tailorkit.config.generation import GenerationConfig
+from tailorkit.config.methods import METHOD_CONFIGS, MethodConfig, MethodSpec
+from tailorkit.config.model import ModelConfig
+from tailorkit.config.recipe import Recipe
+from tailorkit.config.search import CategoricalParam, FloatParam, IntParam, PruningConfig, SearchConfig
+from tailorkit.config.train import EarlyStopping, TrainConfig
+
+__all__ = ["METHOD_CONFIGS", "CategoricalParam", "ChatColumns", "DataConfig", "EarlyStopping",
+           "FloatParam", "GenerationConfig", "ImageTransformConfig", "IntParam", "MethodConfig",
+           "MethodSpec", "ModelConfig", "PruningConfig", "Recipe", "SearchConfig", "SplitConfig",
+           "Strict", "TrainConfig", "format_validation_error"]

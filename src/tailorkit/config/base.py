@@ -1,0 +1,64 @@
+"""The base of every recipe section, and the one-line error format of the whole schema."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors (with a "did you mean"), and assignments are validated too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def format_validation_error(
+    err: ValidationError, source: str | None, model: type[BaseModel], prefix: str = ""
+) -> str:
+    """One line per problem: `source: field.path: what is wrong (allowed: ...)`."""
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        path = ".".join([prefix] * bool(prefix) + [str(p) if isinstance(p, str) else f"[{p}]" for p in loc])
+        path = path.replace(".[", "[")
+        if e["type"] == "extra_forbidden":
+            allowed = allowed_fields(model, loc)
+            hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            msg = "unknown field"
+            if hint:
+                msg += f"; did you mean '{hint[0]}'?"
+            msg += f" (allowed: {', '.join(allowed)})"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "literal_error":
+                msg = msg.replace("Input should be", "must be one of:")
+        where = ": ".join(part for part in (source, path) if part)
+        lines.append(f"{where}: {msg}")
+    return "\n".join(lines)
+
+
+def allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Walk `loc` through nested models to list the fields allowed at its parent.
+
+    A section may name the model of a path below it with `sub_model(loc_part)` (the methods
+    list does: `methods[0].lora` is a LoraConfig)."""
+    current: Any = model
+    for part in loc[:-1]:
+        resolve = getattr(current, "sub_model", None)
+        if resolve is not None and resolve(part) is not None:
+            current = resolve(part)
+            continue
+        field = current.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            if isinstance(part, int):  # a list index: same model below it
+                continue
+            return []
+        annotation = field.annotation
+        candidates = getattr(annotation, "__args__", (annotation,))
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return []
+        current = nested[0]
+    return list(current.model_fields)

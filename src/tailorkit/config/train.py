@@ -1,0 +1,69 @@
+"""`train:` — optimiser, schedule, loss options, evaluation, checkpoints and speed settings."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from tailorkit.config.base import Strict
+
+
+class EarlyStopping(Strict):
+    metric: str = Field("loss", description="Validation metric to watch, e.g. loss, accuracy, f1_macro.")
+    patience: int = Field(3, ge=1, description="Evaluations without improvement before stopping.")
+    min_delta: float = Field(0.0, ge=0.0, description="Smallest change that counts as improvement.")
+
+
+class TrainConfig(Strict):
+    epochs: float = Field(3, ge=0, description="Passes over train; fractions allowed; 0 only evaluates.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimiser steps.")
+    batch_size: int = Field(16, ge=1, description="Examples per micro-batch.")
+    eval_batch_size: int = Field(64, ge=1, description="Examples per batch when evaluating.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimiser step.")
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate (after warmup).")
+    optimizer: Literal["adamw", "adam", "sgd"] = Field("adamw", description="SGD uses momentum/nesterov.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW moment decay rates.")
+    momentum: float = Field(0.9, ge=0.0, description="SGD only.")
+    nesterov: bool = Field(False, description="SGD only.")
+    weight_decay: float = Field(0.01, ge=0.0, description="Decoupled for AdamW; L2 in grad otherwise.")
+    l1: float = Field(0.0, ge=0.0, description="L1 penalty on trainable weights, added to the loss.")
+    l2: float = Field(0.0, ge=0.0, description="L2 penalty on trainable weights, added to the loss.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; null disables.")
+    schedule: Literal["constant", "linear", "cosine", "step", "polynomial"] = Field(
+        "linear", description="LR after warmup; linear and cosine decay to 0.")
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of steps warming up.")
+    warmup_steps: int | None = Field(None, ge=0, description="Overrides warmup_ratio.")
+    step_size: int = Field(100, ge=1, description="step schedule: steps between decays.")
+    gamma: float = Field(0.5, gt=0, description="step schedule: decay factor.")
+    power: float = Field(1.0, gt=0, description="polynomial schedule: exponent.")
+    loss: Literal["auto", "cross_entropy", "mse", "mae"] = Field(
+        "auto", description="auto: cross_entropy for classification, mse for regression.")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Cross-entropy label smoothing.")
+    class_weights: Literal["none", "balanced"] | list[float] = Field(
+        "none", description="Cross-entropy class weights: balanced = inverse class frequency.")
+    eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps; else per epoch.")
+    checkpoint_steps: int = Field(50, ge=1, description="Write a resumable checkpoint every N steps.")
+    early_stopping: EarlyStopping | None = Field(
+        None, description="Stop when a validation metric stops improving; keeps the best weights.")
+    bf16: bool = Field(False, description="bf16 autocast for forward and backward.")
+    threads: int | None = Field(None, ge=1, description="torch threads; default: free cores.")
+    length_grouping: bool = Field(True, description="Batch similar lengths to avoid padding.")
+    frozen_prefix: Literal["cache", "eval", "train"] = Field(
+        "cache", description="Frozen lower blocks: cache = no dropout, computed once and reused "
+                             "where exact; eval = no dropout, recomputed; train = dropout on.")
+    cache_memory_mb: int = Field(
+        4096, ge=0, description="frozen_prefix cache: beyond this, states go to a memory-mapped "
+                                "file in the run directory.")
+    progress: bool = Field(True, description="Show a progress bar.")
+
+    @field_validator("class_weights", mode="before")
+    @classmethod
+    def _class_weights(cls, value: Any) -> Any:
+        # One clear message instead of one per member of the union.
+        ok = value in ("none", "balanced") if isinstance(value, str) else (
+            isinstance(value, list | tuple)
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value))
+        if not ok:
+            raise ValueError(f"must be 'none', 'balanced' or a list of per-class weights, got {value!r}")
+        return value

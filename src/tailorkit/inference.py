@@ -1,0 +1,142 @@
+"""Using a finished run: load it, predict, score another file, generate, merge an adapter."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tailorkit.config.recipe import Recipe
+from tailorkit.data.batching import EncodedSplit
+from tailorkit.data.image_data import EncodedImages
+from tailorkit.data.image_transforms import ImageTransform
+from tailorkit.data.images import ImageSet, image_files, read_image
+from tailorkit.data.prepare import Split, prepare_data
+from tailorkit.errors import TailorError
+from tailorkit.evaluate.evaluator import predict_logits, prediction_frame, score
+from tailorkit.methods import Method, build_methods, model_owner
+from tailorkit.models.handle import ModelHandle
+from tailorkit.models.quantize import dequantize_in_place
+from tailorkit.pipeline.assemble import nf4_spec
+from tailorkit.pipeline.run_dir import LABELS, MODEL, save_model_atomically
+from tailorkit.recipe import load_recipe
+from tailorkit.tasks import task_of
+from tailorkit.train.losses import TaskLoss
+
+
+def load_run(run_dir: str | Path, dequantize: bool = False
+             ) -> tuple[Recipe, ModelHandle, list[str], list[Method]]:
+    """The finished model, ready for inference; for adapter runs, base + methods + adapter.
+
+    `dequantize` turns a 4-bit (QLoRA) base into fp32 layers holding its dequantised weights,
+    so a merge gives a plain model that computes what the QLoRA model computes."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    run_dir = Path(run_dir)
+    model_dir = run_dir / MODEL
+    if not (run_dir / "recipe.yaml").is_file():
+        raise TailorError(f"{run_dir}: not a tailorkit run directory (no recipe.yaml)")
+    if not model_dir.is_dir():
+        raise TailorError(f"{run_dir}: the run has no final model yet; finish it with "
+                          f"`tailor train --resume {run_dir}`")
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    task = task_of(recipe)
+    labels = json.loads((model_dir / LABELS).read_text()) if (model_dir / LABELS).is_file() else []
+    methods = build_methods(recipe.methods)
+    owner = model_owner(methods)
+    if owner is None:  # the whole model was saved
+        handle, labels = task.load_model(recipe, model_dir, labels)
+        methods = []
+    else:  # the recipe's base, rebuilt, plus what the owning method saved
+        handle = owner.load_model(methods, task.build_base(recipe, labels), model_dir, nf4_spec(recipe))
+        if dequantize:
+            dequantize_in_place(handle.model)
+    handle.model.eval()
+    return recipe, handle, labels, methods
+
+
+def merge(run_dir: str | Path, out: str | Path) -> Path:
+    """Fold a run's adapter into its base and save a plain Hugging Face model."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise TailorError(f"--out {out} is not empty; choose a new folder")
+    recipe, handle, labels, methods = load_run(run_dir, dequantize=True)
+    owner = model_owner(methods)
+    if owner is None:
+        raise TailorError(f"{run_dir}: the run trained no adapter; its model/ folder is already a "
+                          "plain Hugging Face model")
+    if recipe.model.quantize_base != "none":
+        print(f"{recipe.model.quantize_base} base: merging into its dequantised fp32 weights; "
+              "the merged model is a normal fp32 model", file=sys.stderr)
+    try:
+        owner.merge(handle)
+    except TailorError as err:
+        raise TailorError(f"{run_dir}: {err}") from None
+    save_model_atomically(handle, [], labels, out)
+    return out
+
+
+def evaluate(run_dir: str | Path, data_path: str, output: str | None = None) -> dict:
+    """Score a finished run on another labelled file (same columns as the recipe's data)."""
+    recipe, handle, labels, _ = load_run(run_dir)
+    cfg = recipe.data.model_copy(update={"name": None, "train": data_path, "validation": data_path,
+                                         "test": data_path, "max_eval_samples": None,
+                                         "max_train_samples": None})
+    split = prepare_data(cfg, classes=handle.output == "classes", labels=labels or None).splits["test"]
+    encoded = EncodedSplit(split, handle.tokenizer, recipe.model.max_length)
+    logits = predict_logits(handle, encoded, recipe.train.eval_batch_size, recipe.train.bf16)
+    metrics = score(handle.output, logits, split.targets, labels, TaskLoss(handle.output, recipe.train, None))
+    if output:
+        frame = prediction_frame(handle.output, split.texts, logits, labels, split.targets)
+        frame.to_csv(output, index=False)
+    return metrics
+
+
+def predict(run_dir: str | Path, texts: list[str], pairs: list[str] | None = None) -> pd.DataFrame:
+    recipe, handle, labels, _ = load_run(run_dir)
+    return predict_with(handle, recipe, labels, texts, pairs)
+
+
+def predict_with(handle: ModelHandle, recipe: Recipe, labels: list[str], texts: list[str],
+                 pairs: list[str] | None = None) -> pd.DataFrame:
+    if not texts or any(not str(t).strip() for t in texts):
+        raise TailorError("predict: every input text must be non-empty")
+    split = Split("input", list(texts), pairs, np.zeros(len(texts), dtype=np.int64))
+    encoded = EncodedSplit(split, handle.tokenizer, recipe.model.max_length)
+    logits = predict_logits(handle, encoded, recipe.train.eval_batch_size, recipe.train.bf16)
+    return prediction_frame(handle.output, list(texts), logits, labels)
+
+
+def load_generator(run_dir: str | Path) -> tuple[Recipe, ModelHandle]:
+    """A finished causal-LM run (full or adapter) ready to generate, with its recipe (the
+    generation defaults)."""
+    recipe, handle, _, _ = load_run(run_dir)
+    if handle.output != "next_token":
+        raise TailorError(f"{run_dir}: a {recipe.task} run cannot generate text; train a causal LM "
+                          "(task: causal_lm)")
+    return recipe, handle
+
+
+def predict_images(run_dir: str | Path, paths: list[str]) -> pd.DataFrame:
+    """Classify image files (a folder stands for the images in it) with an image run."""
+    recipe, handle, labels, _ = load_run(run_dir)
+    if handle.modality != "image":
+        raise TailorError(f"{run_dir}: a {recipe.task} run does not classify images; use --text")
+    files = [f for p in paths for f in (image_files(Path(p)) if Path(p).is_dir() else [Path(p)])]
+    if not files:
+        raise TailorError(f"--image: no image files in {', '.join(paths)}")
+    images = []
+    for file in files:
+        try:
+            images.append(read_image(file))
+        except Exception as err:  # BadImage or a missing file: name it
+            raise TailorError(f"--image {file}: {err}") from None
+    names = [str(f) for f in files]
+    data = EncodedImages(ImageSet("--image", images, np.zeros(len(images), dtype=np.int64), labels, names),
+                         ImageTransform(recipe.data.image, train=False))
+    logits = predict_logits(handle, data, recipe.train.eval_batch_size, recipe.train.bf16)
+    return prediction_frame(handle.output, names, logits, labels).rename(columns={"text": "image"})

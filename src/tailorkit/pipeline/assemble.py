@@ -1,0 +1,47 @@
+"""What a run trains on, assembled: the task's data and base model, then the methods in order,
+then the loop that trains it (the methods may bring their own)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tailorkit.config.recipe import Recipe
+from tailorkit.methods import build_methods, finish_methods
+from tailorkit.models.quantize import NF4Spec, require_bitsandbytes
+from tailorkit.tasks import task_of
+from tailorkit.train.loop import Trainer
+from tailorkit.train.setup import Setup
+
+
+def nf4_spec(recipe: Recipe) -> NF4Spec | None:
+    """QLoRA's 4-bit base, or None for a full-precision one."""
+    m = recipe.model
+    if m.quantize_base != "nf4":
+        return None
+    return NF4Spec(m.nf4_block_size, torch.bfloat16 if recipe.train.bf16 else torch.float32)
+
+
+def setup_run(recipe: Recipe, run_dir: Path) -> Setup:
+    """Data -> base model -> methods, in recipe order."""
+    task = task_of(recipe)
+    methods = build_methods(recipe.methods)
+    if recipe.model.quantize_base == "nf4":
+        require_bitsandbytes()  # before minutes of loading
+    setup = task.prepare(recipe, run_dir, augment=not any(m.fixed_inputs for m in methods))
+    setup.methods = methods
+    for method in methods:
+        setup = method.adapt(setup, task, recipe)
+    finish_methods(setup.handle, methods, nf4_spec(recipe))
+    return setup
+
+
+def make_trainer(setup: Setup, recipe: Recipe, run_dir: Path):
+    """The first method's own loop (a scikit-learn head fits once), else the Trainer."""
+    for method in setup.methods:
+        trainer = method.make_trainer(setup, recipe, run_dir)
+        if trainer is not None:
+            return trainer
+    return Trainer(setup.handle, setup.methods, setup.splits["train"], setup.splits["validation"],
+                   setup.train, setup.loss_fn, setup.labels, run_dir, recipe.seed)

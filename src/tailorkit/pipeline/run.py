@@ -1,0 +1,125 @@
+"""`tailor train`, top to bottom: this file is the whole run.
+
+    recipe.yaml ─► claim the run directory ─► threads, oneDNN
+                ─► prepare ─► train ─► save ─► evaluate      (stages.py; one class each)
+                ─► summary.json, and the checkpoint goes
+
+Each finished stage is recorded in progress.json, so `tailor train --resume` knows where the
+run stopped: inside training it continues from the checkpoint; after training it restores the
+final checkpoint and goes on with the stages after it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from tailorkit.config.recipe import Recipe
+from tailorkit.errors import TailorError
+from tailorkit.models.quantize import linear_weight_bytes
+from tailorkit.pipeline.run_dir import (
+    MODEL,
+    PROGRESS,
+    SUMMARY,
+    claim_run_dir,
+    folder_mb,
+    write_json_atomically,
+)
+from tailorkit.pipeline.stages import Evaluate, Prepare, Run, Save, Stage, Train
+from tailorkit.recipe import dump_recipe, load_recipe
+from tailorkit.runtime import bound_onednn_cache, default_threads, peak_rss_mb, versions
+from tailorkit.tasks import task_of
+from tailorkit.train.checkpoint import find_checkpoint
+from tailorkit.train.loop import throughput
+
+STAGES: list[Stage] = [Prepare(), Train(), Save(), Evaluate()]
+
+
+def train(recipe: Recipe, overwrite: bool = False,
+          on_evaluate: Callable[[int, dict], None] | None = None) -> Path:
+    """Run a recipe; `on_evaluate(step, metrics)` is called after each validation (a search
+    trial reports there, and may raise to stop the run)."""
+    created = not Path(recipe.output_dir).exists()
+    run_dir = claim_run_dir(Path(recipe.output_dir), overwrite)
+    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+    try:
+        return _run(Run(recipe, run_dir, task_of(recipe), on_evaluate=on_evaluate))
+    except TailorError:
+        # Bad input caught before training wrote anything: leave no half run behind that
+        # would block the corrected command.
+        if [p.name for p in run_dir.iterdir()] == ["recipe.yaml"]:
+            (run_dir / "recipe.yaml").unlink()
+            if created:
+                run_dir.rmdir()
+        raise
+
+
+def resume(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    if (run_dir / SUMMARY).exists():
+        raise TailorError(f"{run_dir}: this run already finished; nothing to resume")
+    if find_checkpoint(run_dir) is None and not (run_dir / PROGRESS).is_file():
+        raise TailorError(f"{run_dir}: no checkpoint found; start the run again with tailor train")
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    return _run(Run(recipe, run_dir, task_of(recipe), resume=True))
+
+
+def _run(run: Run) -> Path:
+    started = time.time()
+    recipe, run_dir = run.recipe, run.run_dir
+    threads = recipe.train.threads or default_threads()
+    torch.set_num_threads(threads)
+    bound_onednn_cache(recipe.train.bf16, run.task.modality)
+    done = _finished_stages(run_dir) if run.resume else []
+    for stage in STAGES:
+        if not stage.enabled(recipe) or (stage.skip_when_done and stage.name in done):
+            continue
+        stage.run(run)
+        done = [*dict.fromkeys([*done, stage.name])]
+        write_json_atomically(run_dir / PROGRESS, {"finished": done})
+    write_json_atomically(run_dir / SUMMARY, _summary(run, threads, started))
+    shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # the final model supersedes it
+    (run_dir / PROGRESS).unlink(missing_ok=True)
+    return run_dir
+
+
+def _finished_stages(run_dir: Path) -> list[str]:
+    path = run_dir / PROGRESS
+    return json.loads(path.read_text())["finished"] if path.is_file() else []
+
+
+def _summary(run: Run, threads: int, started: float) -> dict:
+    recipe, s, trainer, state = run.recipe, run.setup, run.trainer, run.state
+    trainable, total = trainer.trained_parameter_count()
+    return {
+        "task": recipe.task,
+        "model": recipe.model.name,
+        "methods": [spec.model_dump(mode="json") for spec in recipe.methods],
+        "labels": s.labels,
+        "data": {name: len(split) for name, split in s.splits.items()},
+        **s.info,
+        "test": run.test,
+        "validation": trainer.last_val,
+        "parameters": {"trainable": trainable, "total": total,
+                       "trainable_pct": round(100 * trainable / total, 4)},
+        "artefact_mb": round(folder_mb(run.run_dir / MODEL), 3),
+        "quantize_base": recipe.model.quantize_base,
+        "base_linear_weight_mb": round(linear_weight_bytes(s.handle.model) / 2**20, 3),
+        "steps": state.step,
+        "epochs": round(state.epoch + state.batch / max(1, trainer.steps_per_epoch), 3),
+        "stopped_early": state.stopped_early,
+        "frozen_prefix": trainer.prefix_report,
+        "train_seconds": round(state.train_seconds, 2),
+        "wall_seconds": round(time.time() - started, 2),
+        "samples_per_second": throughput(state),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "threads": threads,
+        "bf16": recipe.train.bf16,
+        "resumed": run.resume,
+        "versions": versions(),
+    }

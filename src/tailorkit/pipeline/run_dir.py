@@ -1,0 +1,81 @@
+"""The run directory: claimed once, written atomically, never mixed with another run.
+
+A run directory holds:
+  recipe.yaml        the resolved recipe (what `--resume` re-reads)
+  metrics.jsonl      one record per step and per evaluation
+  checkpoint/        the resumable state while the run is unfinished
+  progress.json      the stages finished so far, while the run is unfinished
+  model/             the final model in Hugging Face format (+ tokenizer); for an adapter
+                     method, an adapter folder (adapter_config.json + adapter_model.safetensors)
+                     plus the tokenizer and labels.json; for `features`, the head only
+                     (head.safetensors or head.skops + features.json): the backbone is the base
+  predictions_test.csv (classifiers) or generations.jsonl (causal LMs), summary.json
+                     written when the run finishes
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from tailorkit.errors import TailorError
+from tailorkit.methods import Method, model_owner
+from tailorkit.models.handle import ModelHandle
+from tailorkit.train.checkpoint import find_checkpoint
+
+SUMMARY = "summary.json"
+PROGRESS = "progress.json"
+MODEL = "model"
+LABELS = "labels.json"  # the class names; adapter folders and CNNs have no config to hold them
+
+
+def claim_run_dir(path: Path, overwrite: bool) -> Path:
+    """Refuse to mix runs. With --overwrite the old run is moved aside, never deleted."""
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            what = ("a finished run" if (path / SUMMARY).exists() else
+                    "an unfinished run; continue it with `tailor train --resume " + str(path) + "`"
+                    if find_checkpoint(path) else "files")
+            raise TailorError(
+                f"output_dir {path} already holds {what}; choose another output_dir or pass "
+                "--overwrite (the old one is moved to a .bak folder, not deleted)"
+            )
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        backup, n = path.with_name(f"{path.name}.bak-{stamp}"), 1
+        while backup.exists():  # two overwrites within a second
+            backup, n = path.with_name(f"{path.name}.bak-{stamp}-{n}"), n + 1
+        path.rename(backup)
+        print(f"moved the previous run to {backup}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_json_atomically(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    tmp.replace(path)
+
+
+def save_model_atomically(handle: ModelHandle, methods: list[Method], labels: list[str],
+                          target: Path) -> None:
+    """The whole model, or what the method that owns the model folder writes (an adapter,
+    a feature head); then labels.json. Written beside `target`, then renamed into place."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    owner = model_owner(methods)
+    if owner is None:
+        handle.save(tmp)
+    else:
+        owner.save_model(handle, tmp)
+    (tmp / LABELS).write_text(json.dumps(labels))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+def folder_mb(folder: Path) -> float:
+    """Weights on disk (the tokenizer files are the same for every method)."""
+    weights = [f for f in folder.iterdir() if f.suffix in (".safetensors", ".bin", ".skops")]
+    return sum(f.stat().st_size for f in weights) / 2**20

@@ -1,0 +1,90 @@
+"""The stages of a run. Each is a small class: what it reads from the Run, what it adds to it,
+and what it leaves in the run directory.
+
+    prepare   recipe -> Run.setup (data, base model, methods applied)     in memory; before.json (LMs)
+    train     Run.setup -> trained weights, Run.trainer/state              checkpoint/, metrics.jsonl
+    save      trained weights -> model/                                    model/
+    evaluate  model + test split -> Run.test                               predictions / generations
+
+A new step (compression, export) is one more subclass in `run.STAGES`, reading its options from
+its own recipe section. On resume every stage runs again, except those with `skip_when_done`
+whose output is already on disk; training itself resumes from its checkpoint, and a run that
+had finished training restores the final checkpoint instead of training again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from tailorkit.config.recipe import Recipe
+from tailorkit.evaluate.evaluator import scalar_metrics
+from tailorkit.pipeline import assemble
+from tailorkit.pipeline.run_dir import MODEL, save_model_atomically
+from tailorkit.tasks import Task
+from tailorkit.train.checkpoint import find_checkpoint
+from tailorkit.train.loop import LoopState
+from tailorkit.train.setup import Setup
+
+
+@dataclass
+class Run:
+    recipe: Recipe
+    run_dir: Path
+    task: Task
+    resume: bool = False
+    on_evaluate: Callable[[int, dict], None] | None = None  # a search trial reports here
+    setup: Setup | None = None
+    trainer: object = None  # the Trainer, or a method's own loop
+    state: LoopState | None = None
+    test: dict = field(default_factory=dict)
+
+
+class Stage:
+    name: ClassVar[str]
+    skip_when_done: ClassVar[bool] = False  # on resume, a finished stage's output on disk stands
+
+    def enabled(self, recipe: Recipe) -> bool:
+        return True
+
+    def run(self, run: Run) -> None:
+        raise NotImplementedError
+
+
+class Prepare(Stage):
+    name = "prepare"
+
+    def run(self, run: Run) -> None:
+        run.setup = assemble.setup_run(run.recipe, run.run_dir)
+
+
+class Train(Stage):
+    name = "train"
+
+    def run(self, run: Run) -> None:
+        run.trainer = assemble.make_trainer(run.setup, run.recipe, run.run_dir)
+        run.trainer.on_evaluate = run.on_evaluate
+        started = time.perf_counter()
+        run.state = run.trainer.fit(resume=run.resume and find_checkpoint(run.run_dir) is not None)
+        for method in run.setup.methods:
+            method.on_fit_end(run.setup, time.perf_counter() - started)
+
+
+class Save(Stage):
+    name = "save"
+    skip_when_done = True
+
+    def run(self, run: Run) -> None:
+        s = run.setup
+        save_model_atomically(s.handle, s.methods, s.labels, run.run_dir / MODEL)
+
+
+class Evaluate(Stage):
+    name = "evaluate"
+
+    def run(self, run: Run) -> None:
+        run.test = run.task.write_test_outputs(run.setup, run.recipe, run.run_dir)
+        run.trainer.sink.log("eval", run.state.step, {"split": "test", **scalar_metrics(run.test)})

@@ -1,0 +1,65 @@
+"""The process a run lives in: threads, oneDNN's cache, peak memory, library versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+
+ONEDNN_CACHE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+
+
+def default_threads() -> int:
+    """Cores not busy right now: with the other core loaded, 2 threads ran slower than 1.
+
+    Busy is measured over a quarter second from /proc/stat; the load average would still
+    count a run that ended a minute ago and starve the next one."""
+    cores = len(os.sched_getaffinity(0))
+    busy = _busy_cores(0.25)
+    if busy is None:
+        busy = os.getloadavg()[0]
+    return max(1, min(cores, round(cores - busy)))
+
+
+def _busy_cores(seconds: float) -> float | None:
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    try:
+        busy0, total0 = sample()
+        time.sleep(seconds)
+        busy1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 == total0:
+        return None
+    return os.cpu_count() * (busy1 - busy0) / (total1 - total0)
+
+
+def bound_onednn_cache(bf16: bool, modality: str) -> None:
+    """Keep oneDNN's primitive cache small for bf16 text training.
+
+    bf16 matmuls on CPU run through oneDNN, which caches one primitive per shape (1024 by
+    default). Length-grouped batches come in dozens of widths, and for LoRA on tweets the cache
+    held about 400 MB; 32 entries ran as fast (bench/RESULTS.md). Image models keep the default
+    (not measured: a CNN's many fixed conv shapes could overflow a small cache). oneDNN reads
+    the variable when it makes its first primitive, so this only acts before the process's
+    first bf16 op, and a value the user set wins."""
+    if bf16 and modality == "text":
+        os.environ.setdefault(ONEDNN_CACHE, "32")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def versions() -> dict:
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": version("transformers")}

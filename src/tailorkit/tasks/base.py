@@ -1,0 +1,89 @@
+"""The Task protocol and its registry.
+
+A task says what a run learns: how its data is read and split, which base model it starts
+from, its loss and metrics, what it writes for the test split, and how a saved model is loaded
+again. Adding a task is one module with one `@register`; the recipe, the pipeline, the CLI and
+the task contract tests all read this registry. Methods never see the task's name: they read
+`handle.output` and `handle.modality`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from tailorkit.config.recipe import Recipe
+from tailorkit.config.tasks import TASK_NAMES
+from tailorkit.errors import TailorError
+from tailorkit.models.handle import ModelHandle
+from tailorkit.train.setup import Setup
+
+
+class Task:
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    summary: ClassVar[str] = ""
+    output: ClassVar[str]  # what the model predicts: classes, scalar, next_token or masked_token
+    modality: ClassVar[str] = "text"
+    losses: ClassVar[tuple[str, ...]] = ("auto",)  # train.loss values that fit
+    metrics: ClassVar[list[str]]  # validation metrics (early stopping, search)
+    headline: ClassVar[list[str]]  # the test metrics `tailor train` prints
+    auto_class: ClassVar[str]  # the transformers class that loads a merged model of this task
+    table: ClassVar[bool] = False  # one labelled table: cross-validation folds can be cut from it
+    frozen_base_ok: ClassVar[bool] = True  # a 4-bit frozen base (QLoRA) makes sense
+
+    def check_recipe(self, recipe: Recipe) -> None:
+        """Refuse options that do not fit the task with a ValueError naming the field."""
+        if recipe.train.loss not in self.losses:
+            raise ValueError(f"train.loss: '{recipe.train.loss}' does not fit task {self.name} "
+                             f"(allowed: {', '.join(self.losses)})")
+        if recipe.model.quantize_base != "none" and not self.frozen_base_ok:
+            raise ValueError(f"model.quantize_base: task {self.name} trains the encoder itself; use none")
+        es = recipe.train.early_stopping
+        if es is not None and es.metric not in self.metrics:
+            raise ValueError(f"train.early_stopping.metric: '{es.metric}' is not a {self.name} "
+                             f"metric (allowed: {', '.join(self.metrics)})")
+
+    def build_base(self, recipe: Recipe, labels: list[str]) -> ModelHandle:
+        """The pretrained model with this task's head (new where the task needs one)."""
+        raise NotImplementedError
+
+    def prepare(self, recipe: Recipe, run_dir: Path, augment: bool = True) -> Setup:
+        """Data -> base model -> encoded splits, before any method is applied. `augment: false`
+        gives the train split the evaluation preprocessing (features computed once)."""
+        raise NotImplementedError
+
+    def write_test_outputs(self, setup: Setup, recipe: Recipe, run_dir: Path) -> dict:
+        """Score the test split; write the task's own files (predictions, generations)."""
+        raise NotImplementedError
+
+    def load_model(self, recipe: Recipe, directory: Path, labels: list[str]) -> tuple[ModelHandle, list[str]]:
+        """A whole saved model (no adapter) and its labels, for predict, eval and generate."""
+        raise NotImplementedError
+
+    def weights_identity(self, recipe: Recipe) -> dict:
+        """What names the base's weights, for caches keyed by model (feature extraction)."""
+        raise NotImplementedError
+
+    def preprocessing(self, recipe: Recipe) -> dict:
+        """The input settings a cached feature depends on."""
+        raise NotImplementedError
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    if cls.name in TASKS:
+        raise ValueError(f"task '{cls.name}' registered twice")
+    TASKS[cls.name] = cls()
+    for name in (cls.name, *cls.aliases):
+        TASK_NAMES[name] = cls.name
+    return cls
+
+
+def task_of(recipe: Recipe) -> Task:
+    try:
+        return TASKS[recipe.task]
+    except KeyError:
+        raise TailorError(f"task: '{recipe.task}' is not registered") from None

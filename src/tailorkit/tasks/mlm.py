@@ -1,0 +1,54 @@
+"""Masked-LM domain adaptation of an encoder: raw text only, masked on the fly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tailorkit.config.metrics import LANGUAGE_MODEL_METRICS
+from tailorkit.config.recipe import Recipe
+from tailorkit.data.mlm import EncodedMLM
+from tailorkit.data.prepare import carve_missing_splits, check_columns, column_texts, read_splits, subset
+from tailorkit.evaluate.evaluator import evaluate_split
+from tailorkit.models.handle import ModelHandle, load_masked_lm
+from tailorkit.sources import resolve_model
+from tailorkit.tasks.base import Task, register
+from tailorkit.train.loop import seed_everything
+from tailorkit.train.losses import TaskLoss
+from tailorkit.train.setup import Setup
+
+
+@register
+class MaskedLM(Task):
+    name = "mlm"
+    summary = "masked-LM domain adaptation of an encoder (the text column only)"
+    output = "masked_token"
+    metrics = LANGUAGE_MODEL_METRICS
+    headline = ["loss", "perplexity"]
+    auto_class = "AutoModelForMaskedLM"
+    frozen_base_ok = False
+
+    def build_base(self, recipe: Recipe, labels: list[str]) -> ModelHandle:
+        seed_everything(recipe.seed)
+        return load_masked_lm(resolve_model(recipe.model.name), recipe.model.trust_remote_code)
+
+    def prepare(self, recipe: Recipe, run_dir: Path, augment: bool = True) -> Setup:
+        cfg = recipe.data
+        raw = carve_missing_splits(read_splits(cfg), cfg, stratify=None)
+        handle = self.build_base(recipe, [])
+        splits = {}
+        for name, (source, frame) in raw.items():
+            check_columns(source, frame, cfg, needs_label=False)
+            frame = subset(frame, cfg.max_train_samples if name == "train" else cfg.max_eval_samples,
+                           cfg.split.seed)
+            fixed = None if name == "train" else recipe.seed  # evaluation masks stay put
+            splits[name] = EncodedMLM(column_texts(source, frame, cfg.text_column), handle.tokenizer,
+                                      recipe.model.max_length, cfg.mlm_probability, fixed)
+        return Setup(handle, splits, [], TaskLoss(self.output, recipe.train, None), recipe.train)
+
+    def write_test_outputs(self, setup: Setup, recipe: Recipe, run_dir: Path) -> dict:
+        t = recipe.train
+        return evaluate_split(setup.handle, setup.splits["test"], [], setup.loss_fn, t.eval_batch_size,
+                              t.bf16)
+
+    def load_model(self, recipe: Recipe, directory: Path, labels: list[str]) -> tuple[ModelHandle, list[str]]:
+        return load_masked_lm(directory, recipe.model.trust_remote_code), []

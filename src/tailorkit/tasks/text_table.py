@@ -1,0 +1,59 @@
+"""What text classification and regression share: one table of texts (or text pairs) and a
+target column, a sequence-classification model, and a predictions table for the test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tailorkit.config.recipe import Recipe
+from tailorkit.data.batching import EncodedSplit
+from tailorkit.data.feature_cache import files_identity
+from tailorkit.data.prepare import TaskData, prepare_data
+from tailorkit.models.handle import ModelHandle, handle_for, load_text_classifier
+from tailorkit.sources import resolve_model
+from tailorkit.tasks.base import Task
+from tailorkit.tasks.outputs import write_predictions
+from tailorkit.train.loop import seed_everything
+from tailorkit.train.losses import TaskLoss
+from tailorkit.train.setup import Setup
+
+
+class TextTableTask(Task):
+    table = True
+    auto_class = "AutoModelForSequenceClassification"
+
+    def loss(self, recipe: Recipe, data: TaskData) -> TaskLoss:
+        return TaskLoss(self.output, recipe.train, None)
+
+    def build_base(self, recipe: Recipe, labels: list[str]) -> ModelHandle:
+        seed_everything(recipe.seed)  # a new head's initial weights depend on it
+        m = recipe.model
+        return load_text_classifier(resolve_model(m.name), self.output, labels, m.trust_remote_code)
+
+    def prepare(self, recipe: Recipe, run_dir: Path, augment: bool = True) -> Setup:
+        data = prepare_data(recipe.data, classes=self.output == "classes")
+        handle = self.build_base(recipe, data.labels)
+        splits = {name: EncodedSplit(split, handle.tokenizer, recipe.model.max_length)
+                  for name, split in data.splits.items()}
+        test = data.splits["test"]
+        return Setup(handle, splits, data.labels, self.loss(recipe, data), recipe.train,
+                     test_names=test.texts, test_targets=test.targets)
+
+    def write_test_outputs(self, setup: Setup, recipe: Recipe, run_dir: Path) -> dict:
+        return write_predictions(setup, recipe, run_dir)
+
+    def load_model(self, recipe: Recipe, directory: Path, labels: list[str]) -> tuple[ModelHandle, list[str]]:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        trust = recipe.model.trust_remote_code
+        model = AutoModelForSequenceClassification.from_pretrained(directory, trust_remote_code=trust)
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust)
+        if self.output == "classes":
+            labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        return handle_for(model, tokenizer, self.output), labels
+
+    def weights_identity(self, recipe: Recipe) -> dict:
+        return {"files": files_identity(resolve_model(recipe.model.name))}
+
+    def preprocessing(self, recipe: Recipe) -> dict:
+        return {"max_length": recipe.model.max_length}

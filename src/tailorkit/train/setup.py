@@ -1,0 +1,36 @@
+"""What a run trains on, handed from the task to the methods to the training loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from tailorkit.config.train import TrainConfig
+from tailorkit.models.handle import ModelHandle
+from tailorkit.train.losses import TaskLoss
+
+
+class TrainingHooks(Protocol):
+    """What the loop asks of a method (tailorkit.methods.Method has all of it)."""
+
+    keeps_frozen_prefix: bool
+
+    def lr_scales(self, handle: ModelHandle) -> dict[str, float]: ...
+
+    def on_epoch_start(self, handle: ModelHandle, epoch: int) -> None: ...
+
+
+@dataclass
+class Setup:
+    handle: ModelHandle
+    splits: dict  # name -> EncodedSplit | EncodedChat | EncodedMLM | EncodedImages | EncodedFeatures
+    labels: list[str]
+    loss_fn: TaskLoss
+    train: TrainConfig  # the loop's settings (a method may change them: features' head epochs)
+    methods: list = field(default_factory=list)  # the applied methods, in recipe order
+    test_names: list[str] = field(default_factory=list)  # rows of predictions_test.csv
+    test_targets: object = None
+    prompts: list = field(default_factory=list)  # causal LMs: fixed validation prompts
+    info: dict = field(default_factory=dict)  # task and method facts for summary.json
+    run_dir: Path | None = None
