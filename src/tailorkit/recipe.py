@@ -37,9 +37,9 @@ from tailorkit.config import (
     TrainConfig,
     format_validation_error,
 )
+from tailorkit.config.space import check_space, space_candidates
 from tailorkit.errors import TailorError
 from tailorkit.methods import METHODS, build_methods
-from tailorkit.search.space import check_space, space_candidates
 from tailorkit.tasks import TASKS, task_of
 
 __all__ = ["DataConfig", "GenerationConfig", "ModelConfig", "Recipe", "TrainConfig", "check_recipe",

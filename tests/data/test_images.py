@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tailorkit import sources
+from tailorkit.data import image_catalogue as catalogue
 from tailorkit.data.images import (
     BadImage,
     load_idx,
@@ -297,7 +297,7 @@ def test_idx_problems(tmp_path):
 
 
 def test_digits_from_scikit_learn():
-    data = sources.load_catalogue_images("digits")["train"]
+    data = catalogue.load_catalogue_images("digits")["train"]
     assert len(data) == 1797
     assert data.images.shape == (1797, 8, 8, 1) and data.images.dtype == np.uint8
     assert data.images.max() == 255 and data.classes == [str(d) for d in range(10)]
@@ -310,35 +310,35 @@ def test_fashion_mnist_reader_on_small_idx_files(tmp_path, monkeypatch):
     for prefix, n in (("train", 6), ("t10k", 2)):
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", np.full((n, 28, 28), 7), compress=True)
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10, compress=True)
-    entry = sources.IMAGE_DATASETS["fashion-mnist"]
-    debian = sources.DebianData(entry.name, entry.debian.package, tmp_path, entry.debian.description)
-    monkeypatch.setitem(sources.IMAGE_DATASETS, "fashion-mnist",
-                        sources.ImageCatalogueDataset(entry.name, entry.description, entry.reader, debian))
-    splits = sources.load_catalogue_images("fashion-mnist")
+    entry = catalogue.IMAGE_DATASETS["fashion-mnist"]
+    debian = catalogue.DebianData(entry.name, entry.debian.package, tmp_path, entry.debian.description)
+    monkeypatch.setitem(catalogue.IMAGE_DATASETS, "fashion-mnist",
+                        catalogue.ImageCatalogueDataset(entry.name, entry.description, entry.reader, debian))
+    splits = catalogue.load_catalogue_images("fashion-mnist")
     assert {k: len(v) for k, v in splits.items()} == {"train": 6, "test": 2}
     assert splits["train"].classes[9] == "Ankle boot" and splits["test"].name_of(1) == "fashion-mnist:test[1]"
 
 
 def test_missing_debian_dataset_says_how_to_install(monkeypatch, tmp_path):
-    entry = sources.IMAGE_DATASETS["fashion-mnist"]
-    debian = sources.DebianData(entry.name, entry.debian.package, tmp_path / "absent", "")
-    monkeypatch.setitem(sources.IMAGE_DATASETS, "fashion-mnist",
-                        sources.ImageCatalogueDataset(entry.name, entry.description, entry.reader, debian))
+    entry = catalogue.IMAGE_DATASETS["fashion-mnist"]
+    debian = catalogue.DebianData(entry.name, entry.debian.package, tmp_path / "absent", "")
+    monkeypatch.setitem(catalogue.IMAGE_DATASETS, "fashion-mnist",
+                        catalogue.ImageCatalogueDataset(entry.name, entry.description, entry.reader, debian))
     with pytest.raises(TailorError, match=r"'fashion-mnist' needs the Debian package dataset-fashion-mnist .*"
                                           r"install it with: apt-get install -y dataset-fashion-mnist"):
-        sources.load_catalogue_images("fashion-mnist")
+        catalogue.load_catalogue_images("fashion-mnist")
 
 
 def test_unknown_image_dataset_lists_the_catalogue():
     with pytest.raises(TailorError, match=r"unknown catalogue image dataset 'cifar' \(catalogue: digits, "
                                           r"fashion-mnist\)"):
-        sources.load_catalogue_images("cifar")
+        catalogue.load_catalogue_images("cifar")
 
 
-@pytest.mark.skipif(not sources.IMAGE_DATASETS["fashion-mnist"].debian.folder.is_dir(),
+@pytest.mark.skipif(not catalogue.IMAGE_DATASETS["fashion-mnist"].debian.folder.is_dir(),
                     reason="needs: apt-get install -y dataset-fashion-mnist")
 def test_real_fashion_mnist():
-    splits = sources.load_catalogue_images("fashion-mnist")
+    splits = catalogue.load_catalogue_images("fashion-mnist")
     train, test = splits["train"], splits["test"]
     assert train.images.shape == (60000, 28, 28, 1) and test.images.shape == (10000, 28, 28, 1)
     assert np.bincount(train.labels).tolist() == [6000] * 10
@@ -350,5 +350,5 @@ def test_take_keeps_classes_and_names(class_folder):
     data = load_image_folder(class_folder).take([4, 0])
     assert data.labels.tolist() == [1, 0] and data.classes == ["cat", "dog"]
     assert data.name_of(0).endswith("d1.png")
-    digits = sources.load_catalogue_images("digits")["train"].take(np.array([7, 3]))
+    digits = catalogue.load_catalogue_images("digits")["train"].take(np.array([7, 3]))
     assert digits.images.shape == (2, 8, 8, 1) and digits.name_of(1) == "digits[3]"

@@ -6,8 +6,9 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from tailorkit.config.search import SearchConfig
+from tailorkit.config.space import apply_params, grid_values, set_path
 from tailorkit.recipe import recipe_from_dict
-from tailorkit.search.space import apply_params, distributions, grid_values, set_path
+from tailorkit.search.space import distributions
 
 
 def test_set_path_reaches_method_options_and_creates_sections():

@@ -5,7 +5,8 @@ model       model:            data      data:, data.split, data.chat, data.image
 train       train:            generation generation:
 methods     methods: (MethodSpec; each method registers its own options)
 tasks       the registered task names
-search      search:           metrics   metric names and their direction
+search      search:           space     its dotted paths, checked and applied
+metrics     metric names and their direction
 recipe      Recipe, the whole file
 """
 

@@ -1,7 +1,7 @@
 """The `search:` block of a recipe: what `tailor tune` varies, how it samples and prunes.
 
 Typed like the rest of the recipe, so the same fields feed YAML, `--set`, the reference
-and the saved study. Paths in `space` are checked against the recipe by `search.space`
+and the saved study. Paths in `space` are checked against the recipe by `config.space`
 (called when a recipe is loaded): a typo fails at validation, not at trial 12.
 """
 

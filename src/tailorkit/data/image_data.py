@@ -14,10 +14,10 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from tailorkit.config.data import DataConfig
+from tailorkit.data.image_catalogue import load_catalogue_images
 from tailorkit.data.image_transforms import ImageTransform
 from tailorkit.data.images import ImageSet, load_image_file
 from tailorkit.errors import TailorError
-from tailorkit.sources import load_catalogue_images
 
 
 class EncodedImages:

@@ -2,7 +2,7 @@
 
 Sources: a folder with one sub-folder per class; a table (CSV, TSV, JSONL,
 Parquet) of image paths and labels; a NumPy .npz file; a pair of IDX files (the
-MNIST format); and the catalogue datasets (`tailorkit.sources.IMAGE_DATASETS`).
+MNIST format); and the catalogue datasets (`tailorkit.data.image_catalogue.IMAGE_DATASETS`).
 
 Every image is decoded here, up front, so a corrupt file fails before any model
 is loaded, with a message naming it. `skip_bad=True` skips such files instead
@@ -385,7 +385,7 @@ def load_image_file(path: str | Path, *, image_column: str = "image", label_colu
                     classes: list[str] | None = None, skip_bad: bool = False,
                     shrink_to: int | None = None, field: str = "data.train") -> ImageSet:
     """One split from a folder of class folders, a .npz file, or a table of paths and labels.
-    Catalogue datasets come with their own splits: `tailorkit.sources.load_catalogue_images`."""
+    Catalogue datasets come with their own splits: `tailorkit.data.image_catalogue.load_catalogue_images`."""
     path = Path(path).expanduser()
     if path.is_dir():
         return load_image_folder(path, classes=classes, skip_bad=skip_bad, shrink_to=shrink_to,

@@ -11,8 +11,8 @@ import torch
 
 from tailorkit.data.batching import EncodedSplit, eval_batches
 from tailorkit.evaluate.metrics import classification_metrics, regression_metrics
+from tailorkit.evaluate.token_loss import token_loss_sum
 from tailorkit.models.handle import ModelHandle
-from tailorkit.train.losses import token_loss_sum
 
 # logits of (split, example indices, their batch); the trainer's can reuse cached frozen blocks
 Forward = Callable[[object, list[int], dict], torch.Tensor]

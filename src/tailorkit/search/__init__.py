@@ -1,7 +1,7 @@
 """Hyperparameter search on Optuna: `tailor tune recipe.yaml`.
 
-space    dotted recipe paths: checked against the schema, turned into Optuna distributions
-         (the `search:` block itself is typed in tailorkit.config.search)
+space    the recipe's space as Optuna distributions (the `search:` block and its dotted
+         paths are tailorkit.config.search and tailorkit.config.space)
 study    the study directory, its storage, sampler and pruner
 folds    k-fold data files for cross-validated trials
 objective one trial: a normal run (or k) that reports each validation to the pruner

@@ -15,6 +15,7 @@ import pandas as pd
 
 from tailorkit.data.prepare import carve_missing_splits, check_columns, read_splits, subset
 from tailorkit.errors import TailorError
+from tailorkit.tasks import task_of
 
 FOLDS = "folds"
 DONE = ".complete"
@@ -43,7 +44,7 @@ def _write_folds(recipe, root: Path, k: int) -> None:
     raw = read_splits(cfg)
     for source, frame in raw.values():
         check_columns(source, frame, cfg, needs_label=True)
-    classification = recipe.task == "classification"
+    classification = task_of(recipe).output == "classes"
     stratify = cfg.label_column if classification and cfg.split.stratify else None
     raw = carve_missing_splits(raw, cfg, stratify)
     columns = [c for c in (cfg.text_column, cfg.text_pair_column, cfg.label_column) if c]

@@ -15,11 +15,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from tailorkit.config.space import apply_params
 from tailorkit.pipeline import train as train_run
 from tailorkit.pipeline.run_dir import SUMMARY
 from tailorkit.recipe import recipe_from_dict
 from tailorkit.search.folds import fold_sections
-from tailorkit.search.space import apply_params
 
 TRIALS = "trials"
 

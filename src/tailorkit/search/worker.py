@@ -18,10 +18,11 @@ import sys
 import time
 from pathlib import Path
 
+from tailorkit.config.space import grid_values
 from tailorkit.errors import TailorError
 from tailorkit.recipe import recipe_from_dict
 from tailorkit.search.objective import run_trial
-from tailorkit.search.space import distributions, grid_values
+from tailorkit.search.space import distributions
 from tailorkit.search.study import (
     fail_dead_trials,
     make_sampler,

@@ -9,6 +9,7 @@ step, writes a checkpoint and stops; a second Ctrl-C stops at once.
 from __future__ import annotations
 
 import math
+import random
 import signal
 import time
 from collections.abc import Callable
@@ -260,8 +261,6 @@ def throughput(state: LoopState) -> float | None:
 
 
 def seed_everything(seed: int) -> None:
-    import random
-
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from tailorkit.config.train import TrainConfig
 from tailorkit.errors import TailorError
+from tailorkit.evaluate.token_loss import token_loss_sum
 
 
 def class_weights(targets: np.ndarray, num_labels: int, option) -> torch.Tensor | None:
@@ -43,23 +44,6 @@ class TaskLoss:
         if self.kind == "mse":
             return F.mse_loss(pred, labels.float())
         return F.l1_loss(pred, labels.float())
-
-
-def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor, shift: bool = True
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token cross-entropy summed over the labelled positions, and their count.
-
-    With `shift` (causal LMs) position t predicts token t + 1. Labels of -100 (prompt, padding,
-    unmasked tokens) do not count, so the loss covers only the response or masked tokens.
-    """
-    if logits.size(1) > labels.size(1):  # prompt tuning returns logits for its virtual tokens too
-        logits = logits[:, logits.size(1) - labels.size(1):]
-    if shift:
-        logits, labels = logits[:, :-1], labels[:, 1:]
-    logits = logits.float()
-    total = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
-                            ignore_index=-100, reduction="sum")
-    return total, (labels != -100).sum()
 
 
 def penalty(params: list[torch.nn.Parameter], l1: float, l2: float) -> torch.Tensor | float:

@@ -1,0 +1,168 @@
+"""A search space is a set of dotted recipe paths; this module checks them and applies them
+(`tailorkit.search` turns them into Optuna distributions and trials).
+
+A path names a recipe field (`train.lr`, `model.max_length`, `seed`) or a method option as
+`methods.<index>.<method>.<option>` (`methods.0.lora.r`): the index says which entry of
+`methods:`, the name guards against the list changing under the space. Every path is
+checked against the schema, and each bound or choice is validated as a real recipe
+(`tailorkit.recipe.check_recipe`), so a typo or an out-of-range value fails when the recipe
+is read, naming `search.space.<path>`.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import types
+import typing
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel
+
+from tailorkit.config.methods import METHOD_CONFIGS
+from tailorkit.config.recipe import Recipe
+from tailorkit.config.search import CategoricalParam, FloatParam, IntParam, SearchConfig
+
+METHOD_PATH = "methods.<index>.<method>.<option>, e.g. methods.0.lora.r"
+MAX_GRID = 10_000  # a bigger grid is a mistake (a float step too fine), not a plan
+
+
+def check_space(recipe, task) -> None:
+    """Raise ValueError naming `search.space.<path>` (or `search.<field>`) for a path the recipe
+    does not have or a metric the task does not report; runs when the recipe is loaded, before
+    any data or model loads. Each value is then checked as a real recipe (`space_candidates`)."""
+    cfg: SearchConfig = recipe.search
+    if cfg.metric not in task.metrics:
+        raise ValueError(f"search.metric: '{cfg.metric}' is not a {task.name} metric "
+                         f"(allowed: {', '.join(task.metrics)})")
+    if cfg.cv_folds and not task.table:
+        raise ValueError(f"search.cv_folds: cross-validation works on classification and regression "
+                         f"tables, not {task.name}")
+    for path, param in cfg.space.items():
+        where = f"search.space.{path}"
+        _check_path(recipe, path, where)
+        _check_step(param, where)
+    if cfg.sampler == "grid":
+        size = math.prod(len(v) for v in grid_values(cfg).values())
+        if size > MAX_GRID:
+            raise ValueError(f"search.space: the grid has {size:,} points (most {MAX_GRID:,}); use "
+                             "coarser steps, fewer choices, or sampler random/tpe")
+
+
+def space_candidates(recipe) -> Iterator[tuple[str, Any, dict]]:
+    """(`search.space.<path>`, value, plain recipe without its search) for every bound and
+    choice: each must be a valid recipe."""
+    base = recipe.model_dump(mode="json", exclude={"search"})
+    for path, param in recipe.search.space.items():
+        for value in candidate_values(param):
+            raw = copy.deepcopy(base)
+            set_path(raw, path, value)
+            yield f"search.space.{path}", value, raw
+
+
+def candidate_values(param: FloatParam | IntParam | CategoricalParam) -> list[Any]:
+    """Values that must all be valid recipe values: the bounds, or every choice."""
+    if isinstance(param, CategoricalParam):
+        return list(param.choices)
+    return [param.low, param.high]
+
+
+def _check_step(param, where: str) -> None:
+    step = getattr(param, "step", None)
+    if isinstance(param, CategoricalParam) or not step:
+        return
+    n = (param.high - param.low) / step
+    if abs(n - round(n)) > 1e-9:
+        raise ValueError(f"{where}: high - low ({param.high - param.low}) is not a multiple of "
+                         f"step ({step})")
+
+
+def _check_path(recipe, path: str, where: str) -> None:
+    parts = path.split(".")
+    if parts[0] in ("output_dir", "search"):
+        raise ValueError(f"{where}: {parts[0]} cannot be searched")
+    model: type[BaseModel] = Recipe
+    if parts[0] == "methods":
+        if len(parts) < 4:
+            raise ValueError(f"{where}: a method option is written {METHOD_PATH}")
+        n = len(recipe.methods)
+        if not parts[1].isdigit() or int(parts[1]) >= n:
+            raise ValueError(f"{where}: '{parts[1]}' is not an index of methods "
+                             f"(the recipe has {n}: 0..{n - 1}); write {METHOD_PATH}")
+        actual = recipe.methods[int(parts[1])].name
+        if parts[2] != actual:
+            raise ValueError(f"{where}: methods[{parts[1]}] is {actual}, not {parts[2]}")
+        model, parts = METHOD_CONFIGS[actual], parts[3:]
+    for i, part in enumerate(parts):
+        fields = model.model_fields
+        if part not in fields:
+            hint = difflib.get_close_matches(part, list(fields), n=1)
+            did = f"; did you mean '{hint[0]}'?" if hint else ""
+            raise ValueError(f"{where}: unknown field '{part}'{did} (allowed: {', '.join(fields)})")
+        annotation = fields[part].annotation
+        nested = _nested_model(annotation)
+        if i == len(parts) - 1:
+            if nested is not None:
+                raise ValueError(f"{where}: '{part}' is a section; search one of its fields "
+                                 f"({', '.join(nested.model_fields)})")
+            return
+        if nested is not None:
+            model = nested
+        elif _is_dict(annotation):  # free-form options (features.options.C): any key below
+            return
+        else:
+            raise ValueError(f"{where}: '{part}' is a value, not a section")
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    for arg in (typing.get_args(annotation) or (annotation,)):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _is_dict(annotation: Any) -> bool:
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    return any(typing.get_origin(a) is dict or a is dict for a in options)
+
+
+def set_path(raw: dict, path: str, value: Any) -> None:
+    """Write `value` at a dotted path of a plain recipe dict; list entries by index, missing
+    sections created (as `--set` does)."""
+    parts = path.split(".")
+    node: Any = raw
+    for part in parts[:-1]:
+        if isinstance(node, list):
+            node = node[int(part)]
+            continue
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def apply_params(base: dict, params: dict[str, Any]) -> dict:
+    """A copy of the plain recipe `base` with every searched path set."""
+    raw = copy.deepcopy(base)
+    for path, value in params.items():
+        set_path(raw, path, value)
+    return raw
+
+
+def grid_values(cfg: SearchConfig) -> dict[str, list[Any]]:
+    """Every value of every parameter; the grid sampler needs each to be discrete."""
+    out = {}
+    for path, param in cfg.space.items():
+        if isinstance(param, CategoricalParam):
+            out[path] = list(param.choices)
+        elif isinstance(param, IntParam):
+            out[path] = list(range(param.low, param.high + 1, param.step))
+        elif param.step is None:
+            raise ValueError(f"search.space.{path}: the grid sampler needs a discrete space; give "
+                             "this float a step, or choices")
+        else:
+            n = round((param.high - param.low) / param.step)
+            out[path] = [round(param.low + i * param.step, 12) for i in range(n + 1)]
+    return out

@@ -1,0 +1,55 @@
+"""The run as stages: progress.json records each finished stage, and a run that stopped
+after training resumes without training again."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tailorkit import api
+from tailorkit.pipeline import STAGES
+from tailorkit.pipeline.run_dir import PROGRESS
+from tailorkit.pipeline.stages import Evaluate
+from tailorkit.recipe import recipe_from_dict
+from tailorkit.train.loop import Trainer
+
+
+def _train_steps(run) -> list[int]:
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    return [r["step"] for r in lines if r["kind"] == "train"]
+
+
+def test_stage_order():
+    assert [s.name for s in STAGES] == ["prepare", "train", "save", "evaluate"]
+
+
+@pytest.mark.parametrize("methods", [["full"], [{"features": {"head": "logistic_regression"}}]],
+                         ids=["full", "sklearn-head"])
+def test_a_crash_after_training_resumes_at_the_stage_without_training_again(
+        methods, tiny_recipe, tmp_path, monkeypatch):
+    raw = {**tiny_recipe, "methods": methods, "train": {**tiny_recipe["train"], "max_steps": 5}}
+    whole = api.train(recipe_from_dict({**raw, "output_dir": str(tmp_path / "whole")}))
+
+    def crash(self, run):
+        raise RuntimeError("power cut while scoring the test split")
+
+    monkeypatch.setattr(Evaluate, "run", crash)
+    crashed = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="power cut"):
+        api.train(recipe_from_dict({**raw, "output_dir": str(crashed)}))
+    assert json.loads((crashed / PROGRESS).read_text())["finished"] == ["prepare", "train", "save"]
+    steps = _train_steps(crashed)
+    monkeypatch.undo()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished training ran a step again")
+
+    monkeypatch.setattr(Trainer, "_step", no_training)
+    api.resume(crashed)
+    assert _train_steps(crashed) == steps  # nothing trained, nothing logged twice
+    done, ref = (json.loads((d / "summary.json").read_text()) for d in (crashed, whole))
+    assert done["resumed"] is True and done["steps"] == ref["steps"]
+    assert done["test"]["loss"] == pytest.approx(ref["test"]["loss"], abs=1e-6)
+    assert done["test"]["accuracy"] == ref["test"]["accuracy"]
+    assert not (crashed / PROGRESS).exists() and not (crashed / "checkpoint").exists()
