@@ -66,7 +66,10 @@ def import_graph(root: Path, packages: bool = False) -> dict[str, list[str]]:
 
     graph: dict[str, set[str]] = {}
     for name, path in known.items():
-        targets = {node(target) for target, _, _ in imports(path, known) if target in known}
+        targets = {target for target, _, _ in imports(path, known) if target in known}
+        if path.name == "__init__.py" and "pkgutil.iter_modules" in path.read_text():
+            targets |= {m for m in known if m.rpartition(".")[0] == name}  # imports all its modules
+        targets = {node(target) for target in targets}
         graph.setdefault(node(name), set()).update(targets - {node(name)} if packages else targets)
     return {name: sorted(targets) for name, targets in graph.items()}
 

@@ -6,15 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from tailorkit.config.metrics import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from tailorkit.evaluate.evaluator import predict_logits, prediction_frame, scalar_metrics, score
-from tailorkit.evaluate.metrics import (
-    HIGHER_IS_BETTER,
-    LOWER_IS_BETTER,
-    TASK_METRICS,
-    classification_metrics,
-    is_better,
-    regression_metrics,
-)
+from tailorkit.evaluate.metrics import classification_metrics, is_better, regression_metrics
+from tailorkit.tasks import TASKS
 
 LABELS = ["cat", "dog", "eel"]
 Y_TRUE = np.array([0, 0, 0, 1, 1, 2])
@@ -76,13 +71,14 @@ def test_is_better(metric, new, old, delta, better):
 
 
 def test_every_reported_scalar_can_be_watched():
-    """Early stopping accepts exactly the scalars each task reports (plus the loss)."""
+    """Early stopping accepts exactly the scalars each task reports (plus the loss), and
+    every metric a task names has a direction."""
     cls = scalar_metrics(classification_metrics(Y_TRUE, Y_PRED, LABELS))
-    assert set(TASK_METRICS["classification"]) == set(cls) | {"loss"}
+    assert set(TASKS["classification"].metrics) == set(cls) | {"loss"}
     reg = scalar_metrics(regression_metrics(np.array([1.0, 2.0]), np.array([1.0, 3.0])))
-    assert set(TASK_METRICS["regression"]) == set(reg) | {"loss"}
-    for names in TASK_METRICS.values():
-        assert set(names) <= HIGHER_IS_BETTER | LOWER_IS_BETTER
+    assert set(TASKS["regression"].metrics) == set(reg) | {"loss"}
+    for task in TASKS.values():
+        assert set(task.metrics) <= HIGHER_IS_BETTER | LOWER_IS_BETTER
 
 
 def test_score_adds_the_loss():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
+from tailorkit.config.metrics import HIGHER_IS_BETTER
+
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
     ids = list(range(len(labels)))
@@ -37,21 +39,8 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     }
 
 
-# Direction of each scalar metric, for early stopping and search.
-HIGHER_IS_BETTER = {"accuracy", "r2"} | {
-    f"{m}_{a}" for m in ("precision", "recall", "f1") for a in ("macro", "micro", "weighted")
-}
-LOWER_IS_BETTER = {"loss", "mse", "rmse", "mae", "perplexity"}
-TASK_METRICS = {
-    "classification": ["loss", "accuracy"] + sorted(HIGHER_IS_BETTER - {"accuracy", "r2"}),
-    "regression": ["loss", "mse", "rmse", "mae", "r2"],
-    "causal_lm": ["loss", "perplexity"],
-    "mlm": ["loss", "perplexity"],
-}
-TASK_METRICS["image_classification"] = TASK_METRICS["classification"]
-
-
 def is_better(metric: str, new: float, old: float | None, min_delta: float = 0.0) -> bool:
+    """Higher is better for the metrics named in config.metrics.HIGHER_IS_BETTER, else lower."""
     if old is None:
         return True
     if metric in HIGHER_IS_BETTER:

@@ -1,15 +1,9 @@
-"""Adaptation methods. Importing this package registers every built-in method (one module each)."""
+"""Adaptation methods, one module each. Importing this package imports every module in it, and
+each registers its method with `@register`: adding a method is adding one file here."""
 
-from tailorkit.methods import (  # noqa: F401  (registration)
-    bottleneck,
-    features,
-    freeze,
-    full,
-    ia3,
-    layerwise,
-    lora,
-    prompt,
-)
+import importlib
+import pkgutil
+
 from tailorkit.methods.base import (
     METHODS,
     Method,
@@ -22,6 +16,9 @@ from tailorkit.methods.base import (
     model_owner,
     register,
 )
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["METHODS", "Method", "MethodConfig", "adapter_method", "apply_methods", "build_method",
            "build_methods", "finish_methods", "model_owner", "register"]

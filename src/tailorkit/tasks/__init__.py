@@ -1,12 +1,12 @@
-"""Tasks. Importing this package registers every built-in task (one module each)."""
+"""Tasks, one module each. Importing this package imports every module in it, and each
+registers its task with `@register`: adding a task is adding one file here."""
 
-from tailorkit.tasks import (  # noqa: F401  (registration)
-    causal_lm,
-    classification,
-    image_classification,
-    mlm,
-    regression,
-)
+import importlib
+import pkgutil
+
 from tailorkit.tasks.base import TASKS, Task, register, task_of
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["TASKS", "Task", "register", "task_of"]
