@@ -171,3 +171,27 @@ def test_generate_refuses_a_classifier_run(finished_run, capsys):
 
     assert main(["generate", str(finished_run), "--prompt", "hi"]) == 2
     assert "cannot generate text" in capsys.readouterr().err
+
+
+def test_generate_flags_default_to_the_runs_generation_section(runs, capsys, monkeypatch):
+    from tailorkit import cli
+
+    seen = {}
+
+    def fake_generate(handle, messages, max_new_tokens, temperature, top_p, greedy, seed):
+        seen.update(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+        return "ok"
+
+    monkeypatch.setattr(cli, "generate", fake_generate)
+    assert cli.main(["generate", str(runs["full"]), "--prompt", "hi"]) == 0
+    assert seen == {"max_new_tokens": 8, "temperature": 0.7, "top_p": 0.9}  # the recipe's generation:
+    assert cli.main(["generate", str(runs["full"]), "--prompt", "hi", "--max-tokens", "3",
+                     "--temperature", "0.5"]) == 0
+    assert seen == {"max_new_tokens": 3, "temperature": 0.5, "top_p": 0.9}
+
+
+def test_cli_merge_names_the_class_that_loads_the_merged_model(runs, capsys, tmp_path):
+    from tailorkit.cli import main
+
+    assert main(["merge", str(runs["lora"]), "--out", str(tmp_path / "merged")]) == 0
+    assert "AutoModelForCausalLM.from_pretrained" in capsys.readouterr().out
