@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from tailorkit.errors import TailorError
-from tailorkit.methods import apply_methods, build_method
+from tailorkit.methods import apply_methods, build_methods
 
 
 def test_layerwise_lr_factors_by_depth(make_handle):
     handle = make_handle()
-    scales = build_method("layerwise_lr", {"decay": 0.5}).lr_scales(handle)
+    (method,) = build_methods([{"layerwise_lr": {"decay": 0.5}}])
+    scales = method.lr_scales(handle)
     assert scales["classifier.weight"] == scales["bert.pooler.dense.weight"] == 1.0
     assert scales["bert.encoder.layer.1.attention.self.query.weight"] == 0.5
     assert scales["bert.encoder.layer.0.output.dense.bias"] == 0.25

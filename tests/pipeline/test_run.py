@@ -10,7 +10,7 @@ import pytest
 from tailorkit import api
 from tailorkit.pipeline import STAGES
 from tailorkit.pipeline.run_dir import PROGRESS
-from tailorkit.pipeline.stages import Evaluate
+from tailorkit.pipeline.stages import Evaluate, Stage
 from tailorkit.recipe import recipe_from_dict
 from tailorkit.train.loop import Trainer
 
@@ -53,3 +53,24 @@ def test_a_crash_after_training_resumes_at_the_stage_without_training_again(
     assert done["test"]["loss"] == pytest.approx(ref["test"]["loss"], abs=1e-6)
     assert done["test"]["accuracy"] == ref["test"]["accuracy"]
     assert not (crashed / PROGRESS).exists() and not (crashed / "checkpoint").exists()
+
+
+def test_a_stage_runs_after_the_others_only_when_its_section_is_in_the_recipe(tiny_recipe, monkeypatch):
+    """How compression and export plug in: one Stage subclass, appended to STAGES."""
+    seen = []
+
+    class Report(Stage):
+        name = "report"
+        section = "search"  # an optional section: a plain recipe has none
+
+        def run(self, run):
+            seen.append((run.test["accuracy"], (run.run_dir / "model").is_dir()))
+
+    monkeypatch.setattr("tailorkit.pipeline.run.STAGES", [*STAGES, Report()])
+    raw = {**tiny_recipe, "train": {**tiny_recipe["train"], "max_steps": 2}}
+    api.train(recipe_from_dict(raw))
+    assert seen == []
+    search = {"space": {"train.lr": [1e-3, 2e-3]}, "sampler": "grid"}
+    run = api.train(recipe_from_dict({**raw, "search": search}), overwrite=True)
+    accuracy = json.loads((run / "summary.json").read_text())["test"]["accuracy"]
+    assert seen == [(accuracy, True)]  # after evaluate, with the saved model

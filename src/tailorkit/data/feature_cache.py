@@ -113,5 +113,4 @@ def clear_memory_cache() -> None:
 
 
 def _disk_path(key: str) -> Path:
-
     return cache_dir() / "features" / f"{key}.safetensors"

@@ -10,7 +10,6 @@ from tailorkit.methods.base import (
     MethodConfig,
     adapter_method,
     apply_methods,
-    build_method,
     build_methods,
     finish_methods,
     model_owner,
@@ -20,5 +19,5 @@ from tailorkit.methods.base import (
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["METHODS", "Method", "MethodConfig", "adapter_method", "apply_methods", "build_method",
-           "build_methods", "finish_methods", "model_owner", "register"]
+__all__ = ["METHODS", "Method", "MethodConfig", "adapter_method", "apply_methods", "build_methods",
+           "finish_methods", "model_owner", "register"]

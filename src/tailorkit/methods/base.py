@@ -130,17 +130,6 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-def build_method(name: str, config: dict | None, where: str = "method") -> Method:
-    """Validate `config` for method `name`; errors name the field and the allowed values."""
-    cls = METHODS.get(name)
-    if cls is None:
-        raise ValueError(f"{where}: unknown method '{name}' (registered: {', '.join(sorted(METHODS))})")
-    try:
-        return cls(cls.Config.model_validate(config or {}))
-    except ValidationError as err:
-        raise ValueError(format_validation_error(err, None, cls.Config, prefix=f"{where}.{name}")) from None
-
-
 def build_methods(specs: list) -> list[Method]:
     """Methods from the recipe's specs (or the YAML forms, `lora` / `{lora: {r: 8}}`)."""
     try:

@@ -45,10 +45,13 @@ class Run:
 
 class Stage:
     name: ClassVar[str]
+    # The recipe section (a typed config in tailorkit.config) the stage takes its options
+    # from; an optional section that the recipe leaves out turns the stage off.
+    section: ClassVar[str | None] = None
     skip_when_done: ClassVar[bool] = False  # on resume, a finished stage's output on disk stands
 
     def enabled(self, recipe: Recipe) -> bool:
-        return True
+        return self.section is None or getattr(recipe, self.section) is not None
 
     def run(self, run: Run) -> None:
         raise NotImplementedError
@@ -56,6 +59,7 @@ class Stage:
 
 class Prepare(Stage):
     name = "prepare"
+    section = "data"
 
     def run(self, run: Run) -> None:
         run.setup = assemble.setup_run(run.recipe, run.run_dir)
@@ -63,6 +67,7 @@ class Prepare(Stage):
 
 class Train(Stage):
     name = "train"
+    section = "train"
 
     def run(self, run: Run) -> None:
         run.trainer = assemble.make_trainer(run.setup, run.recipe, run.run_dir)

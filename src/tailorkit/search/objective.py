@@ -100,7 +100,6 @@ def run_trial(trial, recipe, study_dir: Path, threads: int | None = None,
 
 
 def _train(raw: dict, reporter: Reporter) -> dict:
-
     recipe = recipe_from_dict(raw, source=f"trial recipe {raw['output_dir']}")
     run_dir = train_run(recipe, overwrite=True, on_evaluate=reporter)
     return json.loads((run_dir / SUMMARY).read_text())

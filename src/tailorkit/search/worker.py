@@ -85,7 +85,6 @@ def run_workers(recipe, study_dir: Path, workers: int, deadline: float | None) -
 
 
 def _worker_main(raw: dict, study_dir: str, index: int, threads: int, deadline: float | None) -> None:
-
     try:
         run_worker(recipe_from_dict(raw), Path(study_dir), index, threads, False, deadline)
     except (StudyInterrupted, KeyboardInterrupt):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 from tailorkit.config.train import TrainConfig
@@ -33,4 +32,3 @@ class Setup:
     test_targets: object = None
     prompts: list = field(default_factory=list)  # causal LMs: fixed validation prompts
     info: dict = field(default_factory=dict)  # task and method facts for summary.json
-    run_dir: Path | None = None
