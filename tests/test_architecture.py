@@ -24,7 +24,8 @@ from tailorkit.tasks import TASKS
 SRC = Path(tailorkit.__file__).parent
 # Imported inside functions on purpose: heavy, and not needed by every command.
 HEAVY = {"peft", "transformers", "bitsandbytes", "sklearn", "skops", "optuna", "matplotlib",
-         "sqlalchemy", "datasets"}
+         "sqlalchemy", "datasets",
+         "torch.ao"}  # deprecated, and warns as soon as it is imported: only where it is used
 
 
 def modules(root: Path) -> dict[str, Path]:
@@ -101,7 +102,7 @@ def local_imports(root: Path) -> list[str]:
     known = modules(root)
     return [f"{path.relative_to(root.parent)}:{line}: {target}"
             for path in known.values() for target, line, local in imports(path, known)
-            if local and target.split(".")[0] not in HEAVY]
+            if local and not {target.split(".")[0], ".".join(target.split(".")[:2])} & HEAVY]
 
 
 def name_branches(root: Path, owners: dict[str, str], classes: dict[str, str]) -> list[str]:

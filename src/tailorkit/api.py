@@ -10,6 +10,9 @@ They live where their job is: running a recipe (tailorkit.pipeline), using a fin
 """
 
 from tailorkit.inference import (
+    compress_run as compress,
+)
+from tailorkit.inference import (
     evaluate,
     load_generator,
     load_run,
@@ -23,6 +26,6 @@ from tailorkit.pipeline.run_dir import LABELS, SUMMARY
 from tailorkit.recipe import load_recipe, recipe_from_dict
 from tailorkit.search.tune import tune, tune_status
 
-__all__ = ["LABELS", "SUMMARY", "evaluate", "load_generator", "load_recipe", "load_run", "merge",
+__all__ = ["LABELS", "SUMMARY", "compress", "evaluate", "load_generator", "load_recipe", "load_run", "merge",
            "predict", "predict_images", "predict_with", "recipe_from_dict", "resume", "train", "tune",
            "tune_status"]

@@ -16,7 +16,7 @@ from tailorkit.data.tables import read_table
 from tailorkit.errors import TailorError
 from tailorkit.generate import generate
 from tailorkit.methods import METHODS
-from tailorkit.recipe import dump_recipe, load_recipe, reference_markdown
+from tailorkit.recipe import dump_recipe, load_compress_file, load_recipe, reference_markdown
 from tailorkit.search.worker import StudyInterrupted
 from tailorkit.tasks import TASKS
 from tailorkit.train.loop import Interrupted
@@ -95,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
             _add_config_flag(p, flag, GenerationConfig, field, "generation")
         p.add_argument("--greedy", action="store_true", help="always take the likeliest token")
         p.add_argument("--seed", type=int, default=None, help="seed for sampling")
+
+    p = sub.add_parser("compress", help="compress a finished run: prune, quantise (a run directory per step)")
+    p.add_argument("run_dir")
+    p.add_argument("compress_file", metavar="COMPRESS_YAML",
+                   help="the steps, as a recipe's compress: section (steps:, output_dir:, ...)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="reuse the output folder; the previous one is moved to a .bak folder")
+    _add_set(p)
 
     p = sub.add_parser("merge", help="merge a run's adapter into its base: a plain Hugging Face model")
     p.add_argument("run_dir")
@@ -231,6 +239,20 @@ def _predict(run_dirs: list[str], adapter: str | None, texts: list[str], pairs: 
     return adapters.predict(texts, adapter)
 
 
+def _cmd_compress(args) -> None:
+    cfg = load_compress_file(args.compress_file, args.overrides)
+    for run_dir in api.compress(args.run_dir, cfg, overwrite=args.overwrite):
+        print(_compressed_line(run_dir))
+
+
+def _compressed_line(run_dir: Path) -> str:
+    s = json.loads((run_dir / "summary.json").read_text())
+    task = TASKS[s["task"]]
+    test = "  ".join(f"{k}={s['test'][k]:.4f}" for k in task.headline[:2])
+    speed = "  ".join(f"batch {b}: {ms:.1f} ms ({s['speedup'][b]:.2f}x)" for b, ms in s["latency_ms"].items())
+    return f"{run_dir}: {test}  {s['weights_mb']} MB (was {s['source']['weights_mb']})  {speed}"
+
+
 def _cmd_merge(args) -> None:
     out = api.merge(args.run_dir, args.out)
     task = TASKS[load_recipe(Path(args.run_dir) / "recipe.yaml").task]
@@ -272,7 +294,7 @@ def _cmd_chat(args) -> None:
 
 
 COMMANDS = {"train": _cmd_train, "tune": _cmd_tune, "recipe": _cmd_recipe, "methods": _cmd_methods,
-            "eval": _cmd_eval, "predict": _cmd_predict, "merge": _cmd_merge,
+            "eval": _cmd_eval, "predict": _cmd_predict, "merge": _cmd_merge, "compress": _cmd_compress,
             "generate": _cmd_generate, "chat": _cmd_chat}
 
 

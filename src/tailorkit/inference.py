@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from tailorkit.compress import build_steps, model_writer
+from tailorkit.compress.measure import weights_mb
+from tailorkit.config.compress import CompressConfig
 from tailorkit.config.recipe import Recipe
 from tailorkit.data.batching import EncodedSplit
 from tailorkit.data.image_data import EncodedImages
@@ -21,7 +25,8 @@ from tailorkit.methods import Method, build_methods, model_owner
 from tailorkit.models.handle import ModelHandle
 from tailorkit.models.quantize import dequantize_in_place
 from tailorkit.pipeline.assemble import nf4_spec
-from tailorkit.pipeline.run_dir import LABELS, MODEL, save_model_atomically
+from tailorkit.pipeline.compress import compress_chain, plain_model
+from tailorkit.pipeline.run_dir import LABELS, MODEL, SUMMARY, claim_run_dir, save_model_atomically
 from tailorkit.recipe import load_recipe
 from tailorkit.tasks import task_of
 from tailorkit.train.losses import TaskLoss
@@ -48,7 +53,12 @@ def load_run(run_dir: str | Path, dequantize: bool = False
     labels = json.loads((model_dir / LABELS).read_text()) if (model_dir / LABELS).is_file() else []
     methods = build_methods(recipe.methods)
     owner = model_owner(methods)
-    if owner is None:  # the whole model was saved
+    if recipe.compress is not None:  # a compressed run: a whole model, in its last step's format
+        writer = model_writer(build_steps(recipe.compress.steps))
+        handle = (writer.load_model(task, recipe, model_dir, labels) if writer
+                  else task.load_model(recipe, model_dir, labels)[0])
+        methods = []
+    elif owner is None:  # the whole model was saved
         handle, labels = task.load_model(recipe, model_dir, labels)
         methods = []
     else:  # the recipe's base, rebuilt, plus what the owning method saved
@@ -140,3 +150,27 @@ def predict_images(run_dir: str | Path, paths: list[str]) -> pd.DataFrame:
                          ImageTransform(recipe.data.image, train=False))
     logits = predict_logits(handle, data, recipe.train.eval_batch_size, recipe.train.bf16)
     return prediction_frame(handle.output, names, logits, labels).rename(columns={"text": "image"})
+
+
+def compress_run(run_dir: str | Path, cfg: CompressConfig, overwrite: bool = False) -> list[Path]:
+    """`tailor compress RUN_DIR compress.yaml`: the finished run's model through the steps, one
+    new run directory per step; the run itself is only read."""
+    run_dir = Path(run_dir)
+    recipe, handle, labels, methods = load_run(run_dir, dequantize=True)
+    if recipe.compress is not None:
+        raise TailorError(f"{run_dir}: already a compressed run; compress its source run with all the steps")
+    task = task_of(recipe)
+    for i, step in enumerate(build_steps(cfg.steps)):
+        try:
+            step.check_recipe(recipe, task, f"steps[{i}]")
+        except ValueError as err:
+            raise TailorError(f"compress: {err}") from None
+    handle = plain_model(handle, methods, run_dir)
+    out_root = claim_run_dir(Path(cfg.output_dir or f"{run_dir}-compressed"), overwrite)
+    quiet = recipe.model_copy(update={"generation": recipe.generation.model_copy(update={"samples": 0})})
+    with tempfile.TemporaryDirectory() as scratch:
+        setup = task.prepare(quiet, Path(scratch), augment=False)  # the test split, as the run read it
+    setup.labels = labels
+    summary = json.loads((run_dir / SUMMARY).read_text())
+    source = {"run": str(run_dir), "test": summary["test"], "weights_mb": weights_mb(run_dir / MODEL)}
+    return compress_chain(recipe, task, handle, setup, cfg, source, out_root)

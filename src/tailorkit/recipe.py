@@ -19,9 +19,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
+from tailorkit.compress import STEPS, build_steps
 from tailorkit.config import (
     CategoricalParam,
     ChatColumns,
+    CompressConfig,
     DataConfig,
     EarlyStopping,
     FloatParam,
@@ -34,12 +36,13 @@ from tailorkit.config import (
     Recipe,
     SearchConfig,
     SplitConfig,
+    StepSpec,
     TrainConfig,
     format_validation_error,
 )
 from tailorkit.config.space import check_space, space_candidates
 from tailorkit.errors import TailorError
-from tailorkit.methods import METHODS, build_methods
+from tailorkit.methods import METHODS, build_methods, model_owner
 from tailorkit.tasks import TASKS, task_of
 
 __all__ = ["DataConfig", "GenerationConfig", "ModelConfig", "Recipe", "TrainConfig", "check_recipe",
@@ -62,6 +65,8 @@ def check_recipe(recipe: Recipe) -> None:
             raise ValueError(f"methods[{i}]: {method.name} does not apply to {task.name} models "
                              f"({method.needs}); use one of: {', '.join(methods_for(task.modality))}")
         method.check_recipe(recipe, task, f"methods[{i}]")
+    if recipe.compress is not None:
+        check_compress(recipe, task, methods)
     if recipe.search is not None:  # every path and value, before any data or model loads
         check_space(recipe, task)
         for where, value, raw in space_candidates(recipe):
@@ -72,6 +77,16 @@ def check_recipe(recipe: Recipe) -> None:
                          else str(err)).splitlines()
                 problem = "; ".join(line.removeprefix(": ") for line in lines)
                 raise ValueError(f"{where}: value {value!r} is refused: {problem}") from None
+
+
+def check_compress(recipe: Recipe, task, methods) -> None:
+    """Compression works on a whole model: an adapter must merge into it."""
+    owner = model_owner(methods)
+    if owner is not None and not owner.mergeable:
+        raise ValueError(f"compress: {owner.name} keeps its weights apart from the model and cannot be "
+                         "merged into it; compress a run of a mergeable method (lora, ia3) or a whole model")
+    for i, step in enumerate(build_steps(recipe.compress.steps)):
+        step.check_recipe(recipe, task, f"compress.steps[{i}]")
 
 
 def methods_for(modality: str) -> list[str]:
@@ -119,20 +134,35 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = Path(path)
+    raw = apply_overrides(_read_mapping(path, "recipe", "task:, model:, data:, ..."), overrides or [])
+    return recipe_from_dict(raw, str(path))
+
+
+def load_compress_file(path: str | Path, overrides: list[str] | None = None) -> CompressConfig:
+    """The file of `tailor compress RUN_DIR FILE`: the recipe's `compress:` section on its own."""
+    path = Path(path)
+    raw = apply_overrides(_read_mapping(path, "compress", "steps:, output_dir:"), overrides or [])
+    try:
+        return CompressConfig.model_validate(raw)
+    except ValidationError as err:
+        raise TailorError(format_validation_error(err, str(path), CompressConfig)) from None
+
+
+def _read_mapping(path: Path, what: str, example: str) -> dict:
     if not path.is_file():
-        raise TailorError(f"{path}: recipe file not found")
+        raise TailorError(f"{path}: {what} file not found")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise TailorError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
     if not isinstance(raw, dict):
-        raise TailorError(f"{path}: a recipe is a YAML mapping (task:, model:, data:, ...)")
-    raw = apply_overrides(raw, overrides or [])
-    return recipe_from_dict(raw, str(path))
+        raise TailorError(f"{path}: a {what} is a YAML mapping ({example})")
+    return raw
 
 
 def dump_recipe(recipe: Recipe) -> str:
-    exclude = {"search"} if recipe.search is None else None  # a plain run's recipe.yaml stays as it was
+    # Optional sections a recipe leaves out stay out, so a plain run's recipe.yaml stays as it was.
+    exclude = {name for name in ("search", "compress") if getattr(recipe, name) is None}
     return yaml.safe_dump(recipe.model_dump(mode="json", exclude=exclude), sort_keys=False)
 
 
@@ -151,6 +181,8 @@ def _type_name(annotation: Any) -> str:
         return "null"
     if annotation is MethodSpec:
         return "method"
+    if annotation is StepSpec:
+        return "step"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "section"
     return getattr(annotation, "__name__", str(annotation))
@@ -168,13 +200,14 @@ def reference_markdown() -> str:
         ("search.space.<path> (float)", FloatParam), ("search.space.<path> (int)", IntParam),
         ("search.space.<path> (categorical)", CategoricalParam),
     ]
-    sections += [(f"methods[].{name}", cls.Config) for name, cls in sorted(METHODS.items())]
+    plugins = {f"methods[].{name}": cls for name, cls in sorted(METHODS.items())}
+    plugins |= {f"compress.steps[].{name}": cls for name, cls in sorted(STEPS.items())}
+    sections += [("compress", CompressConfig), *((title, cls.Config) for title, cls in plugins.items())]
     out = []
     for title, model in sections:
         out += [f"#### `{title}`", ""]
-        method = METHODS.get(title.removeprefix("methods[]."))
-        if method is not None:
-            out += [f"{method.summary}.", ""]
+        if title in plugins:
+            out += [f"{plugins[title].summary}.", ""]
         if not model.model_fields:
             out += ["No options.", ""]
             continue

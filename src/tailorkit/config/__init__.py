@@ -6,11 +6,14 @@ train       train:            generation generation:
 methods     methods: (MethodSpec; each method registers its own options)
 tasks       the registered task names
 search      search:           space     its dotted paths, checked and applied
+compress    compress: (StepSpec; each compression step registers its own options)
+plugins     the name + typed options entries of methods: and compress.steps:
 metrics     metric names and their direction
 recipe      Recipe, the whole file
 """
 
 from tailorkit.config.base import Strict, format_validation_error
+from tailorkit.config.compress import COMPRESS_CONFIGS, CompressConfig, StepConfig, StepSpec
 from tailorkit.config.data import ChatColumns, DataConfig, ImageTransformConfig, SplitConfig
 from tailorkit.config.generation import GenerationConfig
 from tailorkit.config.methods import METHOD_CONFIGS, MethodConfig, MethodSpec
@@ -19,7 +22,8 @@ from tailorkit.config.recipe import Recipe
 from tailorkit.config.search import CategoricalParam, FloatParam, IntParam, PruningConfig, SearchConfig
 from tailorkit.config.train import EarlyStopping, TrainConfig
 
-__all__ = ["METHOD_CONFIGS", "CategoricalParam", "ChatColumns", "DataConfig", "EarlyStopping",
-           "FloatParam", "GenerationConfig", "ImageTransformConfig", "IntParam", "MethodConfig",
-           "MethodSpec", "ModelConfig", "PruningConfig", "Recipe", "SearchConfig", "SplitConfig",
+__all__ = ["COMPRESS_CONFIGS", "METHOD_CONFIGS", "CategoricalParam", "ChatColumns",
+           "CompressConfig", "DataConfig", "EarlyStopping", "FloatParam", "GenerationConfig",
+           "ImageTransformConfig", "IntParam", "MethodConfig", "MethodSpec", "ModelConfig",
+           "PruningConfig", "Recipe", "SearchConfig", "SplitConfig", "StepConfig", "StepSpec",
            "Strict", "TrainConfig", "format_validation_error"]

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from tailorkit.config.base import Strict
+from tailorkit.config.compress import CompressConfig
 from tailorkit.config.data import DataConfig
 from tailorkit.config.generation import GenerationConfig
 from tailorkit.config.methods import MethodSpec, parse_methods
@@ -38,6 +39,8 @@ class Recipe(Strict):
     output_dir: str = Field("runs/run", description="Run directory; refused if it holds a run.")
     search: SearchConfig | None = Field(None, description="Hyperparameter search for `tailor tune` "
                                                           "(section); `tailor train` ignores it.")
+    compress: CompressConfig | None = Field(None, description="Compression after training (section); "
+                                                              "each step writes a run directory.")
 
     @field_validator("task", mode="before")
     @classmethod

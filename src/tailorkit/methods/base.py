@@ -43,6 +43,8 @@ class Method:
     # Leaves the frozen lower blocks computing what the base computes, so their outputs can be
     # cached (train/frozen_prefix.py); adapters inside them, or extra inputs, change it.
     keeps_frozen_prefix: ClassVar[bool] = False
+    # Its trained weights fold into the base (`merge`): a plain model comes out.
+    mergeable: ClassVar[bool] = False
     # Trains on a frozen 4-bit base (model.quantize_base: nf4) and quantises it (QLoRA).
     trains_on_quantized_base: ClassVar[bool] = False
 

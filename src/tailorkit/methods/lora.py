@@ -39,6 +39,7 @@ class Lora(PeftMethod):
     name = "lora"
     Config = LoraConfig
     summary = "LoRA low-rank updates via PEFT; mergeable into the base"
+    mergeable = True
     trains_on_quantized_base = True
 
     def peft_config(self, handle):

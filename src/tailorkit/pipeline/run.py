@@ -2,6 +2,7 @@
 
     recipe.yaml ─► claim the run directory ─► threads, oneDNN
                 ─► prepare ─► train ─► save ─► evaluate      (stages.py; one class each)
+                ─► compress, when the recipe has a compress: section (compress.py)
                 ─► summary.json, and the checkpoint goes
 
 Each finished stage is recorded in progress.json, so `tailor train --resume` knows where the
@@ -22,6 +23,7 @@ import torch
 from tailorkit.config.recipe import Recipe
 from tailorkit.errors import TailorError
 from tailorkit.models.quantize import linear_weight_bytes
+from tailorkit.pipeline.compress import Compress
 from tailorkit.pipeline.run_dir import (
     MODEL,
     PROGRESS,
@@ -37,7 +39,7 @@ from tailorkit.tasks import task_of
 from tailorkit.train.checkpoint import find_checkpoint
 from tailorkit.train.loop import throughput
 
-STAGES: list[Stage] = [Prepare(), Train(), Save(), Evaluate()]
+STAGES: list[Stage] = [Prepare(), Train(), Save(), Evaluate(), Compress()]
 
 
 def train(recipe: Recipe, overwrite: bool = False,

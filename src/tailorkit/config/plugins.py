@@ -1,0 +1,72 @@
+"""Lists of registered plug-ins in a recipe (`methods:`, `compress.steps:`), each entry a name
+with that plug-in's own typed options.
+
+An entry is written `lora` or `{lora: {r: 8}}`. The options class of each plug-in is declared
+beside its code and registered into a table here (`METHOD_CONFIGS`, `COMPRESS_CONFIGS`), so
+adding a plug-in never edits this file. A spec holds the name and the validated options, and
+is saved the way it was written (only the options the recipe set).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
+from pydantic_core import InitErrorDetails
+
+
+class PluginConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PluginSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    table: ClassVar[dict[str, type[PluginConfig]]]  # name -> options class, filled on registration
+    kind: ClassVar[str]  # "method", for messages
+
+    name: str
+    config: PluginConfig
+
+    @classmethod
+    def sub_model(cls, part: Any) -> type[BaseModel] | None:
+        """Error paths run `methods[0].lora.r`: below an entry, the name leads to its options."""
+        return cls.table.get(part) if isinstance(part, str) else None
+
+    @model_serializer
+    def _as_written(self) -> dict[str, dict[str, Any]]:
+        return {self.name: self.config.model_dump(mode="json", exclude_unset=True)}
+
+    @classmethod
+    def parse_list(cls, value: Any, example: str) -> list:
+        """A recipe list -> specs; errors carry the path `[i].<name>.<option>`."""
+        if not isinstance(value, list):
+            raise ValueError(f"must be a list, e.g. {example}")
+        specs, problems = [], []
+        for i, item in enumerate(value):
+            if isinstance(item, cls):
+                specs.append(item)
+                continue
+            if isinstance(item, str):
+                item = {item: {}}
+            if not isinstance(item, dict) or len(item) != 1:
+                message = f"each {cls.kind} is a name or {{name: {{...}}}}, got {item!r}"
+                problems.append(_problem((i,), item, message))
+                continue
+            ((name, options),) = item.items()
+            config_class = cls.table.get(name)
+            if config_class is None:
+                problems.append(_problem((i,), item, f"unknown {cls.kind} '{name}' (registered: "
+                                                     f"{', '.join(sorted(cls.table))})"))
+                continue
+            try:
+                specs.append(cls(name=name, config=config_class.model_validate(options or {})))
+            except ValidationError as err:
+                problems += [InitErrorDetails(type=e["type"], loc=(i, name, *e["loc"]), input=e["input"],
+                                              ctx=e.get("ctx", {})) for e in err.errors()]
+        if problems:
+            raise ValidationError.from_exception_data(cls.kind, problems)
+        return specs
+
+
+def _problem(loc: tuple, value: Any, message: str) -> InitErrorDetails:
+    return InitErrorDetails(type="value_error", loc=loc, input=value, ctx={"error": ValueError(message)})

@@ -1,0 +1,84 @@
+"""Each compression step on the tiny BERT: what it reports is what the model holds, and what it
+saves loads back to the same outputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tailorkit.compress import STEPS
+from tailorkit.compress.measure import parameter_counts
+from tailorkit.compress.quantize import quantized_layers
+from tailorkit.config.compress import StepSpec
+from tailorkit.tasks import TASKS
+
+
+def step(spec):
+    (s,) = StepSpec.parse_list([spec], "")
+    return STEPS[s.name](s.config)
+
+
+def _batch(handle):
+    return handle.tokenizer(["good movie", "the plot was awful and sad"], padding=True, return_tensors="pt")
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_pruning_reaches_the_sparsity_it_reports(scope, make_handle):
+    handle = make_handle()
+    report = step({"prune": {"amount": 0.4, "scope": scope}}).apply(handle)
+    layers = {n: m for n, m in handle.model.named_modules() if isinstance(m, nn.Linear)}
+    pruned = {n: m for n, m in layers.items() if not handle.is_head(f"{n}.weight")}
+    assert set(report["layers"]) == set(pruned) and pruned
+    for name, module in pruned.items():
+        real = float((module.weight == 0).float().mean())
+        assert real == pytest.approx(report["layers"][name], abs=1e-4)
+        if scope == "layer":
+            assert real == pytest.approx(0.4, abs=1 / module.weight.numel() + 1e-9)
+    zeros = sum(int((m.weight == 0).sum()) for m in pruned.values())
+    size = sum(m.weight.numel() for m in pruned.values())
+    assert report["sparsity"] == pytest.approx(zeros / size, abs=1e-6)
+    assert report["sparsity"] == pytest.approx(0.4, abs=1e-3)
+    assert all(float((m.weight == 0).float().mean()) == 0 for n, m in layers.items() if n not in pruned)
+    assert not any(hasattr(m, "weight_mask") for m in layers.values())  # permanent: no masks left
+
+
+def test_global_pruning_takes_the_smallest_weights_of_all_layers(make_handle):
+    handle = make_handle()
+    before = {n: m.weight.detach().abs().clone() for n, m in handle.model.named_modules()
+              if isinstance(m, nn.Linear) and not handle.is_head(f"{n}.weight")}
+    step({"prune": {"amount": 0.3}}).apply(handle)
+    threshold = torch.cat([w.flatten() for w in before.values()]).kthvalue(
+        int(0.3 * sum(w.numel() for w in before.values()))).values
+    for name, module in handle.model.named_modules():
+        if name in before:
+            kept = module.weight != 0
+            assert (before[name][kept] >= threshold).all() and (before[name][~kept] <= threshold).all()
+
+
+def test_dynamic_int8_keeps_the_outputs_close_and_saves_and_loads_exactly(make_handle, tmp_path):
+    handle = make_handle()
+    batch = _batch(handle)
+    with torch.no_grad():
+        fp32 = handle.model.eval()(**batch).logits
+    quantize = step("quantize")
+    report = quantize.apply(handle)
+    linear_count = sum(isinstance(m, nn.Linear) for m in make_handle().model.modules())
+    assert report["quantized_layers"] == linear_count == len(quantized_layers(handle.model))
+    with torch.no_grad():
+        int8 = handle.model(**batch).logits
+    torch.testing.assert_close(int8, fp32, atol=0.05, rtol=0)  # int8 weights and activations
+    assert not torch.equal(int8, fp32)
+
+    quantize.save_model(handle, tmp_path)
+    loaded = quantize.load_model(TASKS["classification"], _recipe_stub(), tmp_path, ["neg", "pos"])
+    with torch.no_grad():
+        assert torch.equal(loaded.model(**batch).logits, int8)
+    counts = parameter_counts(loaded)
+    assert counts == parameter_counts(handle) and counts["nonzero"] <= counts["total"]
+
+
+def _recipe_stub():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(model=SimpleNamespace(trust_remote_code=False))

@@ -1,0 +1,99 @@
+"""Compression after training: as a recipe's compress: stage and as `tailor compress RUN_DIR`.
+One run directory per step, the source run only read, and every compressed run loads like
+any other run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tailorkit import api, cli
+from tailorkit.errors import TailorError
+from tailorkit.recipe import recipe_from_dict
+
+STEPS = [{"prune": {"amount": 0.3}}, "quantize"]
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _check_compressed(run: Path, labels: list[str]) -> dict:
+    """Loads like any run, and predicts what its own predictions_test.csv says."""
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["latency_ms"]) == {"1", "8"} and summary["weights_mb"] > 0
+    table = pd.read_csv(run / "predictions_test.csv")
+    again = api.predict(run, table["text"].tolist())
+    assert again["prediction"].tolist() == table["prediction"].tolist()
+    assert summary["labels"] == labels and summary["test"]["accuracy"] == pytest.approx(
+        (table["label"] == table["prediction"]).mean())
+    return summary
+
+
+def test_a_recipe_compress_section_writes_one_run_per_step(tiny_recipe, tmp_path):
+    out = tmp_path / "small"
+    raw = {**tiny_recipe, "compress": {"steps": STEPS, "output_dir": str(out), "latency_batches": [1, 8],
+                                       "latency_examples": 8}}
+    run = api.train(recipe_from_dict(raw))
+    main = json.loads((run / "summary.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == ["1-prune", "2-quantize"]
+    pruned = _check_compressed(out / "1-prune", main["labels"])
+    quantized = _check_compressed(out / "2-quantize", main["labels"])
+    assert pruned["prune"]["sparsity"] == pytest.approx(0.3, abs=1e-3)
+    assert pruned["parameters"]["nonzero"] < pruned["parameters"]["total"]
+    assert quantized["quantize"]["quantized_layers"] > 0
+    assert quantized["weights_mb"] < pruned["weights_mb"] == pytest.approx(pruned["source"]["weights_mb"])
+    assert quantized["source"]["test"] == main["test"] and quantized["steps"] == [{"prune": {"amount": 0.3}},
+                                                                                   {"quantize": {}}]
+    recipe = api.load_recipe(out / "2-quantize" / "recipe.yaml")
+    assert [s.name for s in recipe.compress.steps] == ["prune", "quantize"]
+
+
+def test_tailor_compress_reads_a_finished_run_and_never_writes_into_it(finished_run, tmp_path, capsys):
+    before = _digest(finished_run)
+    plan = tmp_path / "compress.yaml"
+    plan.write_text(json.dumps({"steps": STEPS, "output_dir": str(tmp_path / "out"),
+                                "latency_batches": [1, 8], "latency_examples": 8}))
+    assert cli.main(["compress", str(finished_run), str(plan)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[1].startswith(f"{tmp_path / 'out' / '2-quantize'}: accuracy=")
+    assert _digest(finished_run) == before
+    labels = json.loads((finished_run / "summary.json").read_text())["labels"]
+    _check_compressed(tmp_path / "out" / "2-quantize", labels)
+    # A second time the output folder is there: refused, unless --overwrite moves it aside.
+    assert cli.main(["compress", str(finished_run), str(plan)]) == 2
+    assert "already holds" in capsys.readouterr().err
+    assert cli.main(["compress", str(finished_run), str(plan), "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize(("plan", "words"), [
+    ({"steps": [{"prune": {"amout": 0.5}}]}, ["steps[0].prune.amout", "did you mean 'amount'"]),
+    ({"steps": ["shrink"]}, ["steps[0]", "unknown compression step 'shrink'"]),
+    ({"steps": [{"prune": {"amount": 1.5}}]}, ["steps[0].prune.amount"]),
+    ({"steps": []}, ["steps"]),
+])
+def test_a_bad_compress_file_gets_one_line_naming_the_field(plan, words, finished_run, tmp_path, capsys):
+    path = tmp_path / "compress.yaml"
+    path.write_text(json.dumps(plan))
+    assert cli.main(["compress", str(finished_run), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ") and err.count("\n") == 1, err
+    for word in words:
+        assert word in err
+
+
+def test_an_adapter_run_is_merged_first_and_a_non_mergeable_one_is_refused(tiny_recipe, tmp_path):
+    compress = {"steps": ["quantize"], "output_dir": str(tmp_path / "small"), "latency_batches": [1],
+                "latency_examples": 4}
+    run = api.train(recipe_from_dict({**tiny_recipe, "methods": [{"lora": {"r": 4}}], "compress": compress}))
+    labels = json.loads((run / "summary.json").read_text())["labels"]
+    table = pd.read_csv(tmp_path / "small" / "1-quantize" / "predictions_test.csv")
+    assert api.predict(tmp_path / "small" / "1-quantize", table["text"].tolist())["prediction"].tolist() == \
+        table["prediction"].tolist() and labels
+    with pytest.raises(TailorError, match="compress: prefix keeps its weights apart"):
+        recipe_from_dict({**tiny_recipe, "methods": ["prefix"], "compress": compress})
