@@ -282,3 +282,10 @@ def test_cli_validate_bad_recipe_exits_2_with_one_line(write_recipe, capsys):
 def test_cli_schema_prints_reference(capsys):
     assert cli.main(["recipe", "schema"]) == 0
     assert "#### `train.early_stopping`" in capsys.readouterr().out
+
+
+def test_overrides_index_lists_and_open_entries_written_by_name():
+    raw = apply_overrides({"methods": ["full", "lora"]}, ["methods.1.lora.r=4", "methods.0.full=null"])
+    assert raw["methods"] == [{"full": None}, {"lora": {"r": 4}}]
+    with pytest.raises(TailorError, match=r"'2' is not an index of the list \(0..1\)"):
+        apply_overrides({"methods": ["full", "lora"]}, ["methods.2.lora.r=4"])

@@ -107,17 +107,27 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each dotted path; a number indexes a list (`methods.0.lora.r=4`), and a missing
+    section is created."""
     for text in overrides:
         path, value = parse_override(text)
-        node = raw
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise TailorError(f"--set {text}: '{part}' is not a section")
-            node = child
-        node[path[-1]] = value
+        node: Any = raw
+        for above, part, below in zip([None, *path[:-1]], path, [*path[1:], None], strict=True):
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise TailorError(f"--set {text}: '{part}' is not an index of the list "
+                                      f"(0..{len(node) - 1})")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise TailorError(f"--set {text}: '{above}' is not a section")
+            if below is None:
+                node[part] = value
+                break
+            if isinstance(node, dict) and node.get(part) is None:
+                node[part] = {}
+            if isinstance(node[part], str):  # a list entry written by name only: `- quantize`
+                node[part] = {node[part]: {}}
+            node = node[part]
     return raw
 
 
