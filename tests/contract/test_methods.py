@@ -103,6 +103,10 @@ CASES: dict[str, list[Case]] = {
     ],
     "layerwise_lr": [Case("decay0.5", [{"layerwise_lr": {"decay": 0.5}}], everything)],
     "gradual_unfreeze": [Case("epoch0", [{"gradual_unfreeze": {"every": 1}}], head)],
+    # the mask acts in the loop's on_step hook; tests/methods/test_gradual_prune.py checks it
+    "gradual_prune": [Case("alone", ["gradual_prune"], everything),
+                      Case("top1", [{"freeze": {"top": 1}}, {"gradual_prune": {"target": 0.3}}],
+                           lambda n: head(n) or block(1)(n))],
     "lora": [
         Case("r4-all-linear", [{"lora": {"r": 4}}], lora, merges=True),
         Case("r2-query-value", [{"lora": {"r": 2, "targets": ["query", "value"]}}],

@@ -83,6 +83,9 @@ class Method:
     def on_epoch_start(self, handle: ModelHandle, epoch: int) -> None:
         """Called before every epoch (also when resuming mid-epoch)."""
 
+    def on_step(self, handle: ModelHandle, step: int, total_steps: int) -> None:
+        """Called after every optimiser step (`step` counts from 1), before any checkpoint."""
+
     def quantize_base(self, handle: ModelHandle, spec: NF4Spec) -> None:
         """Methods with `trains_on_quantized_base`: turn the frozen base into 4-bit weights."""
         raise NotImplementedError

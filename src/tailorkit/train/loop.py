@@ -168,6 +168,8 @@ class Trainer:
             n = sum(len(b) for b in group)
             s.batch += len(group)
             s.step += 1
+            for method in self.methods:
+                method.on_step(self.handle, s.step, self.total_steps)
             s.samples += n
             s.train_seconds += elapsed
             self.sink.log("train", s.step, {"epoch": s.epoch + s.batch / len(batches), "loss": loss,

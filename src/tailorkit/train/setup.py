@@ -19,6 +19,8 @@ class TrainingHooks(Protocol):
 
     def on_epoch_start(self, handle: ModelHandle, epoch: int) -> None: ...
 
+    def on_step(self, handle: ModelHandle, step: int, total_steps: int) -> None: ...
+
 
 @dataclass
 class Setup:
