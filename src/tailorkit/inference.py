@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from tailorkit.compress import build_steps, model_writer
 from tailorkit.compress.measure import weights_mb
@@ -28,6 +29,7 @@ from tailorkit.pipeline.assemble import nf4_spec
 from tailorkit.pipeline.compress import compress_chain, plain_model
 from tailorkit.pipeline.run_dir import LABELS, MODEL, SUMMARY, claim_run_dir, save_model_atomically
 from tailorkit.recipe import load_recipe
+from tailorkit.runtime import default_threads
 from tailorkit.tasks import task_of
 from tailorkit.train.losses import TaskLoss
 
@@ -166,6 +168,7 @@ def compress_run(run_dir: str | Path, cfg: CompressConfig, overwrite: bool = Fal
         except ValueError as err:
             raise TailorError(f"compress: {err}") from None
     handle = plain_model(handle, methods, run_dir)
+    torch.set_num_threads(cfg.threads or recipe.train.threads or default_threads())
     out_root = claim_run_dir(Path(cfg.output_dir or f"{run_dir}-compressed"), overwrite)
     quiet = recipe.model_copy(update={"generation": recipe.generation.model_copy(update={"samples": 0})})
     with tempfile.TemporaryDirectory() as scratch:

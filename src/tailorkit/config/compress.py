@@ -37,6 +37,9 @@ class CompressConfig(Strict):
     latency_batches: list[int] = Field([1, 32], min_length=1, description="Batch sizes whose latency "
                                                                           "is measured before and after.")
     latency_examples: int = Field(64, ge=1, description="Test examples timed at each batch size.")
+    threads: int | None = Field(None, ge=1, description="torch threads while compressing and timing; "
+                                                        "default: the run's train.threads, else the "
+                                                        "free cores.")
 
     @field_validator("steps", mode="before")
     @classmethod

@@ -39,6 +39,8 @@ class Compress(Stage):
     def run(self, run: Run) -> None:
         cfg = run.recipe.compress
         out = Path(cfg.output_dir or f"{run.recipe.output_dir}-compressed")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         handle = plain_model(copy.deepcopy(run.setup.handle), run.setup.methods, run.run_dir)
         source = {"run": str(run.run_dir), "test": run.test, "weights_mb": weights_mb(run.run_dir / MODEL)}
         compress_chain(run.recipe, run.task, handle, run.setup, cfg, source, claim_run_dir(out, True))
