@@ -36,6 +36,7 @@ CASES = {
     "freeze": Case([{"freeze": {"top": 1}}], lambda n: head(n) or n.startswith("features.18.")),
     "layerwise_lr": Case([{"layerwise_lr": {"decay": 0.5}}], lambda n: True),
     "gradual_unfreeze": Case(["gradual_unfreeze"], head),
+    "gradual_prune": Case([{"gradual_prune": {"target": 0.3}}], lambda n: True),  # conv weights too
     "lora": Case([{"lora": {"r": 2}}], lambda n: "lora_" in n or "modules_to_save" in n),
     # batches are cached 1280-d features; the frozen MobileNetV2 sits under backbone.*
     "features": Case([{"features": {"head_epochs": 1}}], lambda n: n.startswith("head.")),

@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from tailorkit import api
 from tailorkit.errors import TailorError
+from tailorkit.methods import build_methods
 from tailorkit.methods.gradual_prune import schedule
+from tailorkit.models.mobilenet_v2 import build_mobilenet_v2
+from tailorkit.models.vision import vision_handle
 from tailorkit.recipe import recipe_from_dict
 from tailorkit.train.loop import Trainer
 
@@ -66,3 +70,15 @@ def test_a_resumed_run_prunes_exactly_as_an_uninterrupted_one(tiny_recipe, resum
 def test_adapters_are_refused(tiny_recipe):
     with pytest.raises(TailorError, match="does not combine with adapters"):
         recipe_from_dict({**tiny_recipe, "methods": [{"lora": {}}, "gradual_prune"]})
+
+
+def test_convolutions_of_an_image_model_are_pruned_too():
+    handle = vision_handle(build_mobilenet_v2(3, None))
+    (prune,) = build_methods([{"gradual_prune": {"target": 0.4}}])
+    prune.apply(handle)
+    assert any(isinstance(m, torch.nn.Conv2d) for _, m in prune.layers)
+    prune.on_step(handle, 100, 100)  # past `end`: the target
+    weights = [m.weight for _, m in prune.layers]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert zeros == pytest.approx(0.4, abs=1e-4)
+    assert float((handle.model.classifier[-1].weight == 0).float().mean()) == 0

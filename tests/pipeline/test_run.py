@@ -21,7 +21,7 @@ def _train_steps(run) -> list[int]:
 
 
 def test_stage_order():
-    assert [s.name for s in STAGES] == ["prepare", "train", "save", "evaluate"]
+    assert [s.name for s in STAGES] == ["prepare", "train", "save", "evaluate", "compress"]
 
 
 @pytest.mark.parametrize("methods", [["full"], [{"features": {"head": "logistic_regression"}}]],

@@ -24,8 +24,9 @@ def parameter_counts(handle: ModelHandle) -> dict:
     total = nonzero = 0
     int8 = set(quantized_layers(handle.model).values())
     for module in handle.model.modules():
-        tensors = [module.weight().int_repr()] if module in int8 else []
+        tensors = [module.weight().int_repr(), module.bias()] if module in int8 else []
         tensors += [p for p in module.parameters(recurse=False)]
+        tensors = [t for t in tensors if t is not None]
         for t in tensors:
             total += t.numel()
             nonzero += int((t != 0).sum())
@@ -33,23 +34,26 @@ def parameter_counts(handle: ModelHandle) -> dict:
 
 
 @torch.inference_mode()
-def latency_ms(handle: ModelHandle, data, batch_sizes: list[int], examples: int, repeats: int = 3) -> dict:
-    """Milliseconds per batch at each batch size: the median of `repeats` passes over the same
-    first `examples` examples of `data`, after one warm-up batch."""
-    model = handle.model
-    was_training = model.training
-    model.eval()
+def latency_ms(handles: list[ModelHandle], data, batch_sizes: list[int], examples: int,
+               repeats: int = 5) -> list[dict]:
+    """Milliseconds per batch of each model at each batch size, over the same first `examples`
+    examples of `data`: medians of `repeats` passes, the models taking turns within every
+    repeat, so a busy moment of the machine slows them alike and their ratio holds."""
     n = min(examples, len(data))
-    out = {}
+    out: list[dict] = [{} for _ in handles]
+    for handle in handles:
+        handle.model.eval()
     for size in batch_sizes:
         batches = [data.collate(b) for b in eval_batches(data.lengths[:n], size)]
-        handle.forward(batches[0])
-        passes = []
+        passes: list[list[float]] = [[] for _ in handles]
+        for handle in handles:
+            handle.forward(batches[0])  # warm-up
         for _ in range(repeats):
-            started = time.perf_counter()
-            for batch in batches:
-                handle.forward(batch)
-            passes.append((time.perf_counter() - started) / len(batches))
-        out[str(size)] = round(1000 * statistics.median(passes), 3)
-    model.train(was_training)
+            for handle, times in zip(handles, passes, strict=True):
+                started = time.perf_counter()
+                for batch in batches:
+                    handle.forward(batch)
+                times.append((time.perf_counter() - started) / len(batches))
+        for result, times in zip(out, passes, strict=True):
+            result[str(size)] = round(1000 * statistics.median(times), 3)
     return out

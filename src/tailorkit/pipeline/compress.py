@@ -62,7 +62,7 @@ def compress_chain(recipe: Recipe, task: Task, handle: ModelHandle, setup: Setup
     """Run every step on `handle` in turn; one run directory per step under `out_root`."""
     test = setup.splits["test"]
     torch_threads = torch.get_num_threads()
-    source = {**source, "latency_ms": latency_ms(handle, test, cfg.latency_batches, cfg.latency_examples)}
+    original = copy.deepcopy(handle)  # timed beside each step's model: the ratio is side by side
     steps, dirs = build_steps(cfg.steps), []
     for i, step in enumerate(steps, 1):
         run_dir = out_root / f"{i}-{step.name}"
@@ -74,15 +74,15 @@ def compress_chain(recipe: Recipe, task: Task, handle: ModelHandle, setup: Setup
         _save(handle, steps[:i], setup.labels, run_dir / MODEL)
         setup.handle = handle
         metrics = task.write_test_outputs(setup, step_recipe, run_dir)
-        latency = latency_ms(handle, test, cfg.latency_batches, cfg.latency_examples)
+        before, latency = latency_ms([original, handle], test, cfg.latency_batches, cfg.latency_examples)
         write_json_atomically(run_dir / SUMMARY, {
             "task": recipe.task, "model": recipe.model.name, "compressed_from": source["run"],
             "steps": [s.model_dump() for s in cfg.steps[:i]], step.name: report,
             "labels": setup.labels, "test": metrics,
             "parameters": parameter_counts(handle), "weights_mb": weights_mb(run_dir / MODEL),
             "latency_ms": latency, "threads": torch_threads,
-            "speedup": {b: round(source["latency_ms"][b] / latency[b], 3) for b in latency},
-            "source": source, "versions": versions(),
+            "speedup": {b: round(before[b] / latency[b], 3) for b in latency},
+            "source": {**source, "latency_ms": before}, "versions": versions(),
         })
         dirs.append(run_dir)
     return dirs
