@@ -83,3 +83,53 @@ def _recipe_stub():
     from types import SimpleNamespace
 
     return SimpleNamespace(model=SimpleNamespace(trust_remote_code=False))
+
+
+def test_ffn_pruning_shrinks_every_block_and_saves_as_a_smaller_plain_model(make_handle, tmp_path):
+    handle = make_handle()
+    report = step({"prune_ffn": {"amount": 0.25}}).apply(handle)
+    assert report["neurons"] == {"before": 64, "after": 48} and report["blocks"] == 2
+    for layer in handle.model.bert.encoder.layer:
+        assert layer.intermediate.dense.weight.shape == (48, 32)
+        assert layer.output.dense.weight.shape == (32, 48)
+    assert handle.model.config.intermediate_size == 48
+    batch = _batch(handle)
+    with torch.no_grad():
+        pruned = handle.model.eval()(**batch).logits
+    handle.save(tmp_path)
+    loaded, _ = TASKS["classification"].load_model(_recipe_stub(), tmp_path, ["neg", "pos"])
+    with torch.no_grad():
+        assert torch.equal(loaded.model.eval()(**batch).logits, pruned)
+    assert parameter_counts(loaded)["total"] < parameter_counts(make_handle())["total"]
+
+
+def test_ffn_pruning_removes_the_neurons_that_matter_least(make_handle):
+    """Neurons whose down-projection column is zero contribute nothing: pruning exactly those
+    leaves the outputs as they were."""
+    handle = make_handle()
+    dead = torch.arange(0, 64, 4)  # 16 of 64 neurons per block
+    with torch.no_grad():
+        for layer in handle.model.bert.encoder.layer:
+            layer.output.dense.weight[:, dead] = 0
+    batch = _batch(handle)
+    with torch.no_grad():
+        before = handle.model.eval()(**batch).logits
+    step({"prune_ffn": {"amount": 0.25}}).apply(handle)
+    with torch.no_grad():
+        torch.testing.assert_close(handle.model(**batch).logits, before, atol=1e-6, rtol=0)
+
+
+def test_ffn_pruning_takes_the_gate_of_llama_blocks_too():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tailorkit.models.handle import handle_for
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=40, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2)
+    handle = handle_for(LlamaForCausalLM(config), None, "next_token")
+    step({"prune_ffn": {"amount": 0.5}}).apply(handle)
+    for layer in handle.model.model.layers:
+        assert layer.mlp.gate_proj.out_features == layer.mlp.up_proj.out_features == 20
+        assert layer.mlp.down_proj.in_features == 20
+    assert handle.model(input_ids=torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 50)
