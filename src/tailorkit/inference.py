@@ -88,7 +88,7 @@ def merge(run_dir: str | Path, out: str | Path) -> Path:
         owner.merge(handle)
     except TailorError as err:
         raise TailorError(f"{run_dir}: {err}") from None
-    save_model_atomically(handle, [], labels, out)
+    save_model_atomically(handle, None, labels, out)
     return out
 
 

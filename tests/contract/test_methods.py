@@ -26,7 +26,7 @@ import torch
 
 from tailorkit.errors import TailorError
 from tailorkit.inference import load_run
-from tailorkit.methods import METHODS
+from tailorkit.methods import METHODS, model_owner
 from tailorkit.pipeline.run_dir import save_model_atomically
 from tailorkit.recipe import dump_recipe, recipe_from_dict
 
@@ -182,7 +182,7 @@ def _reload(trainer, recipe: dict, run_dir: Path):
     the same dispatch (whole model, adapter folder or feature head) the pipeline uses."""
     run_dir.mkdir(parents=True)
     (run_dir / "recipe.yaml").write_text(dump_recipe(recipe_from_dict(recipe)))
-    save_model_atomically(trainer.handle, trainer.methods, trainer.labels, run_dir / "model")
+    save_model_atomically(trainer.handle, model_owner(trainer.methods), trainer.labels, run_dir / "model")
     _, loaded, _, _ = load_run(run_dir)
     return loaded
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tailorkit.inference import load_run
-from tailorkit.methods import METHODS
+from tailorkit.methods import METHODS, model_owner
 from tailorkit.pipeline import setup_run
 from tailorkit.pipeline.run_dir import save_model_atomically
 from tailorkit.recipe import dump_recipe, recipe_from_dict
@@ -90,7 +90,7 @@ def test_vision_method_contract(name, tmp_path):
     run_dir = tmp_path / "saved"
     run_dir.mkdir()
     (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
-    save_model_atomically(handle, s.methods, s.labels, run_dir / "model")
+    save_model_atomically(handle, model_owner(s.methods), s.labels, run_dir / "model")
     _, fresh, _, _ = load_run(run_dir)
     fresh.model.eval()
     with torch.no_grad():

@@ -39,9 +39,7 @@ class Prune(Step):
 
     def apply(self, handle: ModelHandle) -> dict:
         c = self.config
-        layers = [(name, m) for name, m in handle.model.named_modules()
-                  if isinstance(m, nn.Linear | nn.Conv2d)
-                  and (c.include_head or not handle.is_head(f"{name}.weight"))]
+        layers = handle.weight_layers(c.include_head)
         params = [(m, "weight") for _, m in layers]
         if c.scope == "global":
             prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=c.amount)

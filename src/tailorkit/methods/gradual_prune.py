@@ -70,9 +70,7 @@ class GradualPrune(Method):
     def apply(self, handle: ModelHandle) -> None:
         """Nothing changes before training: the pruned layers are chosen here, pruned as it goes."""
         c = self.config
-        self.layers = [(name, m) for name, m in handle.model.named_modules()
-                       if isinstance(m, nn.Linear | nn.Conv2d)
-                       and (c.include_head or not handle.is_head(f"{name}.weight"))]
+        self.layers = handle.weight_layers(c.include_head)
 
     @torch.no_grad()
     def on_step(self, handle: ModelHandle, step: int, total_steps: int) -> None:

@@ -76,6 +76,13 @@ class ModelHandle:
     def is_head(self, param_name: str) -> bool:
         return self.depth(param_name) == self.num_blocks + 1
 
+    def weight_layers(self, include_head: bool = False) -> list[tuple[str, nn.Module]]:
+        """The linear and convolution layers (what magnitude pruning ranks); the head's only
+        with `include_head`."""
+        return [(name, m) for name, m in self.model.named_modules()
+                if isinstance(m, nn.Linear | nn.Conv2d)
+                and (include_head or not self.is_head(f"{name}.weight"))]
+
     def named_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return list(self.model.named_parameters())
 

@@ -11,7 +11,6 @@ so `tailor predict`, `eval` and `generate` load it like any other run.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import torch
@@ -23,7 +22,13 @@ from tailorkit.config.recipe import Recipe
 from tailorkit.errors import TailorError
 from tailorkit.methods import Method, model_owner
 from tailorkit.models.handle import ModelHandle
-from tailorkit.pipeline.run_dir import LABELS, MODEL, SUMMARY, claim_run_dir, write_json_atomically
+from tailorkit.pipeline.run_dir import (
+    MODEL,
+    SUMMARY,
+    claim_run_dir,
+    save_model_atomically,
+    write_json_atomically,
+)
 from tailorkit.pipeline.stages import Run, Stage
 from tailorkit.recipe import dump_recipe
 from tailorkit.runtime import versions
@@ -71,7 +76,7 @@ def compress_chain(recipe: Recipe, task: Task, handle: ModelHandle, setup: Setup
         done = cfg.model_copy(update={"steps": cfg.steps[:i], "output_dir": str(out_root)})
         step_recipe = recipe.model_copy(update={"compress": done, "output_dir": str(run_dir)})
         (run_dir / "recipe.yaml").write_text(dump_recipe(step_recipe))
-        _save(handle, steps[:i], setup.labels, run_dir / MODEL)
+        save_model_atomically(handle, model_writer(steps[:i]), setup.labels, run_dir / MODEL)
         setup.handle = handle
         metrics = task.write_test_outputs(setup, step_recipe, run_dir)
         before, latency = latency_ms([original, handle], test, cfg.latency_batches, cfg.latency_examples)
@@ -86,13 +91,3 @@ def compress_chain(recipe: Recipe, task: Task, handle: ModelHandle, setup: Setup
         })
         dirs.append(run_dir)
     return dirs
-
-
-def _save(handle: ModelHandle, steps, labels: list[str], target: Path) -> None:
-    target.mkdir()
-    writer = model_writer(steps)
-    if writer is None:
-        handle.save(target)
-    else:
-        writer.save_model(handle, target)
-    (target / LABELS).write_text(json.dumps(labels))

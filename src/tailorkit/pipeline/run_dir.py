@@ -19,9 +19,9 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Protocol
 
 from tailorkit.errors import TailorError
-from tailorkit.methods import Method, model_owner
 from tailorkit.models.handle import ModelHandle
 from tailorkit.train.checkpoint import find_checkpoint
 
@@ -29,6 +29,10 @@ SUMMARY = "summary.json"
 PROGRESS = "progress.json"
 MODEL = "model"
 LABELS = "labels.json"  # the class names; adapter folders and CNNs have no config to hold them
+
+
+class ModelWriter(Protocol):
+    def save_model(self, handle: ModelHandle, directory: Path) -> None: ...
 
 
 def claim_run_dir(path: Path, overwrite: bool) -> Path:
@@ -58,18 +62,18 @@ def write_json_atomically(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
-def save_model_atomically(handle: ModelHandle, methods: list[Method], labels: list[str],
+def save_model_atomically(handle: ModelHandle, writer: ModelWriter | None, labels: list[str],
                           target: Path) -> None:
-    """The whole model, or what the method that owns the model folder writes (an adapter,
-    a feature head); then labels.json. Written beside `target`, then renamed into place."""
+    """The whole model, or what `writer` writes (the method that owns the model folder: an
+    adapter, a feature head; or a compression step's own format); then labels.json. Written
+    beside `target`, then renamed into place."""
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    owner = model_owner(methods)
-    if owner is None:
+    if writer is None:
         handle.save(tmp)
     else:
-        owner.save_model(handle, tmp)
+        writer.save_model(handle, tmp)
     (tmp / LABELS).write_text(json.dumps(labels))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)

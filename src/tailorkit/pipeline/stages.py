@@ -22,6 +22,7 @@ from typing import ClassVar
 
 from tailorkit.config.recipe import Recipe
 from tailorkit.evaluate.evaluator import scalar_metrics
+from tailorkit.methods import model_owner
 from tailorkit.pipeline import assemble
 from tailorkit.pipeline.run_dir import MODEL, save_model_atomically
 from tailorkit.tasks import Task
@@ -84,7 +85,7 @@ class Save(Stage):
 
     def run(self, run: Run) -> None:
         s = run.setup
-        save_model_atomically(s.handle, s.methods, s.labels, run.run_dir / MODEL)
+        save_model_atomically(s.handle, model_owner(s.methods), s.labels, run.run_dir / MODEL)
 
 
 class Evaluate(Stage):
