@@ -97,3 +97,14 @@ def test_an_adapter_run_is_merged_first_and_a_non_mergeable_one_is_refused(tiny_
         table["prediction"].tolist() and labels
     with pytest.raises(TailorError, match="compress: prefix keeps its weights apart"):
         recipe_from_dict({**tiny_recipe, "methods": ["prefix"], "compress": compress})
+
+
+def test_the_compress_stage_leaves_the_trained_run_as_it_was(tiny_recipe, tmp_path):
+    compress = {"steps": ["quantize"], "output_dir": str(tmp_path / "small"), "latency_batches": [1],
+                "latency_examples": 4}
+    plain = api.train(recipe_from_dict({**tiny_recipe, "output_dir": str(tmp_path / "plain")}))
+    both = api.train(recipe_from_dict({**tiny_recipe, "output_dir": str(tmp_path / "both"),
+                                       "compress": compress}))
+    a, b = (json.loads((run / "summary.json").read_text()) for run in (plain, both))
+    assert a["test"] == b["test"] and a["base_linear_weight_mb"] == b["base_linear_weight_mb"]
+    assert a["parameters"] == b["parameters"]

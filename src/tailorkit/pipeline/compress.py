@@ -11,6 +11,7 @@ so `tailor predict`, `eval` and `generate` load it like any other run.
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -77,8 +78,7 @@ def compress_chain(recipe: Recipe, task: Task, handle: ModelHandle, setup: Setup
         step_recipe = recipe.model_copy(update={"compress": done, "output_dir": str(run_dir)})
         (run_dir / "recipe.yaml").write_text(dump_recipe(step_recipe))
         save_model_atomically(handle, model_writer(steps[:i]), setup.labels, run_dir / MODEL)
-        setup.handle = handle
-        metrics = task.write_test_outputs(setup, step_recipe, run_dir)
+        metrics = task.write_test_outputs(replace(setup, handle=handle), step_recipe, run_dir)
         before, latency = latency_ms([original, handle], test, cfg.latency_batches, cfg.latency_examples)
         write_json_atomically(run_dir / SUMMARY, {
             "task": recipe.task, "model": recipe.model.name, "compressed_from": source["run"],
