@@ -12,7 +12,6 @@ import pandas as pd
 import torch
 
 from tailorkit.compress import build_steps, model_writer
-from tailorkit.compress.measure import weights_mb
 from tailorkit.config.compress import CompressConfig
 from tailorkit.config.recipe import Recipe
 from tailorkit.data.batching import EncodedSplit
@@ -174,6 +173,5 @@ def compress_run(run_dir: str | Path, cfg: CompressConfig, overwrite: bool = Fal
     with tempfile.TemporaryDirectory() as scratch:
         setup = task.prepare(quiet, Path(scratch), augment=False)  # the test split, as the run read it
     setup.labels = labels
-    summary = json.loads((run_dir / SUMMARY).read_text())
-    source = {"run": str(run_dir), "test": summary["test"], "weights_mb": weights_mb(run_dir / MODEL)}
-    return compress_chain(recipe, task, handle, setup, cfg, source, out_root)
+    source_test = json.loads((run_dir / SUMMARY).read_text())["test"]
+    return compress_chain(recipe, task, handle, setup, cfg, run_dir, source_test, out_root)

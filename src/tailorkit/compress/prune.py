@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from pydantic import Field
-from torch import nn
 from torch.nn.utils import prune
 
 from tailorkit.compress.base import Step, register
 from tailorkit.config.compress import StepConfig
-from tailorkit.models.handle import ModelHandle
+from tailorkit.models.handle import ModelHandle, weight_sparsity
 
 
 class PruneConfig(StepConfig):
@@ -48,15 +46,4 @@ class Prune(Step):
                 prune.l1_unstructured(module, "weight", amount=c.amount)
         for module, _ in params:
             prune.remove(module, "weight")
-        zeros = {name: int((m.weight == 0).sum()) for name, m in layers}
-        sizes = {name: m.weight.numel() for name, m in layers}
-        return {"scope": c.scope, "target": c.amount,
-                "sparsity": round(sum(zeros.values()) / sum(sizes.values()), 6),
-                "layers": {name: round(zeros[name] / sizes[name], 4) for name, _ in layers}}
-
-
-def sparsity(model: nn.Module) -> float:
-    """Zeros among all parameters (embeddings and norms included)."""
-    with torch.no_grad():
-        params = list(model.parameters())
-        return sum(int((p == 0).sum()) for p in params) / sum(p.numel() for p in params)
+        return {"scope": c.scope, "target": c.amount, **weight_sparsity(layers)}

@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from tailorkit.methods.base import METHODS, Method, MethodConfig, register
-from tailorkit.models.handle import ModelHandle
+from tailorkit.models.handle import ModelHandle, weight_sparsity
 from tailorkit.train.setup import Setup
 
 
@@ -89,8 +89,4 @@ class GradualPrune(Method):
                 module.weight.mul_(mask)
 
     def on_fit_end(self, setup: Setup, seconds: float) -> None:
-        zeros = sum(int((m.weight == 0).sum()) for _, m in self.layers)
-        total = sum(m.weight.numel() for _, m in self.layers)
-        setup.info["gradual_prune"] = {
-            "target": self.config.target, "sparsity": round(zeros / total, 6),
-            "layers": {name: round(float((m.weight == 0).float().mean()), 4) for name, m in self.layers}}
+        setup.info["gradual_prune"] = {"target": self.config.target, **weight_sparsity(self.layers)}

@@ -113,6 +113,15 @@ class ModelHandle:
         self.tokenizer.save_pretrained(directory)
 
 
+def weight_sparsity(layers: list[tuple[str, nn.Module]]) -> dict:
+    """The share of zero weights in `layers` (from `ModelHandle.weight_layers`), overall and
+    per layer: what magnitude pruning really left."""
+    zeros = {name: int((m.weight == 0).sum()) for name, m in layers}
+    sizes = {name: m.weight.numel() for name, m in layers}
+    return {"sparsity": round(sum(zeros.values()) / sum(sizes.values()), 6),
+            "layers": {name: round(zeros[name] / sizes[name], 4) for name in zeros}}
+
+
 def _check_weights(path: Path) -> None:
     if not path.is_dir():
         raise TailorError(f"model.name: {path} is not a folder")

@@ -47,9 +47,9 @@ class Compress(Stage):
         out = Path(cfg.output_dir or f"{run.recipe.output_dir}-compressed")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        handle = plain_model(copy.deepcopy(run.setup.handle), run.setup.methods, run.run_dir)
-        source = {"run": str(run.run_dir), "test": run.test, "weights_mb": weights_mb(run.run_dir / MODEL)}
-        compress_chain(run.recipe, run.task, handle, run.setup, cfg, source, claim_run_dir(out, True))
+        source = plain_model(copy.deepcopy(run.setup.handle), run.setup.methods, run.run_dir)
+        compress_chain(run.recipe, run.task, source, run.setup, cfg, run.run_dir, run.test,
+                       claim_run_dir(out, True))
 
 
 def plain_model(handle: ModelHandle, methods: list[Method], run_dir: Path) -> ModelHandle:
@@ -63,12 +63,14 @@ def plain_model(handle: ModelHandle, methods: list[Method], run_dir: Path) -> Mo
     return handle
 
 
-def compress_chain(recipe: Recipe, task: Task, handle: ModelHandle, setup: Setup, cfg: CompressConfig,
-                   source: dict, out_root: Path) -> list[Path]:
-    """Run every step on `handle` in turn; one run directory per step under `out_root`."""
+def compress_chain(recipe: Recipe, task: Task, original: ModelHandle, setup: Setup, cfg: CompressConfig,
+                   source_run: Path, source_test: dict, out_root: Path) -> list[Path]:
+    """Run every step in turn on a copy of `original` (the source run's whole model, left as it
+    is: each step's model is timed beside it); one run directory per step under `out_root`."""
     test = setup.splits["test"]
     torch_threads = torch.get_num_threads()
-    original = copy.deepcopy(handle)  # timed beside each step's model: the ratio is side by side
+    handle = copy.deepcopy(original)
+    source = {"run": str(source_run), "test": source_test, "weights_mb": weights_mb(source_run / MODEL)}
     steps, dirs = build_steps(cfg.steps), []
     for i, step in enumerate(steps, 1):
         run_dir = out_root / f"{i}-{step.name}"

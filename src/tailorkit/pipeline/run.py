@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from tailorkit.compress.measure import weights_mb
 from tailorkit.config.recipe import Recipe
 from tailorkit.errors import TailorError
 from tailorkit.models.quantize import linear_weight_bytes
@@ -29,7 +30,6 @@ from tailorkit.pipeline.run_dir import (
     PROGRESS,
     SUMMARY,
     claim_run_dir,
-    folder_mb,
     write_json_atomically,
 )
 from tailorkit.pipeline.stages import Evaluate, Prepare, Run, Save, Stage, Train
@@ -109,7 +109,7 @@ def _summary(run: Run, threads: int, started: float) -> dict:
         "validation": trainer.last_val,
         "parameters": {"trainable": trainable, "total": total,
                        "trainable_pct": round(100 * trainable / total, 4)},
-        "artefact_mb": round(folder_mb(run.run_dir / MODEL), 3),
+        "artefact_mb": weights_mb(run.run_dir / MODEL),
         "quantize_base": recipe.model.quantize_base,
         "base_linear_weight_mb": round(linear_weight_bytes(s.handle.model) / 2**20, 3),
         "steps": state.step,

@@ -77,9 +77,3 @@ def save_model_atomically(handle: ModelHandle, writer: ModelWriter | None, label
     (tmp / LABELS).write_text(json.dumps(labels))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
-
-
-def folder_mb(folder: Path) -> float:
-    """Weights on disk (the tokenizer files are the same for every method)."""
-    weights = [f for f in folder.iterdir() if f.suffix in (".safetensors", ".bin", ".skops")]
-    return sum(f.stat().st_size for f in weights) / 2**20
