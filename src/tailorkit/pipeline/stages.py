@@ -23,6 +23,7 @@ from typing import ClassVar
 from tailorkit.config.recipe import Recipe
 from tailorkit.evaluate.evaluator import scalar_metrics
 from tailorkit.methods import model_owner
+from tailorkit.models.target_scaling import fold_target_scaling
 from tailorkit.pipeline import assemble
 from tailorkit.pipeline.run_dir import MODEL, save_model_atomically
 from tailorkit.tasks import Task
@@ -85,6 +86,7 @@ class Save(Stage):
 
     def run(self, run: Run) -> None:
         s = run.setup
+        fold_target_scaling(s.handle.model)  # regression: the saved model predicts in target units
         save_model_atomically(s.handle, model_owner(s.methods), s.labels, run.run_dir / MODEL)
 
 

@@ -203,9 +203,11 @@ class Trainer:
                           else self.handle.forward(batch))
             # Weight each micro-batch by its size so accumulation equals one big batch.
             loss = self.loss_fn(logits, batch["labels"]) * (len(indices) / n_examples)
+            objective = loss * self.loss_fn.objective_scale
             if cfg.l1 or cfg.l2:
-                loss = loss + penalty(trainable, cfg.l1, cfg.l2) / len(group)
-            loss.backward()
+                extra = penalty(trainable, cfg.l1, cfg.l2) / len(group)
+                loss, objective = loss + extra, objective + extra
+            objective.backward()
             total += float(loss.detach())
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)

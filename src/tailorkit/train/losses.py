@@ -24,7 +24,12 @@ def class_weights(targets: np.ndarray, num_labels: int, option) -> torch.Tensor 
 
 
 class TaskLoss:
-    def __init__(self, output: str, cfg: TrainConfig, weights: torch.Tensor | None) -> None:
+    """The task's loss, as reported. Training minimises it times `objective_scale`: for
+    regression, the same loss on standardised targets (models/target_scaling.py), so gradient
+    clipping and the L1/L2 penalties see one scale whatever the targets' units."""
+
+    def __init__(self, output: str, cfg: TrainConfig, weights: torch.Tensor | None,
+                 target_std: float = 1.0) -> None:
         kind = cfg.loss
         if kind == "auto":
             kind = {"classes": "cross_entropy", "scalar": "mse"}.get(output, "token_cross_entropy")
@@ -32,6 +37,7 @@ class TaskLoss:
         self.kind = kind
         self.smoothing = cfg.label_smoothing
         self.weights = weights
+        self.target_std = target_std
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
@@ -44,6 +50,11 @@ class TaskLoss:
         if self.kind == "mse":
             return F.mse_loss(pred, labels.float())
         return F.l1_loss(pred, labels.float())
+
+    @property
+    def objective_scale(self) -> float:
+        """What the reported loss is multiplied by to give the training objective."""
+        return 1.0 / self.target_std ** {"mse": 2, "mae": 1}.get(self.kind, 0)
 
 
 def penalty(params: list[torch.nn.Parameter], l1: float, l2: float) -> torch.Tensor | float:
