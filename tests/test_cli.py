@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from conftest import make_sentences, recipe_dict
 from tailorkit import cli
 from tailorkit.methods import METHODS
 
@@ -88,6 +91,17 @@ def test_methods_lists_every_method_and_its_fields(capsys):
         assert f"{name}: {cls.summary}" in out
         for field in cls.Config.model_fields:
             assert f"    {field} = " in out, (name, field)
+
+
+def test_methods_prints_defaults_as_yaml(capsys):
+    """Defaults read as a recipe writes them (null, true, [], {}), not as Python (None, True)."""
+    code, out, _ = _run(capsys, "methods")
+    assert code == 0
+    for line in ("    size = null", "    standardize = true", "    bias = false", "    include = []",
+                 "    options = {}", "    placement = pfeiffer", "    r = 8", "    head_lr = 0.001"):
+        assert line + " " in out or out.count(line + "\n"), line
+    for python in (" = None", " = True", " = False", " = '"):
+        assert python not in out, python
 
 
 def test_refuses_an_existing_run_without_overwrite(tiny_recipe, write_recipe, capsys, tmp_path):
@@ -180,14 +194,26 @@ def test_real_process_prints_no_traceback(tiny_recipe, write_recipe, tmp_path):
     assert result.stdout == ""
 
 
-def test_predict_file_of_text_pairs(tiny_recipe, write_table, sentences, capsys, tmp_path):
+# -- text pairs ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pair_run(tiny_model_dir, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    """A run trained on text pairs (data.text_pair_column: pair), and its table."""
     from tailorkit import api
     from tailorkit.recipe import recipe_from_dict
 
-    frame = sentences(80).assign(pair=lambda f: f["text"].str.split().str[0])
-    recipe = {**tiny_recipe, "data": {**tiny_recipe["data"], "train": str(write_table(frame, "p.csv")),
-                                      "text_pair_column": "pair"}}
-    run = api.train(recipe_from_dict(recipe))
+    root = tmp_path_factory.mktemp("pairs")
+    frame = make_sentences(80).assign(pair=lambda f: f["text"].str.split().str[0])
+    frame.to_csv(root / "p.csv", index=False)
+    recipe = recipe_dict(tiny_model_dir, root / "p.csv", root / "run")
+    recipe["data"]["text_pair_column"] = "pair"
+    return api.train(recipe_from_dict(recipe)), frame
+
+
+def test_predict_file_of_text_pairs(pair_run, write_table, capsys, tmp_path):
+    from tailorkit import api
+
+    run, frame = pair_run
     rows = frame.head(3)
     inputs = write_table(rows, "in.csv")
     assert cli.main(["predict", str(run), "--input", str(inputs), "--output", str(tmp_path / "o.csv")]) == 0
@@ -195,7 +221,94 @@ def test_predict_file_of_text_pairs(tiny_recipe, write_table, sentences, capsys,
     expected = api.predict(run, rows["text"].tolist(), rows["pair"].tolist())
     assert got["prediction"].tolist() == expected["prediction"].tolist()
     assert got["confidence"].tolist() == pytest.approx(expected["confidence"].tolist(), abs=1e-6)
+    assert list(got.columns[:3]) == ["text", "text_pair", "prediction"]
+    assert got["text_pair"].tolist() == rows["pair"].tolist()
 
     capsys.readouterr()
     assert cli.main(["predict", str(run), "--input", str(write_table(rows[["text"]], "no-pair.csv"))]) == 2
     assert "add the column 'pair'" in capsys.readouterr().err
+
+
+def test_predict_text_pairs_on_the_command_line(pair_run, capsys, tmp_path):
+    from tailorkit import api
+
+    run, frame = pair_run
+    texts, pairs = frame["text"].head(2).tolist(), frame["pair"].head(2).tolist()
+    argv = ["predict", run, "--text", texts[0], "--text-pair", pairs[0], "--text", texts[1],
+            "--text-pair", pairs[1]]
+    code, out, _ = _run(capsys, *argv)
+    assert code == 0
+    assert out.splitlines()[0].split() == ["text", "text_pair", "prediction", "confidence"]
+    expected = api.predict(run, texts, pairs)
+    code, _, _ = _run(capsys, *argv, "--output", tmp_path / "o.csv")
+    got = pd.read_csv(tmp_path / "o.csv")
+    assert code == 0 and got["text_pair"].tolist() == pairs
+    assert got["prediction"].tolist() == expected["prediction"].tolist()
+    assert got["confidence"].tolist() == pytest.approx(expected["confidence"].tolist(), abs=1e-6)
+
+
+def test_predict_refuses_a_pair_run_without_pairs(pair_run, capsys):
+    """No silent answers from the first text alone: the run needs both."""
+    from tailorkit import api
+    from tailorkit.errors import TailorError
+
+    run, _ = pair_run
+    code, out, err = _run(capsys, "predict", run, "--text", "a good film")
+    _assert_one_line_error(code, err, "trained on text pairs", "--text-pair", "'pair' column")
+    assert out == ""
+    with pytest.raises(TailorError, match="trained on text pairs"):
+        api.predict(run, ["a good film"])
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--text", "a", "--text", "b", "--text-pair", "x"], ["2 --text but 1 --text-pair"]),
+    (["--text", "a", "--text-pair", "x", "--text-pair", "y"], ["1 --text but 2 --text-pair"]),
+    (["--input", "in.csv", "--text-pair", "x"], ["--text-pair goes with --text"]),
+])
+def test_predict_refuses_mismatched_pairs(argv, words, pair_run, capsys):
+    code, _, err = _run(capsys, "predict", pair_run[0], *argv)
+    _assert_one_line_error(code, err, *words)
+
+
+def test_predict_refuses_pairs_for_a_run_without_them(finished_run, capsys):
+    from tailorkit import api
+    from tailorkit.errors import TailorError
+
+    code, _, err = _run(capsys, "predict", finished_run, "--text", "a good film", "--text-pair", "good")
+    _assert_one_line_error(code, err, "not trained on text pairs", "--text-pair")
+    with pytest.raises(TailorError, match="not trained on text pairs"):
+        api.predict(finished_run, ["a good film"], ["good"])
+
+
+def test_pair_runs_write_both_texts(pair_run, capsys, write_table, tmp_path):
+    """predictions_test.csv and `tailor eval --output` hold the second text beside the first."""
+    run, frame = pair_run
+    test = pd.read_csv(run / "predictions_test.csv")
+    assert list(test.columns[:3]) == ["text", "text_pair", "label"]
+    assert test["text_pair"].tolist() == test["text"].str.split().str[0].tolist()  # each row's own
+
+    data = write_table(frame.tail(10), "holdout.csv")
+    code, _, _ = _run(capsys, "eval", run, "--data", data, "--output", tmp_path / "scored.csv")
+    scored = pd.read_csv(tmp_path / "scored.csv")
+    assert code == 0 and list(scored.columns[:3]) == ["text", "text_pair", "label"]
+    assert scored["text_pair"].tolist() == frame["pair"].tail(10).tolist()
+
+
+# -- output into a pipe ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["methods", "eval"])
+def test_a_reader_that_stops_early_ends_the_command_quietly(command, finished_run, tmp_path):
+    """`tailor methods | head -1`: the reader is gone before the output is written (here from
+    the start, so the write surely fails): no BrokenPipeError traceback, exit 141."""
+    make_sentences(10, seed=3).to_csv(tmp_path / "holdout.csv", index=False)
+    argv = {"methods": ["methods"],
+            "eval": ["eval", str(finished_run), "--data", str(tmp_path / "holdout.csv")]}
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run([sys.executable, "-m", "tailorkit", *argv[command]], stdout=write,
+                                stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr, result.stderr
+    assert result.returncode == 141

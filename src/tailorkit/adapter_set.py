@@ -72,10 +72,11 @@ class AdapterSet:
         self.handle.model.set_adapter(name)
         self.handle.output = task_of(self.adapters[name][0]).output
 
-    def predict(self, texts: list[str], adapter: str) -> pd.DataFrame:
+    def predict(self, texts: list[str], adapter: str, pairs: list[str] | None = None) -> pd.DataFrame:
+        """Predictions of one adapter; a run trained on text pairs needs `pairs` (one per text)."""
         self.use(adapter)
         recipe, labels = self.adapters[adapter]
-        return predict_with(self.handle, recipe, labels, texts)
+        return predict_with(self.handle, recipe, labels, texts, pairs)
 
 
 def _adapter_run(run_dir: Path) -> tuple[Recipe, list[str], Path]:

@@ -20,6 +20,7 @@ from tailorkit.inference import (
     predict,
     predict_images,
     predict_with,
+    run_recipe,
 )
 from tailorkit.pipeline import resume, train
 from tailorkit.pipeline.run_dir import LABELS, SUMMARY
@@ -27,5 +28,5 @@ from tailorkit.recipe import load_recipe, recipe_from_dict
 from tailorkit.search.tune import tune, tune_status
 
 __all__ = ["LABELS", "SUMMARY", "compress", "evaluate", "load_generator", "load_recipe", "load_run", "merge",
-           "predict", "predict_images", "predict_with", "recipe_from_dict", "resume", "train", "tune",
-           "tune_status"]
+           "predict", "predict_images", "predict_with", "recipe_from_dict", "resume", "run_recipe", "train",
+           "tune", "tune_status"]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
+import yaml
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from tailorkit import api
 from tailorkit.adapter_set import AdapterSet
@@ -81,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--input", help="CSV/JSONL/Parquet with a text column")
     group.add_argument("--image", action="append",
                        help="image file or folder to classify with an image run (repeatable)")
+    p.add_argument("--text-pair", action="append", metavar="TEXT",
+                   help="for a run trained on text pairs: the second text, one per --text in the same "
+                        "order (repeatable)")
     p.add_argument("--text-column", default=None, help="column of --input (default: the recipe's)")
     p.add_argument("--output", help="write predictions CSV here (default: print)")
 
@@ -174,8 +181,14 @@ def _cmd_methods(args) -> None:
     for name, cls in sorted(METHODS.items()):
         print(f"{name}: {cls.summary}")
         for field, info in cls.Config.model_fields.items():
-            default = info.get_default(call_default_factory=True)
-            print(f"    {field} = {default!r}  {info.description or ''}".rstrip())
+            default = _yaml_value(info.get_default(call_default_factory=True))
+            print(f"    {field} = {default}  {info.description or ''}".rstrip())
+
+
+def _yaml_value(value) -> str:
+    """A default as a recipe writes it: null, true, [a, b], {}."""
+    text = yaml.safe_dump(to_jsonable_python(value), default_flow_style=True, width=1_000_000)
+    return text.removesuffix("\n").removesuffix("\n...").strip()
 
 
 def _cmd_eval(args) -> None:
@@ -184,15 +197,19 @@ def _cmd_eval(args) -> None:
 
 
 def _cmd_predict(args) -> None:
-    pairs = None
+    if args.text_pair and not args.text:
+        raise TailorError("predict: --text-pair goes with --text (one per --text); with --input the "
+                          "second texts come from the recipe's text_pair_column")
     if args.image:
         frame = api.predict_images(args.run_dir[0], args.image)
         _show(frame, args, ["image", "prediction", "confidence"])
         return
+    run_dir = _chosen_run(args.run_dir, args.adapter)
+    data = api.run_recipe(run_dir).data
+    pairs = None
     if args.text:
-        texts = args.text
+        texts, pairs = args.text, _text_pairs(run_dir, data.text_pair_column, args.text, args.text_pair)
     else:
-        data = api.load_recipe(Path(args.run_dir[0]) / "recipe.yaml").data
         column = args.text_column or data.text_column
         table = read_table(args.input, "--input")
         if isinstance(table, dict) or column not in table.columns:
@@ -204,7 +221,22 @@ def _cmd_predict(args) -> None:
                                   f"add the column '{data.text_pair_column}'")
             pairs = table[data.text_pair_column].astype(str).tolist()
     frame = _predict(args.run_dir, args.adapter, texts, pairs)
-    _show(frame, args, ["text", "prediction", "confidence"])
+    _show(frame, args, ["text", "text_pair", "prediction", "confidence"])
+
+
+def _text_pairs(run_dir: str, column: str | None, texts: list[str], pairs: list[str] | None
+                ) -> list[str] | None:
+    """The --text-pair values, checked against the run: a pair run needs one per --text."""
+    if column and not pairs:
+        raise TailorError(f"predict: {run_dir} was trained on text pairs (data.text_pair_column: {column}); "
+                          "give the second text of each pair with --text-pair, one per --text "
+                          f"(--text A --text-pair B), or use --input with a '{column}' column")
+    if pairs and not column:
+        raise TailorError(f"predict: {run_dir} was not trained on text pairs; drop --text-pair")
+    if pairs and len(pairs) != len(texts):
+        raise TailorError(f"predict: {len(texts)} --text but {len(pairs)} --text-pair; give one "
+                          "--text-pair per --text, in the same order")
+    return pairs
 
 
 def _show(frame, args, columns: list[str]) -> None:
@@ -220,12 +252,10 @@ def _show(frame, args, columns: list[str]) -> None:
         print(frame[cols].to_string(index=False, max_colwidth=60))
 
 
-def _predict(run_dirs: list[str], adapter: str | None, texts: list[str], pairs: list[str] | None):
-    """One run: its model. Several: one base, each run's adapter named after its folder."""
+def _chosen_run(run_dirs: list[str], adapter: str | None) -> str:
+    """The run that predicts: the only one, or the one --adapter names (after its folder)."""
     if len(run_dirs) == 1 and adapter is None:
-        return api.predict(run_dirs[0], texts, pairs)
-    if pairs is not None:
-        raise TailorError("predict: text pairs work with one run at a time")
+        return run_dirs[0]
     names = {Path(d).name: d for d in run_dirs}
     if len(names) != len(run_dirs):
         raise TailorError("predict: run folders must have different names; they name the adapters")
@@ -233,10 +263,17 @@ def _predict(run_dirs: list[str], adapter: str | None, texts: list[str], pairs: 
         raise TailorError(f"predict: several runs given; choose one with --adapter ({', '.join(names)})")
     if adapter not in names:
         raise TailorError(f"predict: --adapter {adapter} is not one of {', '.join(names)}")
+    return names[adapter]
+
+
+def _predict(run_dirs: list[str], adapter: str | None, texts: list[str], pairs: list[str] | None):
+    """One run: its model. Several: one base, each run's adapter named after its folder."""
+    if len(run_dirs) == 1 and adapter is None:
+        return api.predict(run_dirs[0], texts, pairs)
     adapters = AdapterSet()
-    for name, run_dir in names.items():
-        adapters.add(name, run_dir)
-    return adapters.predict(texts, adapter)
+    for run_dir in run_dirs:
+        adapters.add(Path(run_dir).name, run_dir)
+    return adapters.predict(texts, adapter, pairs)
 
 
 def _cmd_compress(args) -> None:
@@ -302,9 +339,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
+        sys.stdout.flush()  # a reader that went away (`| head`) shows here, inside the try
     except TailorError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # Exit quietly, as shell tools do; what is still buffered goes to /dev/null, so the
+        # interpreter's last flush raises nothing either.
+        with contextlib.suppress(OSError, ValueError):  # a stdout without a file (tests)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe
     return 0
 
 

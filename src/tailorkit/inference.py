@@ -44,12 +44,10 @@ def load_run(run_dir: str | Path, dequantize: bool = False
     hf_logging.disable_progress_bar()
     run_dir = Path(run_dir)
     model_dir = run_dir / MODEL
-    if not (run_dir / "recipe.yaml").is_file():
-        raise TailorError(f"{run_dir}: not a tailorkit run directory (no recipe.yaml)")
+    recipe = run_recipe(run_dir)
     if not model_dir.is_dir():
         raise TailorError(f"{run_dir}: the run has no final model yet; finish it with "
                           f"`tailor train --resume {run_dir}`")
-    recipe = load_recipe(run_dir / "recipe.yaml")
     task = task_of(recipe)
     labels = json.loads((model_dir / LABELS).read_text()) if (model_dir / LABELS).is_file() else []
     methods = build_methods(recipe.methods)
@@ -68,6 +66,14 @@ def load_run(run_dir: str | Path, dequantize: bool = False
             dequantize_in_place(handle.model)
     handle.model.eval()
     return recipe, handle, labels, methods
+
+
+def run_recipe(run_dir: str | Path) -> Recipe:
+    """The resolved recipe a run recorded (cheap: no model is loaded)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.yaml").is_file():
+        raise TailorError(f"{run_dir}: not a tailorkit run directory (no recipe.yaml)")
+    return load_recipe(run_dir / "recipe.yaml")
 
 
 def merge(run_dir: str | Path, out: str | Path) -> Path:
@@ -102,24 +108,41 @@ def evaluate(run_dir: str | Path, data_path: str, output: str | None = None) -> 
     logits = predict_logits(handle, encoded, recipe.train.eval_batch_size, recipe.train.bf16)
     metrics = score(handle.output, logits, split.targets, labels, TaskLoss(handle.output, recipe.train, None))
     if output:
-        frame = prediction_frame(handle.output, split.texts, logits, labels, split.targets)
+        frame = prediction_frame(handle.output, split.texts, logits, labels, split.targets, split.pairs)
         frame.to_csv(output, index=False)
     return metrics
 
 
 def predict(run_dir: str | Path, texts: list[str], pairs: list[str] | None = None) -> pd.DataFrame:
+    """Predictions for `texts`; a run trained on text pairs needs `pairs`, one second text per text."""
+    recipe = run_recipe(run_dir)
+    check_pairs(recipe, texts, pairs)  # before the model is loaded
     recipe, handle, labels, _ = load_run(run_dir)
     return predict_with(handle, recipe, labels, texts, pairs)
 
 
+def check_pairs(recipe: Recipe, texts: list[str], pairs: list[str] | None) -> None:
+    """A run trained on text pairs predicts from pairs only, and other runs from single texts."""
+    column = recipe.data.text_pair_column
+    if column and pairs is None:
+        raise TailorError(f"predict: the run was trained on text pairs (data.text_pair_column: {column}); "
+                          "give the second text of each pair (pairs=[...], one per text)")
+    if pairs is not None and not column:
+        raise TailorError("predict: the run was not trained on text pairs; give single texts (no pairs)")
+    if pairs is not None and len(pairs) != len(texts):
+        raise TailorError(f"predict: {len(texts)} texts but {len(pairs)} second texts; give one per text")
+
+
 def predict_with(handle: ModelHandle, recipe: Recipe, labels: list[str], texts: list[str],
                  pairs: list[str] | None = None) -> pd.DataFrame:
-    if not texts or any(not str(t).strip() for t in texts):
+    check_pairs(recipe, texts, pairs)
+    if not texts or any(not str(t).strip() for t in [*texts, *(pairs or [])]):
         raise TailorError("predict: every input text must be non-empty")
+    pairs = None if pairs is None else [str(p) for p in pairs]
     split = Split("input", list(texts), pairs, np.zeros(len(texts), dtype=np.int64))
     encoded = EncodedSplit(split, handle.tokenizer, recipe.model.max_length)
     logits = predict_logits(handle, encoded, recipe.train.eval_batch_size, recipe.train.bf16)
-    return prediction_frame(handle.output, list(texts), logits, labels)
+    return prediction_frame(handle.output, list(texts), logits, labels, pairs=pairs)
 
 
 def load_generator(run_dir: str | Path) -> tuple[Recipe, ModelHandle]:

@@ -199,6 +199,40 @@ def test_cli_predict_picks_an_adapter(runs, capsys):
     assert "--adapter" in capsys.readouterr().err
 
 
+def test_adapter_set_needs_pairs_for_a_pair_run(runs, tiny_model_dir, tmp_path, capsys):
+    """A pair-trained adapter beside a plain one: no silent first-text-only answers."""
+    from tailorkit.cli import main
+
+    frame = make_sentences(64, seed=2).assign(pair=lambda f: f["text"].str.split().str[0])
+    frame.to_csv(tmp_path / "pairs.csv", index=False)
+    recipe = recipe_dict(tiny_model_dir, tmp_path / "pairs.csv", tmp_path / "pairs", epochs=1, lr=2e-2)
+    recipe["data"]["text_pair_column"] = "pair"
+    pairs_run = api.train(recipe_from_dict({**recipe, "methods": [{"lora": {"r": 2}}]}))
+    adapters = AdapterSet()
+    adapters.add("lora", runs["lora"])
+    adapters.add("pairs", pairs_run)
+    with pytest.raises(TailorError, match="trained on text pairs"):
+        adapters.predict(TEXTS, "pairs")
+    with pytest.raises(TailorError, match="not trained on text pairs"):
+        adapters.predict(TEXTS, "lora", ["good"] * len(TEXTS))
+    second = ["good", "awful", "film"]
+    assert adapters.predict(TEXTS, "pairs", second).equals(api.predict(pairs_run, TEXTS, second))
+
+    both = [str(runs["lora"]), str(pairs_run), "--adapter", "pairs"]
+    assert main(["predict", *both, "--text", TEXTS[0]]) == 2
+    assert "--text-pair" in capsys.readouterr().err
+    assert main(["predict", *both, "--text", TEXTS[0], "--text-pair", "good"]) == 0
+    assert api.predict(pairs_run, TEXTS[:1], ["good"])["prediction"][0] in capsys.readouterr().out
+
+
+def test_cli_merge_creates_the_parent_folders(runs, tmp_path, capsys):
+    from tailorkit.cli import main
+
+    out = tmp_path / "merged" / "topics"
+    assert main(["merge", str(runs["lora"]), "--out", str(out)]) == 0
+    assert (out / "config.json").is_file() and f"merged model written to {out}" in capsys.readouterr().out
+
+
 def test_summary_reports_parameters_and_adapter_size(runs):
     summary = json.loads((runs["lora"] / "summary.json").read_text())
     params = summary["parameters"]

@@ -77,8 +77,11 @@ def score(output: str, logits: np.ndarray, targets: np.ndarray, labels: list[str
 
 
 def prediction_frame(output: str, texts: list[str], logits: np.ndarray, labels: list[str],
-                     targets: np.ndarray | None = None) -> pd.DataFrame:
+                     targets: np.ndarray | None = None, pairs: list[str] | None = None) -> pd.DataFrame:
+    """One row per example: its text (and, for a pair task, `text_pair`), then the predictions."""
     frame = pd.DataFrame({"text": texts})
+    if pairs is not None:
+        frame["text_pair"] = pairs
     if output == "classes":
         probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
         if targets is not None:

@@ -115,7 +115,8 @@ class Features(Method):
             "from_cache": hits, "extract_seconds": round(time.perf_counter() - started, 2)}}
         head_train = t.model_copy(update={"epochs": c.head_epochs, "lr": c.head_lr or t.lr})
         return Setup(handle, splits, setup.labels, setup.loss_fn, head_train, setup.methods,
-                     test_names=setup.test_names, test_targets=splits["test"].targets, info=info)
+                     test_names=setup.test_names, test_pairs=setup.test_pairs,
+                     test_targets=splits["test"].targets, info=info)
 
     def make_trainer(self, setup: Setup, recipe, run_dir: Path):
         if isinstance(setup.handle.model.head, SklearnHead):  # one fit, no epochs

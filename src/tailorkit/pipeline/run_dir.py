@@ -69,6 +69,7 @@ def save_model_atomically(handle: ModelHandle, writer: ModelWriter | None, label
     beside `target`, then renamed into place."""
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp.mkdir()
     if writer is None:
         handle.save(tmp)

@@ -37,7 +37,7 @@ class TextTableTask(Task):
                   for name, split in data.splits.items()}
         test = data.splits["test"]
         return Setup(handle, splits, data.labels, self.loss(recipe, data), recipe.train,
-                     test_names=test.texts, test_targets=test.targets)
+                     test_names=test.texts, test_pairs=test.pairs, test_targets=test.targets)
 
     def write_test_outputs(self, setup: Setup, recipe: Recipe, run_dir: Path) -> dict:
         return write_predictions(setup, recipe, run_dir)

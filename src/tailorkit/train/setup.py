@@ -31,6 +31,7 @@ class Setup:
     train: TrainConfig  # the loop's settings (a method may change them: features' head epochs)
     methods: list = field(default_factory=list)  # the applied methods, in recipe order
     test_names: list[str] = field(default_factory=list)  # rows of predictions_test.csv
+    test_pairs: list[str] | None = None  # pair tasks: the second text of each test row
     test_targets: object = None
     prompts: list = field(default_factory=list)  # causal LMs: fixed validation prompts
     info: dict = field(default_factory=dict)  # task and method facts for summary.json
