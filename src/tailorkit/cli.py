@@ -181,7 +181,8 @@ def _cmd_methods(args) -> None:
     for name, cls in sorted(METHODS.items()):
         print(f"{name}: {cls.summary}")
         for field, info in cls.Config.model_fields.items():
-            default = _yaml_value(info.get_default(call_default_factory=True))
+            default = ("(required)" if info.is_required()
+                       else _yaml_value(info.get_default(call_default_factory=True)))
             print(f"    {field} = {default}  {info.description or ''}".rstrip())
 
 

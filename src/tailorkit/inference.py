@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tailorkit.compress import build_steps, model_writer
+from tailorkit.compress import build_steps
 from tailorkit.config.compress import CompressConfig
 from tailorkit.config.recipe import Recipe
 from tailorkit.data.batching import EncodedSplit
@@ -21,59 +21,14 @@ from tailorkit.data.images import ImageSet, image_files, read_image
 from tailorkit.data.prepare import Split, prepare_data
 from tailorkit.errors import TailorError
 from tailorkit.evaluate.evaluator import predict_logits, prediction_frame, score
-from tailorkit.methods import Method, build_methods, model_owner
+from tailorkit.methods import model_owner
 from tailorkit.models.handle import ModelHandle
-from tailorkit.models.quantize import dequantize_in_place
-from tailorkit.pipeline.assemble import nf4_spec
 from tailorkit.pipeline.compress import compress_chain, plain_model
-from tailorkit.pipeline.run_dir import LABELS, MODEL, SUMMARY, claim_run_dir, save_model_atomically
-from tailorkit.recipe import load_recipe
+from tailorkit.pipeline.load import load_run, run_recipe
+from tailorkit.pipeline.run_dir import SUMMARY, claim_run_dir, save_model_atomically
 from tailorkit.runtime import default_threads
 from tailorkit.tasks import task_of
 from tailorkit.train.losses import TaskLoss
-
-
-def load_run(run_dir: str | Path, dequantize: bool = False
-             ) -> tuple[Recipe, ModelHandle, list[str], list[Method]]:
-    """The finished model, ready for inference; for adapter runs, base + methods + adapter.
-
-    `dequantize` turns a 4-bit (QLoRA) base into fp32 layers holding its dequantised weights,
-    so a merge gives a plain model that computes what the QLoRA model computes."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    run_dir = Path(run_dir)
-    model_dir = run_dir / MODEL
-    recipe = run_recipe(run_dir)
-    if not model_dir.is_dir():
-        raise TailorError(f"{run_dir}: the run has no final model yet; finish it with "
-                          f"`tailor train --resume {run_dir}`")
-    task = task_of(recipe)
-    labels = json.loads((model_dir / LABELS).read_text()) if (model_dir / LABELS).is_file() else []
-    methods = build_methods(recipe.methods)
-    owner = model_owner(methods)
-    if recipe.compress is not None:  # a compressed run: a whole model, in its last step's format
-        writer = model_writer(build_steps(recipe.compress.steps))
-        handle = (writer.load_model(task, recipe, model_dir, labels) if writer
-                  else task.load_model(recipe, model_dir, labels)[0])
-        methods = []
-    elif owner is None:  # the whole model was saved
-        handle, labels = task.load_model(recipe, model_dir, labels)
-        methods = []
-    else:  # the recipe's base, rebuilt, plus what the owning method saved
-        handle = owner.load_model(methods, task.build_base(recipe, labels), model_dir, nf4_spec(recipe))
-        if dequantize:
-            dequantize_in_place(handle.model)
-    handle.model.eval()
-    return recipe, handle, labels, methods
-
-
-def run_recipe(run_dir: str | Path) -> Recipe:
-    """The resolved recipe a run recorded (cheap: no model is loaded)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "recipe.yaml").is_file():
-        raise TailorError(f"{run_dir}: not a tailorkit run directory (no recipe.yaml)")
-    return load_recipe(run_dir / "recipe.yaml")
 
 
 def merge(run_dir: str | Path, out: str | Path) -> Path:

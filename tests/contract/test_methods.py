@@ -85,7 +85,7 @@ class Case:
     id: str
     methods: list  # as written in a recipe
     trains: Callable[[str], bool]  # which parameter names must be trainable
-    merges: bool = False  # the last method folds its weights into the base (LoRA, IA3)
+    merges: bool = False  # the adapter method folds its weights into the base (LoRA, IA3)
 
 
 CASES: dict[str, list[Case]] = {
@@ -121,6 +121,12 @@ CASES: dict[str, list[Case]] = {
         Case("mlp-cls", [{"features": {"head": "mlp", "hidden": 8, "pooling": "cls", "head_lr": 1e-2}}],
              feature_head),
     ],
+    # TEACHER: the session's finished tiny run (conftest.finished_run); the teacher's logits
+    # ride in the batches, the student is the whole model
+    "distill": [Case("soft", [{"distill": {"teacher": "TEACHER"}}], everything),
+                Case("hard-top1", [{"freeze": {"top": 1}},
+                                   {"distill": {"teacher": "TEACHER", "targets": "hard", "alpha": 0.7}}],
+                     lambda n: head(n) or block(1)(n))],
     "bottleneck": [
         Case("houlsby", [{"bottleneck": {"placement": "houlsby", "size": 4}}],
              lambda n: ".adapter." in n or n.startswith("classifier.")),
@@ -137,6 +143,7 @@ COMPOSITIONS = [
          lambda n: head(n) or bias(n)),
     Case("freeze-head-only+full", [{"freeze": {"top": 0}}, "full"], everything),
     # an earlier freeze choice survives the adapter: BitFit biases (+ pooler) train beside LoRA
+    Case("lora+distill", [{"lora": {"r": 2}}, {"distill": {"teacher": "TEACHER"}}], lora, merges=True),
     Case("bitfit+lora", [{"freeze": {"bias": True}}, {"lora": {"r": 2}}],
          lambda n: lora(n) or ((n.endswith(".bias") or ".pooler." in n) and "original_module" not in n),
          merges=True),
@@ -187,11 +194,16 @@ def _reload(trainer, recipe: dict, run_dir: Path):
     return loaded
 
 
+def _with_teacher(methods: list, teacher: Path) -> list:
+    return [{n: {**c, "teacher": str(teacher)}} if n == "distill" else {n: c}
+            for m in methods for n, c in ([(m, {})] if isinstance(m, str) else m.items())]
+
+
 @pytest.mark.parametrize(("name", "case"), _params())
-def test_method_contract(name, case, contract_recipe, make_trainer, tmp_path):
+def test_method_contract(name, case, contract_recipe, make_trainer, finished_run, tmp_path):
     if case is MISSING:
         pytest.fail(f"method '{name}' is registered but has no entry in CASES (tests/contract)")
-    recipe = {**contract_recipe, "methods": case.methods}
+    recipe = {**contract_recipe, "methods": _with_teacher(case.methods, finished_run)}
     trainer = make_trainer(recipe)
     handle, model = trainer.handle, trainer.handle.model
     names = [n for n, _ in model.named_parameters()]
@@ -228,7 +240,7 @@ def test_method_contract(name, case, contract_recipe, make_trainer, tmp_path):
         assert torch.equal(trained, loaded.forward(fixed))
 
     # 4. Merging: equal outputs within MERGE_TOLERANCE where it means something, else a clear error.
-    last = trainer.methods[-1]
+    last = model_owner(trainer.methods) or trainer.methods[-1]  # what `tailor merge` merges
     if not case.merges:
         with pytest.raises(TailorError):
             last.merge(handle)

@@ -25,6 +25,7 @@ class EncodedSplit:
         self.input_ids: list[list[int]] = encoded["input_ids"]
         self.token_type_ids: list[list[int]] | None = encoded.get("token_type_ids")
         self.targets = split.targets
+        self.texts, self.pairs = split.texts, split.pairs  # a teacher with its own tokenizer re-reads them
         self.lengths = np.fromiter((len(x) for x in self.input_ids), dtype=np.int64)
         self.pad_id = tokenizer.pad_token_id or 0
 

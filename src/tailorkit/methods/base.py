@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+import torch
 from pydantic import ValidationError
 
 from tailorkit.config.base import format_validation_error
@@ -85,6 +86,11 @@ class Method:
 
     def on_step(self, handle: ModelHandle, step: int, total_steps: int) -> None:
         """Called after every optimiser step (`step` counts from 1), before any checkpoint."""
+
+    def objective(self, objective: torch.Tensor, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The training objective of a batch, given the task's (the loss the run reports);
+        a method may add a term of its own (distillation's teacher term)."""
+        return objective
 
     def quantize_base(self, handle: ModelHandle, spec: NF4Spec) -> None:
         """Methods with `trains_on_quantized_base`: turn the frozen base into 4-bit weights."""

@@ -19,6 +19,9 @@ from torch import nn
 
 from tailorkit.errors import TailorError
 
+# What a batch carries for the loss rather than for the model: the targets, and a teacher's
+# logits when a method distils (methods/distill.py).
+LOSS_KEYS = frozenset({"labels", "teacher_logits"})
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 
@@ -98,7 +101,7 @@ class ModelHandle:
         return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        inputs = {k: v for k, v in batch.items() if k not in LOSS_KEYS}
         out = self.model(**inputs)
         return getattr(out, "logits", out)  # Hugging Face models wrap logits; plain modules do not
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tailorkit.config.recipe import Recipe
 from tailorkit.errors import TailorError
 
 # New task heads and LM heads stay full precision: the head trains, the LM head is tied.
@@ -38,6 +39,14 @@ SKIP = frozenset({"classifier", "pre_classifier", "score", "lm_head"})
 class NF4Spec:
     block_size: int = 64
     compute_dtype: torch.dtype = torch.float32
+
+    @classmethod
+    def of(cls, recipe: Recipe) -> NF4Spec | None:
+        """QLoRA's 4-bit base, or None for a full-precision one."""
+        m = recipe.model
+        if m.quantize_base != "nf4":
+            return None
+        return cls(m.nf4_block_size, torch.bfloat16 if recipe.train.bf16 else torch.float32)
 
 
 def require_bitsandbytes() -> None:

@@ -5,22 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from tailorkit.config.recipe import Recipe
 from tailorkit.methods import build_methods, finish_methods
 from tailorkit.models.quantize import NF4Spec, require_bitsandbytes
+from tailorkit.pipeline.load import load_run
 from tailorkit.tasks import task_of
 from tailorkit.train.loop import Trainer
 from tailorkit.train.setup import Setup
-
-
-def nf4_spec(recipe: Recipe) -> NF4Spec | None:
-    """QLoRA's 4-bit base, or None for a full-precision one."""
-    m = recipe.model
-    if m.quantize_base != "nf4":
-        return None
-    return NF4Spec(m.nf4_block_size, torch.bfloat16 if recipe.train.bf16 else torch.float32)
 
 
 def setup_run(recipe: Recipe, run_dir: Path) -> Setup:
@@ -31,9 +22,10 @@ def setup_run(recipe: Recipe, run_dir: Path) -> Setup:
         require_bitsandbytes()  # before minutes of loading
     setup = task.prepare(recipe, run_dir, augment=not any(m.fixed_inputs for m in methods))
     setup.methods = methods
+    setup.load_run = load_run
     for method in methods:
         setup = method.adapt(setup, task, recipe)
-    finish_methods(setup.handle, methods, nf4_spec(recipe))
+    finish_methods(setup.handle, methods, NF4Spec.of(recipe))
     return setup
 
 

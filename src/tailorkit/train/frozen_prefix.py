@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tailorkit.models.handle import ModelHandle
+from tailorkit.models.handle import LOSS_KEYS, ModelHandle
 from tailorkit.train.setup import TrainingHooks
 
 TOLERANCE = 1e-4  # self-check: largest logit difference, relative to the largest logit
@@ -153,7 +153,7 @@ class FrozenPrefix:
         modules = list(self.handle.model.modules())
         was_training = [m.training for m in modules]
         self.handle.model.eval()
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        inputs = {k: v for k, v in batch.items() if k not in LOSS_KEYS}
         taken: list[torch.Tensor] = []
         hook = self._lower[-1].register_forward_hook(
             lambda module, args, out: taken.append(out[0] if isinstance(out, tuple) else out))

@@ -202,8 +202,12 @@ class Trainer:
                 logits = (self.prefix.logits(self.train_data, indices, batch) if self.prefix
                           else self.handle.forward(batch))
             # Weight each micro-batch by its size so accumulation equals one big batch.
-            loss = self.loss_fn(logits, batch["labels"]) * (len(indices) / n_examples)
+            share = len(indices) / n_examples
+            loss = self.loss_fn(logits, batch["labels"])
             objective = loss * self.loss_fn.objective_scale
+            for method in self.methods:  # e.g. distillation adds its teacher term
+                objective = method.objective(objective, logits, batch)
+            loss, objective = loss * share, objective * share
             if cfg.l1 or cfg.l2:
                 extra = penalty(trainable, cfg.l1, cfg.l2) / len(group)
                 loss, objective = loss + extra, objective + extra

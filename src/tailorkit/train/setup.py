@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import torch
 
 from tailorkit.config.train import TrainConfig
 from tailorkit.models.handle import ModelHandle
@@ -21,6 +24,8 @@ class TrainingHooks(Protocol):
 
     def on_step(self, handle: ModelHandle, step: int, total_steps: int) -> None: ...
 
+    def objective(self, objective: torch.Tensor, logits: torch.Tensor, batch: dict) -> torch.Tensor: ...
+
 
 @dataclass
 class Setup:
@@ -35,3 +40,6 @@ class Setup:
     test_targets: object = None
     prompts: list = field(default_factory=list)  # causal LMs: fixed validation prompts
     info: dict = field(default_factory=dict)  # task and method facts for summary.json
+    # Reads another finished run (distillation's teacher): pipeline.load.load_run, handed in by
+    # the pipeline, since methods sit below the code that loads runs.
+    load_run: Callable | None = None

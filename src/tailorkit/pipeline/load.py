@@ -1,0 +1,62 @@
+"""Reading a finished run back: its recipe, and its model ready for inference (whatever saved
+it: the whole model, an adapter or feature head on the recipe's base, or a compression step's
+format). `tailor predict`/`eval`/`merge`/`compress` use it, and so does distillation, for its
+teacher (the pipeline hands it to methods as `Setup.load_run`: methods sit below this module)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tailorkit.compress import build_steps, model_writer
+from tailorkit.config.recipe import Recipe
+from tailorkit.errors import TailorError
+from tailorkit.methods import Method, build_methods, model_owner
+from tailorkit.models.handle import ModelHandle
+from tailorkit.models.quantize import NF4Spec, dequantize_in_place
+from tailorkit.pipeline.run_dir import LABELS, MODEL
+from tailorkit.recipe import load_recipe
+from tailorkit.tasks import task_of
+
+
+def load_run(run_dir: str | Path, dequantize: bool = False
+             ) -> tuple[Recipe, ModelHandle, list[str], list[Method]]:
+    """The finished model, ready for inference; for adapter runs, base + methods + adapter.
+
+    `dequantize` turns a 4-bit (QLoRA) base into fp32 layers holding its dequantised weights,
+    so a merge gives a plain model that computes what the QLoRA model computes."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    run_dir = Path(run_dir)
+    model_dir = run_dir / MODEL
+    recipe = run_recipe(run_dir)
+    if not model_dir.is_dir():
+        raise TailorError(f"{run_dir}: the run has no final model yet; finish it with "
+                          f"`tailor train --resume {run_dir}`")
+    task = task_of(recipe)
+    labels = json.loads((model_dir / LABELS).read_text()) if (model_dir / LABELS).is_file() else []
+    methods = build_methods(recipe.methods)
+    owner = model_owner(methods)
+    if recipe.compress is not None:  # a compressed run: a whole model, in its last step's format
+        writer = model_writer(build_steps(recipe.compress.steps))
+        handle = (writer.load_model(task, recipe, model_dir, labels) if writer
+                  else task.load_model(recipe, model_dir, labels)[0])
+        methods = []
+    elif owner is None:  # the whole model was saved
+        handle, labels = task.load_model(recipe, model_dir, labels)
+        methods = []
+    else:  # the recipe's base, rebuilt, plus what the owning method saved
+        handle = owner.load_model(methods, task.build_base(recipe, labels), model_dir, NF4Spec.of(recipe))
+        if dequantize:
+            dequantize_in_place(handle.model)
+    handle.model.eval()
+    return recipe, handle, labels, methods
+
+
+def run_recipe(run_dir: str | Path) -> Recipe:
+    """The resolved recipe a run recorded (cheap: no model is loaded)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.yaml").is_file():
+        raise TailorError(f"{run_dir}: not a tailorkit run directory (no recipe.yaml)")
+    return load_recipe(run_dir / "recipe.yaml")
