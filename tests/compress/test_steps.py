@@ -11,6 +11,7 @@ from tailorkit.compress import STEPS
 from tailorkit.compress.measure import parameter_counts
 from tailorkit.compress.quantize import quantized_layers
 from tailorkit.config.compress import StepSpec
+from tailorkit.errors import TailorError
 from tailorkit.tasks import TASKS
 
 
@@ -133,3 +134,51 @@ def test_ffn_pruning_takes_the_gate_of_llama_blocks_too():
         assert layer.mlp.gate_proj.out_features == layer.mlp.up_proj.out_features == 20
         assert layer.mlp.down_proj.in_features == 20
     assert handle.model(input_ids=torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 50)
+
+
+@pytest.mark.parametrize(("n", "keep", "which", "kept"), [
+    (6, 3, "bottom", [0, 1, 2]), (6, 3, "alternate", [0, 2, 4]), (12, 4, "alternate", [0, 3, 6, 9])])
+def test_drop_blocks_keeps_the_blocks_it_names(n, keep, which, kept):
+    from tailorkit.compress.drop_blocks import kept_blocks
+
+    assert kept_blocks(n, keep, which) == kept
+
+
+def test_drop_blocks_keeps_those_blocks_weights_and_saves_as_a_shallower_plain_model(make_handle, tmp_path):
+    handle = make_handle()
+    block0 = {k: v.clone() for k, v in handle.model.bert.encoder.layer[0].state_dict().items()}
+    report = step({"drop_blocks": {"keep": 1}}).apply(handle)
+    assert report["blocks"] == {"before": 2, "after": 1, "kept": [0]}
+    (layer,) = handle.model.bert.encoder.layer
+    assert all(torch.equal(v, block0[k]) for k, v in layer.state_dict().items())
+    assert handle.model.config.num_hidden_layers == 1 and handle.num_blocks == 1
+    batch = _batch(handle)
+    with torch.no_grad():
+        dropped = handle.model.eval()(**batch).logits
+    handle.save(tmp_path)
+    loaded, _ = TASKS["classification"].load_model(_recipe_stub(), tmp_path, ["neg", "pos"])
+    with torch.no_grad():
+        assert torch.equal(loaded.model.eval()(**batch).logits, dropped)
+    assert parameter_counts(loaded)["total"] < parameter_counts(make_handle())["total"]
+    with pytest.raises(TailorError, match="the model has 2 blocks"):
+        step({"drop_blocks": {"keep": 2}}).apply(make_handle())
+
+
+def test_drop_blocks_renumbers_a_decoders_cache_layers():
+    """Llama attention finds its KV cache by layer index: generating token by token with the
+    cache must give the logits of one pass over the whole sequence."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tailorkit.models.handle import handle_for
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=4,
+                         num_attention_heads=2, num_key_value_heads=2)
+    handle = handle_for(LlamaForCausalLM(config).eval(), None, "next_token")
+    step({"drop_blocks": {"keep": 2, "which": "alternate"}}).apply(handle)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        whole = handle.model(input_ids=ids).logits
+        first = handle.model(input_ids=ids[:, :3], use_cache=True)
+        last = handle.model(input_ids=ids[:, 3:], past_key_values=first.past_key_values).logits
+    torch.testing.assert_close(last[:, -1], whole[:, -1], atol=1e-5, rtol=0)
