@@ -30,6 +30,9 @@ class TrainConfig(Strict):
     l1: float = Field(0.0, ge=0.0, description="L1 penalty on trainable weights, added to the loss.")
     l2: float = Field(0.0, ge=0.0, description="L2 penalty on trainable weights, added to the loss.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; null disables.")
+    on_nonfinite: Literal["stop", "skip_batch"] = Field(
+        "stop", description="A step whose loss or gradients are NaN or infinite: stop with an error "
+                            "(the last checkpoint is kept), or skip that batch's update.")
     schedule: Literal["constant", "linear", "cosine", "step", "polynomial"] = Field(
         "linear", description="LR after warmup; linear and cosine decay to 0.")
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of steps warming up.")

@@ -36,7 +36,8 @@ from tailorkit.pipeline.stages import Evaluate, Prepare, Run, Save, Stage, Train
 from tailorkit.recipe import dump_recipe, load_recipe
 from tailorkit.runtime import bound_onednn_cache, default_threads, peak_rss_mb, versions
 from tailorkit.tasks import task_of
-from tailorkit.train.checkpoint import find_checkpoint
+from tailorkit.track.jsonl import METRICS
+from tailorkit.train.checkpoint import find_checkpoint, remove_checkpoints
 from tailorkit.train.loop import throughput
 
 STAGES: list[Stage] = [Prepare(), Train(), Save(), Evaluate(), Compress()]
@@ -51,14 +52,19 @@ def train(recipe: Recipe, overwrite: bool = False,
     (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
     try:
         return _run(Run(recipe, run_dir, task_of(recipe), on_evaluate=on_evaluate))
-    except TailorError:
-        # Bad input caught before training wrote anything: leave no half run behind that
-        # would block the corrected command.
-        if [p.name for p in run_dir.iterdir()] == ["recipe.yaml"]:
-            (run_dir / "recipe.yaml").unlink()
-            if created:
-                run_dir.rmdir()
+    except BaseException:
+        # Stopped or failed before training started (bad input, Ctrl-C while the model
+        # loads): nothing could be resumed, so leave nothing behind that would block the
+        # corrected command.
+        started_training = any((run_dir / name).exists() for name in (METRICS, PROGRESS))
+        if not started_training and find_checkpoint(run_dir) is None:
+            shutil.rmtree(run_dir) if created else _empty(run_dir)
         raise
+
+
+def _empty(folder: Path) -> None:
+    for path in folder.iterdir():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def resume(run_dir: str | Path) -> Path:
@@ -85,7 +91,7 @@ def _run(run: Run) -> Path:
         done = [*dict.fromkeys([*done, stage.name])]
         write_json_atomically(run_dir / PROGRESS, {"finished": done})
     write_json_atomically(run_dir / SUMMARY, _summary(run, threads, started))
-    shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # the final model supersedes it
+    remove_checkpoints(run_dir)  # the final model supersedes them
     (run_dir / PROGRESS).unlink(missing_ok=True)
     return run_dir
 
@@ -115,6 +121,7 @@ def _summary(run: Run, threads: int, started: float) -> dict:
         "steps": state.step,
         "epochs": round(state.epoch + state.batch / max(1, trainer.steps_per_epoch), 3),
         "stopped_early": state.stopped_early,
+        "skipped_steps": state.skipped_steps,
         "frozen_prefix": trainer.prefix_report,
         "train_seconds": round(state.train_seconds, 2),
         "wall_seconds": round(time.time() - started, 2),

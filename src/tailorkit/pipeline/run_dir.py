@@ -11,6 +11,10 @@ A run directory holds:
                      (head.safetensors or head.skops + features.json): the backbone is the base
   predictions_test.csv (classifiers) or generations.jsonl (causal LMs), summary.json
                      written when the run finishes
+
+A merged model folder (`tailor merge RUN --out DIR`) is a plain Hugging Face model folder and a
+run directory at once: the model's files (labels.json among them) at the top, and a recipe.yaml
+describing it as a whole model (`methods: [full]`); `model_folder` finds the model in either.
 """
 
 from __future__ import annotations
@@ -23,12 +27,20 @@ from typing import Protocol
 
 from tailorkit.errors import TailorError
 from tailorkit.models.handle import ModelHandle
+from tailorkit.track.jsonl import dumps
 from tailorkit.train.checkpoint import find_checkpoint
 
 SUMMARY = "summary.json"
 PROGRESS = "progress.json"
 MODEL = "model"
 LABELS = "labels.json"  # the class names; adapter folders and CNNs have no config to hold them
+
+
+def model_folder(run_dir: Path) -> Path:
+    """Where a run keeps its final model: RUN/model/, or RUN itself for a merged model folder."""
+    if not (run_dir / MODEL).is_dir() and (run_dir / LABELS).is_file():
+        return run_dir
+    return run_dir / MODEL
 
 
 class ModelWriter(Protocol):
@@ -58,7 +70,7 @@ def claim_run_dir(path: Path, overwrite: bool) -> Path:
 
 def write_json_atomically(path: Path, payload: dict) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    tmp.write_text(dumps(payload, indent=2, default=float))
     tmp.replace(path)
 
 

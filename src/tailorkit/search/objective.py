@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from tailorkit.pipeline import train as train_run
 from tailorkit.pipeline.run_dir import SUMMARY
 from tailorkit.recipe import recipe_from_dict
 from tailorkit.search.folds import fold_sections
+from tailorkit.train.checkpoint import remove_checkpoints
 
 TRIALS = "trials"
 
@@ -87,7 +87,7 @@ def run_trial(trial, recipe, study_dir: Path, threads: int | None = None,
         except optuna.TrialPruned:
             trial.set_user_attr("steps", reporter.steps)
             # A pruned run will not be resumed: drop its checkpoint, keep its metrics.
-            shutil.rmtree(Path(run["output_dir"]) / "checkpoint", ignore_errors=True)
+            remove_checkpoints(Path(run["output_dir"]))
             raise
         reporter.offset += summary["steps"]
         reporter.steps = reporter.offset

@@ -3,8 +3,30 @@
 from __future__ import annotations
 
 import json
+import math
+import sys
 import time
 from pathlib import Path
+
+import numpy as np
+
+METRICS = "metrics.jsonl"  # the run directory's log
+
+
+def finite(value):
+    """`value` with every NaN or infinity as None: JSON has no NaN, and a file holding one is
+    not JSON (json.dumps would write a bare NaN)."""
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def dumps(value, **options) -> str:
+    return json.dumps(finite(value), allow_nan=False, **options)
 
 
 class JsonlSink:
@@ -14,14 +36,24 @@ class JsonlSink:
     def log(self, kind: str, step: int, values: dict) -> None:
         record = {"kind": kind, "step": step, "time": round(time.time(), 3), **values}
         with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(dumps(record) + "\n")
 
     def truncate_after(self, step: int) -> None:
-        """On resume, drop records written after the checkpoint, so none appear twice."""
+        """On resume, drop records written after the checkpoint, so none appear twice; and a
+        last line torn by a crash during its append."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
+        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        kept = []
+        for n, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                print(f"warning: {self.path}: dropped line {n}, torn by a crash while it was written",
+                      file=sys.stderr)
+                continue
+            if record["step"] <= step:
+                kept.append(line)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         tmp.replace(self.path)

@@ -1,30 +1,86 @@
-"""Atomic, resumable checkpoints.
+"""Atomic, verified, resumable checkpoints.
 
-A checkpoint is a folder written beside the live one and swapped in by
-renames, so a crash at any moment leaves either the old or the new checkpoint
-whole. It holds what training changes (the parameters that train or have
-trained, and all buffers), the optimiser and scheduler, the RNG states and the
-loop position; the frozen rest is rebuilt from the base model on resume.
+A checkpoint is a folder written beside the live one and swapped in by renames, so a crash at
+any moment leaves the old or the new checkpoint whole. It holds what training changes (the
+parameters that train or have trained, and all buffers), the optimiser and scheduler, the RNG
+states and the loop position; the frozen rest is rebuilt from the base model on resume.
+
+Its manifest (each file's size and SHA-256) is written last, so a folder with a manifest that
+matches its files is complete and undamaged. The previous checkpoint stays beside the live one
+(checkpoint.old/): a resume that finds the newest damaged (a disk error, a truncated copy)
+warns and continues from the previous one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from tailorkit.errors import TailorError
+
 LIVE, NEW, OLD = "checkpoint", "checkpoint.tmp", "checkpoint.old"
+MANIFEST = "manifest.json"
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_files(path: Path) -> None:
     for file in path.iterdir():
         with file.open("rb") as f:
             os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the renames inside `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    files = {f.name: {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+             for f in sorted(folder.iterdir()) if f.name != MANIFEST}
+    with (folder / MANIFEST).open("w") as f:
+        json.dump(files, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def damage(folder: Path) -> str | None:
+    """Why the checkpoint in `folder` cannot be trusted; None if its files match its manifest.
+    A checkpoint from before manifests existed is trusted as it is."""
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return None if (folder / "state.json").is_file() else "incomplete (no manifest)"
+    try:
+        files = json.loads(manifest.read_text())
+    except ValueError:
+        return "its manifest is damaged"
+    for name, expected in files.items():
+        file = folder / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != expected["bytes"]:
+            return f"{name} has {file.stat().st_size} bytes, not {expected['bytes']}"
+        if _sha256(file) != expected["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
 
 
 def changed_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -47,24 +103,53 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, loop_state: dict
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "torch_rng": rng_state["torch"]}, tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps({**loop_state, "python_rng": rng_state["python"]}))
-    _fsync_dir(tmp)
+    _fsync_files(tmp)
+    _write_manifest(tmp)  # last: a folder with a matching manifest is whole
     live, old = run_dir / LIVE, run_dir / OLD
     if live.exists():
         shutil.rmtree(old, ignore_errors=True)
-        live.rename(old)
+        live.rename(old)  # the previous checkpoint stays, to fall back on
     tmp.rename(live)
-    shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(run_dir)
+
+
+def remove_checkpoints(run_dir: Path) -> None:
+    """Once the final model is saved it supersedes them."""
+    for name in (LIVE, NEW, OLD):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
+def candidates(run_dir: Path) -> list[Path]:
+    """Checkpoints to resume from, newest first. A finished checkpoint.tmp is the newest (a
+    crash came before its rename); an unfinished one is not a checkpoint."""
+    found = [run_dir / name for name in (LIVE, OLD) if (run_dir / name).is_dir()]
+    new = run_dir / NEW
+    return ([new] if (new / MANIFEST).is_file() else []) + found
 
 
 def find_checkpoint(run_dir: Path) -> Path | None:
-    for name in (LIVE, OLD):  # OLD survives only a crash between the two renames
-        if (run_dir / name / "state.json").is_file():
-            return run_dir / name
-    return None
+    """The newest checkpoint folder there is (not yet verified)."""
+    return next(iter(candidates(run_dir)), None)
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[dict, dict | None]:
-    """Restore in place; returns the loop state and the best weights (if kept)."""
+def load_checkpoint(run_dir: Path, model, optimizer, scheduler) -> tuple[dict, dict | None]:
+    """Restore the newest undamaged checkpoint in place; returns the loop state and the best
+    weights (if kept). A damaged one is skipped with a warning."""
+    problems = []
+    for path in candidates(run_dir):
+        reason = damage(path)
+        if reason is None:
+            try:
+                return _restore(path, model, optimizer, scheduler)
+            except Exception as err:  # a damaged pre-manifest checkpoint: a library's reader error
+                reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        problems.append(f"{path.name}: {reason}")
+        print(f"warning: {path} is damaged ({reason}); trying the previous checkpoint", file=sys.stderr)
+    raise TailorError(f"{run_dir}: no usable checkpoint ({'; '.join(problems) or 'none written'}); "
+                      "start the run again (tailor train RECIPE --overwrite)")
+
+
+def _restore(path: Path, model, optimizer, scheduler) -> tuple[dict, dict | None]:
     tensors = load_file(str(path / "model.safetensors"))
     unknown = set(tensors) - set(model.state_dict())
     if unknown:

@@ -13,7 +13,7 @@ from tailorkit.config.train import TrainConfig
 from tailorkit.data.feature_cache import EncodedFeatures
 from tailorkit.evaluate.evaluator import evaluate_split, scalar_metrics
 from tailorkit.models.handle import ModelHandle
-from tailorkit.track.jsonl import JsonlSink
+from tailorkit.track.jsonl import METRICS, JsonlSink
 from tailorkit.train.loop import LoopState
 from tailorkit.train.losses import TaskLoss
 
@@ -25,7 +25,7 @@ class FitOnce:
                  cfg: TrainConfig, loss_fn: TaskLoss, labels: list[str], run_dir: Path, where: str) -> None:
         self.handle, self.train_data, self.val_data, self.cfg = handle, train, validation, cfg
         self.loss_fn, self.labels, self.where = loss_fn, labels, where
-        self.sink = JsonlSink(run_dir / "metrics.jsonl")
+        self.sink = JsonlSink(run_dir / METRICS)
         self.prefix_report = {"mode": "off", "why": "the head fits on cached features"}
         self.last_val: dict = {}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,14 +23,14 @@ from tqdm import tqdm
 
 from tailorkit.config.train import TrainConfig
 from tailorkit.data.batching import EncodedSplit, epoch_batches
+from tailorkit.errors import TailorError
 from tailorkit.evaluate.evaluator import evaluate_split, scalar_metrics
 from tailorkit.evaluate.metrics import is_better
 from tailorkit.models.handle import ModelHandle
-from tailorkit.track.jsonl import JsonlSink
+from tailorkit.track.jsonl import METRICS, JsonlSink
 from tailorkit.train.checkpoint import (
     capture_rng,
     changed_state,
-    find_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
@@ -40,7 +41,11 @@ from tailorkit.train.setup import TrainingHooks
 
 
 class Interrupted(Exception):
-    """Training stopped on a signal after writing a checkpoint."""
+    """Training stopped on a signal after writing a checkpoint at optimiser step `step`."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"stopped at step {step}")
+        self.step = step
 
 
 @dataclass
@@ -54,6 +59,11 @@ class LoopState:
     bad_evals: int = 0
     stopped_early: bool = False
     last_eval_step: int = -1
+    skipped_steps: int = 0  # updates skipped for a NaN/inf loss (train.on_nonfinite: skip_batch)
+
+
+class Diverged(TailorError):
+    """The loss or the gradients stopped being finite (train.on_nonfinite: stop)."""
 
 
 class _StopFlag:
@@ -85,7 +95,7 @@ class Trainer:
         self.handle, self.methods, self.cfg = handle, methods, cfg
         self.train_data, self.val_data = train, validation
         self.loss_fn, self.labels, self.run_dir, self.seed = loss_fn, labels, run_dir, seed
-        self.sink = JsonlSink(run_dir / "metrics.jsonl")
+        self.sink = JsonlSink(run_dir / METRICS)
         scales: dict[str, float] = {}
         for m in methods:
             for name, factor in m.lr_scales(handle).items():
@@ -188,7 +198,7 @@ class Trainer:
             if s.step % cfg.checkpoint_steps == 0 or stop.requested:
                 self._checkpoint()
             if stop.requested:
-                raise Interrupted
+                raise Interrupted(s.step)
             if s.stopped_early:
                 return
 
@@ -213,12 +223,30 @@ class Trainer:
                 loss, objective = loss + extra, objective + extra
             objective.backward()
             total += float(loss.detach())
-        if cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-        self.optimizer.step()
+        # The norm is needed anyway (with clipping off, an infinite bound clips nothing).
+        norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm or math.inf))
+        if math.isfinite(total) and math.isfinite(norm):
+            self.optimizer.step()
+        else:
+            self._nonfinite(total, norm)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total
+
+    def _nonfinite(self, loss: float, norm: float) -> None:
+        """A step went NaN/inf: the weights are still those before it (no update was made)."""
+        cfg, step = self.cfg, self.state.step + 1
+        what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {norm}"
+        self.optimizer.zero_grad(set_to_none=True)
+        if cfg.on_nonfinite == "skip_batch":
+            self.state.skipped_steps += 1
+            tqdm.write(f"warning: step {step}: {what}; this batch's update is skipped "
+                       "(train.on_nonfinite: skip_batch)", file=sys.stderr)
+            return
+        clip = "" if cfg.max_grad_norm else ", turn on clipping (train.max_grad_norm: 1.0)"
+        raise Diverged(f"step {step}: {what}: training diverged. Lower train.lr (now {cfg.lr:g}){clip}, "
+                       "or skip such batches with train.on_nonfinite: skip_batch; then start again "
+                       "with --overwrite (the run's last checkpoint holds the weights before the step)")
 
     def _evaluate(self) -> None:
         s, es = self.state, self.cfg.early_stopping
@@ -250,17 +278,15 @@ class Trainer:
                         capture_rng(), self.best_weights)
 
     def _restore(self) -> None:
-        path = find_checkpoint(self.run_dir)
-        if path is None:
-            raise FileNotFoundError(f"{self.run_dir}: no checkpoint to resume from")
         loop_state, self.best_weights = load_checkpoint(
-            path, self.handle.model, self.optimizer, self.scheduler
+            self.run_dir, self.handle.model, self.optimizer, self.scheduler
         )
         self.last_val = loop_state.pop("last_val", {})
         self.best_val = loop_state.pop("best_val", {})
         self.state = LoopState(**loop_state)
         self._checkpointed_step = self.state.step
         self.sink.truncate_after(self.state.step)
+        print(f"resuming at step {self.state.step} of {self.total_steps}", file=sys.stderr)
 
 
 def throughput(state: LoopState) -> float | None:
