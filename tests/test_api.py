@@ -161,7 +161,25 @@ def test_refuses_a_folder_with_other_files(tiny_recipe, tmp_path):
     (tmp_path / "run" / "notes.txt").write_text("mine")
     with pytest.raises(TailorError, match="already holds files"):
         api.train(recipe_from_dict(tiny_recipe))
+    # --overwrite moves earlier runs aside, never the user's own folders
+    with pytest.raises(TailorError, match="holds files that are not a tailorkit run"):
+        api.train(recipe_from_dict(tiny_recipe), overwrite=True)
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    assert not list(tmp_path.glob("run.bak-*"))
+
+
+def test_refuses_an_output_dir_that_is_a_file_or_holds_the_current_folder(tiny_recipe, tmp_path,
+                                                                          monkeypatch):
+    (tmp_path / "run").write_text("my data")
+    with pytest.raises(TailorError, match="output_dir .* is a file"):
+        api.train(recipe_from_dict(tiny_recipe))
+    assert (tmp_path / "run").read_text() == "my data"
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "recipe.yaml").write_text("task: classification")
+    monkeypatch.chdir(tmp_path / "here")
+    with pytest.raises(TailorError, match="holds the current folder"):
+        api.train(recipe_from_dict({**tiny_recipe, "output_dir": "."}), overwrite=True)
+    assert (tmp_path / "here" / "recipe.yaml").is_file()
 
 
 def test_bad_data_leaves_no_half_run_behind(tiny_recipe, tmp_path):

@@ -47,9 +47,26 @@ class ModelWriter(Protocol):
     def save_model(self, handle: ModelHandle, directory: Path) -> None: ...
 
 
+def is_tailorkit_folder(path: Path) -> bool:
+    """A run (recipe.yaml), a search study (study.yaml), or a folder of compressed runs."""
+    if any((path / marker).is_file() for marker in ("recipe.yaml", "study.yaml")):
+        return True
+    children = list(path.iterdir())
+    return bool(children) and all((child / "recipe.yaml").is_file() for child in children)
+
+
 def claim_run_dir(path: Path, overwrite: bool) -> Path:
-    """Refuse to mix runs. With --overwrite the old run is moved aside, never deleted."""
+    """Refuse to mix runs. With --overwrite an old run is moved aside, never deleted; a folder
+    that is not tailorkit's (the user's data) is never moved."""
+    if path.exists() and not path.is_dir():
+        raise TailorError(f"output_dir {path} is a file; choose a folder (a new one is created)")
     if path.exists() and any(path.iterdir()):
+        if overwrite and Path.cwd().is_relative_to(path.resolve()):
+            raise TailorError(f"output_dir {path} holds the current folder; --overwrite cannot move "
+                              "it aside. Choose a subfolder as output_dir")
+        if overwrite and not is_tailorkit_folder(path):
+            raise TailorError(f"output_dir {path} holds files that are not a tailorkit run; --overwrite "
+                              "moves only earlier runs aside. Choose a new output_dir")
         if not overwrite:
             what = ("a finished run" if (path / SUMMARY).exists() else
                     "an unfinished run; continue it with `tailor train --resume " + str(path) + "`"
