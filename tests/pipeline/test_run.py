@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from tailorkit import api
 from tailorkit.pipeline import STAGES
@@ -74,3 +75,10 @@ def test_a_stage_runs_after_the_others_only_when_its_section_is_in_the_recipe(ti
     run = api.train(recipe_from_dict({**raw, "search": search}), overwrite=True)
     accuracy = json.loads((run / "summary.json").read_text())["test"]["accuracy"]
     assert seen == [(accuracy, True)]  # after evaluate, with the saved model
+
+
+def test_the_threads_a_run_used_are_recorded_for_its_resume(tiny_recipe, monkeypatch):
+    raw = {**tiny_recipe, "train": {k: v for k, v in tiny_recipe["train"].items() if k != "threads"}}
+    monkeypatch.setattr("tailorkit.pipeline.run.default_threads", lambda: 1)
+    run = api.train(recipe_from_dict(raw))
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["train"]["threads"] == 1

@@ -49,6 +49,9 @@ def train(recipe: Recipe, overwrite: bool = False,
     trial reports there, and may raise to stop the run)."""
     created = not Path(recipe.output_dir).exists()
     run_dir = claim_run_dir(Path(recipe.output_dir), overwrite)
+    if recipe.train.threads is None:  # recorded, so a resume computes with the same threads
+        threads = recipe.train.model_copy(update={"threads": default_threads()})
+        recipe = recipe.model_copy(update={"train": threads})
     (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
     try:
         return _run(Run(recipe, run_dir, task_of(recipe), on_evaluate=on_evaluate))
@@ -80,7 +83,7 @@ def resume(run_dir: str | Path) -> Path:
 def _run(run: Run) -> Path:
     started = time.time()
     recipe, run_dir = run.recipe, run.run_dir
-    threads = recipe.train.threads or default_threads()
+    threads = recipe.train.threads or default_threads()  # older runs' recipe.yaml may lack it
     torch.set_num_threads(threads)
     bound_onednn_cache(recipe.train.bf16, run.task.modality)
     done = _finished_stages(run_dir) if run.resume else []
