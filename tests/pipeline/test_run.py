@@ -82,3 +82,14 @@ def test_the_threads_a_run_used_are_recorded_for_its_resume(tiny_recipe, monkeyp
     monkeypatch.setattr("tailorkit.pipeline.run.default_threads", lambda: 1)
     run = api.train(recipe_from_dict(raw))
     assert yaml.safe_load((run / "recipe.yaml").read_text())["train"]["threads"] == 1
+
+
+def test_the_console_tells_the_data_and_every_validation(tiny_recipe, capsys):
+    raw = {**tiny_recipe, "train": {**tiny_recipe["train"], "progress": True}}
+    run = api.train(recipe_from_dict(raw))
+    err = capsys.readouterr().err
+    assert "data: train 72  validation 24  test 24" in err and "classes (train): neg " in err
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    evals = [e for e in evals if e["kind"] == "eval" and e["split"] == "validation"]
+    for e in evals:
+        assert f"step {e['step']}: validation accuracy={e['accuracy']:.4f}" in err

@@ -97,6 +97,11 @@ def prediction_frame(output: str, texts: list[str], logits: np.ndarray, labels: 
     return frame
 
 
+def metric_line(metrics: dict, names) -> str:
+    """`accuracy=0.9640  f1_macro=0.9648`: the named metrics that are there, for the console."""
+    return "  ".join(f"{k}={metrics[k]:.4f}" for k in names if isinstance(metrics.get(k), float | int))
+
+
 def scalar_metrics(metrics: dict) -> dict:
     """The numbers worth a line in metrics.jsonl (no matrices, no per-class tables)."""
     return {k: v for k, v in metrics.items() if isinstance(v, float | int)}

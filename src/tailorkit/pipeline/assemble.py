@@ -36,4 +36,5 @@ def make_trainer(setup: Setup, recipe: Recipe, run_dir: Path):
         if trainer is not None:
             return trainer
     return Trainer(setup.handle, setup.methods, setup.splits["train"], setup.splits["validation"],
-                   setup.train, setup.loss_fn, setup.labels, run_dir, recipe.seed)
+                   setup.train, setup.loss_fn, setup.labels, run_dir, recipe.seed,
+                   tuple(task_of(recipe).headline))

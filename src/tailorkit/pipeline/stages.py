@@ -14,6 +14,7 @@ had finished training restores the final checkpoint instead of training again.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from tailorkit.config.recipe import Recipe
+from tailorkit.data.summary import data_summary
 from tailorkit.evaluate.evaluator import scalar_metrics
 from tailorkit.methods import model_owner
 from tailorkit.models.target_scaling import fold_target_scaling
@@ -65,6 +67,10 @@ class Prepare(Stage):
 
     def run(self, run: Run) -> None:
         run.setup = assemble.setup_run(run.recipe, run.run_dir)
+        if run.recipe.train.progress:
+            s = run.setup
+            for line in data_summary(s.splits, s.labels, run.recipe.model.max_length):
+                print(line, file=sys.stderr)
 
 
 class Train(Stage):

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from tailorkit.config.train import TrainConfig
 from tailorkit.data.batching import EncodedSplit, epoch_batches
 from tailorkit.errors import TailorError
-from tailorkit.evaluate.evaluator import evaluate_split, scalar_metrics
+from tailorkit.evaluate.evaluator import evaluate_split, metric_line, scalar_metrics
 from tailorkit.evaluate.metrics import is_better
 from tailorkit.models.handle import ModelHandle
 from tailorkit.track.jsonl import METRICS, JsonlSink
@@ -91,8 +91,9 @@ class _StopFlag:
 class Trainer:
     def __init__(self, handle: ModelHandle, methods: list[TrainingHooks], train: EncodedSplit,
                  validation: EncodedSplit, cfg: TrainConfig, loss_fn: TaskLoss, labels: list[str],
-                 run_dir: Path, seed: int) -> None:
+                 run_dir: Path, seed: int, headline: tuple[str, ...] = ("loss",)) -> None:
         self.handle, self.methods, self.cfg = handle, methods, cfg
+        self.headline = headline  # the metrics a validation line shows (the task's)
         self.train_data, self.val_data = train, validation
         self.loss_fn, self.labels, self.run_dir, self.seed = loss_fn, labels, run_dir, seed
         self.sink = JsonlSink(run_dir / METRICS)
@@ -256,6 +257,8 @@ class Trainer:
         self.last_val = metrics
         s.last_eval_step = s.step
         self.sink.log("eval", s.step, {"split": "validation", **scalar_metrics(metrics)})
+        if self.cfg.progress:
+            tqdm.write(f"step {s.step}: validation " + metric_line(metrics, self.headline), file=sys.stderr)
         if self.on_evaluate is not None:
             self.on_evaluate(s.step, metrics)
         if es is None:
