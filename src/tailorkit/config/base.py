@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class Strict(BaseModel):
-    """Unknown fields are errors (with a "did you mean"), and assignments are validated too."""
+    """Unknown fields are errors (with a "did you mean"), assignments are validated too, and no
+    number may be NaN or infinite (`epochs: .inf` would pass a range check, then never end)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def format_validation_error(

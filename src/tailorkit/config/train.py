@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
 from tailorkit.config.base import Strict
+
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class EarlyStopping(Strict):
@@ -23,7 +25,8 @@ class TrainConfig(Strict):
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimiser step.")
     lr: float = Field(5e-5, gt=0, description="Peak learning rate (after warmup).")
     optimizer: Literal["adamw", "adam", "sgd"] = Field("adamw", description="SGD uses momentum/nesterov.")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW moment decay rates.")
+    betas: tuple[Rate, Rate] = Field((0.9, 0.999), description="Adam/AdamW moment decay rates, each "
+                                                               "in [0, 1).")
     momentum: float = Field(0.9, ge=0.0, description="SGD only.")
     nesterov: bool = Field(False, description="SGD only.")
     weight_decay: float = Field(0.01, ge=0.0, description="Decoupled for AdamW; L2 in grad otherwise.")
