@@ -93,3 +93,28 @@ def test_the_console_tells_the_data_and_every_validation(tiny_recipe, capsys):
     evals = [e for e in evals if e["kind"] == "eval" and e["split"] == "validation"]
     for e in evals:
         assert f"step {e['step']}: validation accuracy={e['accuracy']:.4f}" in err
+
+
+def test_a_resume_refuses_data_that_changed_unless_allowed(tiny_recipe, monkeypatch):
+    from pathlib import Path
+
+    from conftest import make_sentences
+    from tailorkit.errors import TailorError
+
+    original = Trainer._step
+
+    def crash(self, group, trainable):
+        if self.state.step == 3:
+            raise KeyboardInterrupt
+        return original(self, group, trainable)
+
+    monkeypatch.setattr(Trainer, "_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        api.train(recipe_from_dict(tiny_recipe))
+    monkeypatch.setattr(Trainer, "_step", original)
+    run = Path(tiny_recipe["output_dir"])
+    make_sentences(120, seed=5).to_csv(tiny_recipe["data"]["train"], index=False)  # edited meanwhile
+    with pytest.raises(TailorError, match=r"the train, validation, test data changed since the run "
+                                          r"started.*--allow-data-change"):
+        api.resume(run)
+    assert (api.resume(run, allow_data_change=True) / "summary.json").is_file()

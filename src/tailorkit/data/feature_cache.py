@@ -50,12 +50,24 @@ def files_identity(path: Path) -> list:
     return [[p.name, (st := p.stat()).st_size, st.st_mtime_ns] for p in files]
 
 
+def split_fingerprint(data) -> str:
+    """What a split trains or scores on: its inputs (data_hash) and its targets, or for
+    instruction data which tokens are supervised. A resume compares it with the run's."""
+    h = hashlib.sha256(data_hash(data).encode())
+    targets = getattr(data, "targets", None)
+    if isinstance(targets, np.ndarray):
+        h.update(targets.tobytes())
+    for row in getattr(data, "labels", None) or []:
+        h.update(np.asarray(row, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
 def data_hash(data) -> str:
     """A hash of the encoded inputs: token ids (and token types), or image pixels and shapes."""
     h = hashlib.sha256()
     if hasattr(data, "input_ids"):
         h.update(data.lengths.tobytes())
-        for rows in (data.input_ids, data.token_type_ids or []):
+        for rows in (data.input_ids, getattr(data, "token_type_ids", None) or []):
             for row in rows:
                 h.update(np.asarray(row, dtype=np.int64).tobytes())
     else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tailorkit.config.recipe import Recipe
+from tailorkit.data.feature_cache import split_fingerprint
 from tailorkit.methods import build_methods, finish_methods
 from tailorkit.models.quantize import NF4Spec, require_bitsandbytes
 from tailorkit.pipeline.load import load_run
@@ -21,11 +22,13 @@ def setup_run(recipe: Recipe, run_dir: Path) -> Setup:
     if recipe.model.quantize_base == "nf4":
         require_bitsandbytes()  # before minutes of loading
     setup = task.prepare(recipe, run_dir, augment=not any(m.fixed_inputs for m in methods))
+    fingerprint = {name: split_fingerprint(split) for name, split in setup.splits.items()}
     setup.methods = methods
     setup.load_run = load_run
     for method in methods:
         setup = method.adapt(setup, task, recipe)
     finish_methods(setup.handle, methods, NF4Spec.of(recipe))
+    setup.fingerprint = fingerprint  # of the data as read (a method may replace the splits)
     return setup
 
 

@@ -70,14 +70,17 @@ def _empty(folder: Path) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def resume(run_dir: str | Path) -> Path:
+def resume(run_dir: str | Path, allow_data_change: bool = False) -> Path:
+    """Continue a stopped run; refused when its data now reads differently, unless
+    `allow_data_change`."""
     run_dir = Path(run_dir)
     if (run_dir / SUMMARY).exists():
         raise TailorError(f"{run_dir}: this run already finished; nothing to resume")
     if find_checkpoint(run_dir) is None and not (run_dir / PROGRESS).is_file():
         raise TailorError(f"{run_dir}: no checkpoint found; start the run again with tailor train")
     recipe = load_recipe(run_dir / "recipe.yaml")
-    return _run(Run(recipe, run_dir, task_of(recipe), resume=True))
+    recorded = _progress(run_dir).get("data") if not allow_data_change else None
+    return _run(Run(recipe, run_dir, task_of(recipe), resume=True, recorded_data=recorded))
 
 
 def _run(run: Run) -> Path:
@@ -86,22 +89,23 @@ def _run(run: Run) -> Path:
     threads = recipe.train.threads or default_threads()  # older runs' recipe.yaml may lack it
     torch.set_num_threads(threads)
     bound_onednn_cache(recipe.train.bf16, run.task.modality)
-    done = _finished_stages(run_dir) if run.resume else []
+    done = _progress(run_dir).get("finished", []) if run.resume else []
     for stage in STAGES:
         if not stage.enabled(recipe) or (stage.skip_when_done and stage.name in done):
             continue
         stage.run(run)
         done = [*dict.fromkeys([*done, stage.name])]
-        write_json_atomically(run_dir / PROGRESS, {"finished": done})
+        write_json_atomically(run_dir / PROGRESS, {"finished": done, "data": run.setup.fingerprint})
     write_json_atomically(run_dir / SUMMARY, _summary(run, threads, started))
     remove_checkpoints(run_dir)  # the final model supersedes them
     (run_dir / PROGRESS).unlink(missing_ok=True)
     return run_dir
 
 
-def _finished_stages(run_dir: Path) -> list[str]:
+def _progress(run_dir: Path) -> dict:
+    """The finished stages, and the fingerprint of each data split the run read."""
     path = run_dir / PROGRESS
-    return json.loads(path.read_text())["finished"] if path.is_file() else []
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _summary(run: Run, threads: int, started: float) -> dict:

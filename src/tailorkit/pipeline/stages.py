@@ -23,6 +23,7 @@ from typing import ClassVar
 
 from tailorkit.config.recipe import Recipe
 from tailorkit.data.summary import data_summary
+from tailorkit.errors import TailorError
 from tailorkit.evaluate.evaluator import scalar_metrics
 from tailorkit.methods import model_owner
 from tailorkit.models.target_scaling import fold_target_scaling
@@ -40,6 +41,7 @@ class Run:
     run_dir: Path
     task: Task
     resume: bool = False
+    recorded_data: dict | None = None  # on resume: the data fingerprints the run started with
     on_evaluate: Callable[[int, dict], None] | None = None  # a search trial reports here
     setup: Setup | None = None
     trainer: object = None  # the Trainer, or a method's own loop
@@ -67,6 +69,12 @@ class Prepare(Stage):
 
     def run(self, run: Run) -> None:
         run.setup = assemble.setup_run(run.recipe, run.run_dir)
+        changed = [name for name, value in (run.recorded_data or {}).items()
+                   if run.setup.fingerprint.get(name) != value]
+        if changed:
+            raise TailorError(f"{run.run_dir}: the {', '.join(changed)} data changed since the run started "
+                              "(files or the catalogue read differently now); resuming would mix the two. "
+                              "Start a new run, or resume anyway with --allow-data-change")
         if run.recipe.train.progress:
             s = run.setup
             for line in data_summary(s.splits, s.labels, run.recipe.model.max_length):

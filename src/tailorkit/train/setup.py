@@ -40,6 +40,7 @@ class Setup:
     test_targets: object = None
     prompts: list = field(default_factory=list)  # causal LMs: fixed validation prompts
     info: dict = field(default_factory=dict)  # task and method facts for summary.json
+    fingerprint: dict = field(default_factory=dict)  # split -> hash of what it holds (resume checks it)
     # Reads another finished run (distillation's teacher): pipeline.load.load_run, handed in by
     # the pipeline, since methods sit below the code that loads runs.
     load_run: Callable | None = None
