@@ -289,3 +289,98 @@ def test_overrides_index_lists_and_open_entries_written_by_name():
     assert raw["methods"] == [{"full": None}, {"lora": {"r": 4}}]
     with pytest.raises(TailorError, match=r"'2' is not an index of the list \(0..1\)"):
         apply_overrides({"methods": ["full", "lora"]}, ["methods.2.lora.r=4"])
+
+
+# -- every problem in one pass (#21 item 5) ---------------------------------------------------------
+
+def test_every_problem_is_reported_in_one_pass():
+    """Schema errors first, then the checks that combine fields, then the methods' own."""
+    raw = _with(methods=[{"lora": {"rr": 4}}, "features"],
+                train={"lrr": 0.1, "loss": "mse", "early_stopping": {"metric": "r2"}})
+    lines = _error(raw).splitlines()
+    assert [line.split(": ")[1] for line in lines] == [
+        "methods[0].lora.rr", "train.lrr", "train.loss", "train.early_stopping.metric", "methods[1]"]
+    assert all(line.startswith("recipe: ") for line in lines)
+    assert "did you mean 'r'?" in lines[0] and "did you mean 'lr'?" in lines[1]
+
+
+def test_a_refused_task_says_the_combined_checks_wait():
+    lines = _error(_with(task="translation", train={"lrr": 1, "loss": "mse"})).splitlines()
+    assert lines[0].startswith("recipe: task: must be one of")
+    assert lines[1].startswith("recipe: train.lrr: unknown field")
+    assert "run once the problems above are fixed" in lines[-1] and len(lines) == 3
+
+
+def test_a_refused_field_that_hid_a_section_check_is_found_too():
+    """data.text_column is refused, and data also names two sources: both are reported."""
+    lines = _error(_with(data={"name": "bbc-news", "text_column": 5})).splitlines()
+    assert lines[0].startswith("recipe: data.text_column: ")
+    assert "exactly one of data.name" in lines[1]
+
+
+def test_search_values_are_checked_once_the_rest_is_sound():
+    space = {"search": {"space": {"train.lr": {"low": 1e-5, "high": 1e-3}}}}
+    assert "search.space" not in _error(_with(train={"loss": "mse"}, **space))
+    raw = _with(search={"space": {"train.loss": {"choices": ["auto", "mse"]}}})
+    assert "search.space.train.loss: value 'mse' is refused" in _error(raw)
+
+
+# -- `--set` is named as the source of its problems (#21 item 10) ----------------------------------
+
+@pytest.mark.parametrize(("override", "line"), [
+    ("train.lrr=1", "--set train.lrr=1: train.lrr: unknown field; did you mean 'lr'?"),
+    ("methods=[{lora: {rr: 1}}]", "--set methods=[{lora: {rr: 1}}]: methods[0].lora.rr: unknown field"),
+    ("methods.0.freeze.top=-1", "--set methods.0.freeze.top=-1: methods[0].freeze.top: "),
+    ("train.loss=mse", "--set train.loss=mse: train.loss: 'mse' does not fit task classification"),
+])
+def test_a_problem_set_on_the_command_line_names_the_set(override, line, write_recipe):
+    path = write_recipe(_with(methods=[{"freeze": {"top": 1}}], train={"optimiser": "sgd"}))
+    with pytest.raises(TailorError) as info:
+        load_recipe(path, [override])
+    lines = str(info.value).splitlines()
+    assert any(x.startswith(line) for x in lines), lines
+    assert any(x.startswith(f"{path}: train.optimiser: unknown field") for x in lines)  # the file's own
+
+
+# -- `tailor recipe validate` shows the task's fields; --full all (#21 item 15) ----------------------
+
+def test_validate_leaves_out_the_fields_of_other_tasks(write_recipe, capsys):
+    path = write_recipe(BASE)
+    assert cli.main(["recipe", "validate", str(path)]) == 0
+    short = capsys.readouterr().out
+    assert cli.main(["recipe", "validate", str(path), "--full"]) == 0
+    full = capsys.readouterr().out
+    assert full == dump_recipe(recipe_from_dict(BASE))  # what the run saves
+    for key in ("generation:", "chat:", "image:", "mlm_probability:", "image_column:", "pretrained:"):
+        assert key in full and key not in short
+    for key in ("text_column:", "label_column:", "stratify:", "class_weights:", "max_length:"):
+        assert key in short
+    assert len(short.splitlines()) < 0.7 * len(full.splitlines())
+
+
+@pytest.mark.parametrize(("task", "shown", "hidden"), [
+    ("causal_lm", ["generation:", "chat:", "template:"], ["label_column:", "image:", "class_weights:"]),
+    ("mlm", ["mlm_probability:", "text_column:"], ["label_column:", "generation:", "stratify:"]),
+    ("regression", ["label_column:"], ["class_weights:", "stratify:", "generation:"]),
+    ("image_classification", ["image:", "image_column:", "pretrained:"], ["text_column:", "max_length:"]),
+])
+def test_each_task_shows_its_own_fields(task, shown, hidden):
+    text = dump_recipe(recipe_from_dict(_with(task=task)), full=False)
+    for key in shown:
+        assert key in text
+    for key in hidden:
+        assert key not in text
+
+
+def test_the_fields_tasks_read_are_recipe_fields():
+    from pydantic import BaseModel
+
+    from tailorkit.tasks import TASKS
+
+    for task in TASKS.values():
+        for path in task.reads:
+            model = Recipe
+            for part in path.split("."):
+                assert isinstance(model, type) and issubclass(model, BaseModel), (task.name, path)
+                assert part in model.model_fields, (task.name, path)
+                model = model.model_fields[part].annotation

@@ -1,6 +1,9 @@
-"""The process set-up of a run: threads from the free cores, oneDNN's cache for bf16."""
+"""The process set-up of a run: threads from the free cores, oneDNN's cache for bf16, and
+bitsandbytes' kernel-hub warning dropped."""
 
 from __future__ import annotations
+
+import pytest
 
 from tailorkit import runtime
 
@@ -32,3 +35,35 @@ def test_bf16_text_training_bounds_the_onednn_cache_unless_the_user_set_it(monke
     monkeypatch.setenv(runtime.ONEDNN_CACHE, "512")
     runtime.bound_onednn_cache(bf16=True, modality="text")
     assert os.environ[runtime.ONEDNN_CACHE] == "512"
+
+
+# -- bitsandbytes' kernel-hub warning (#21 item 14) ---------------------------------------------------
+
+BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
+
+
+def test_the_kernel_hub_warning_is_dropped_and_the_loggers_other_messages_pass():
+    import logging
+
+    logger = logging.getLogger(BNB_CPU_LOGGER)
+    hub = logger.makeRecord(BNB_CPU_LOGGER, logging.WARNING, "ops.py", 1,
+                            "Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make "
+                            "sure you already `pip install kernels` and the kernels >= 0.11.1",
+                            ("No module named 'kernels'",), None)
+    other = logger.makeRecord(BNB_CPU_LOGGER, logging.WARNING, "ops.py", 1, "something else", (), None)
+    assert not logger.filter(hub)
+    assert logger.filter(other)
+
+
+def test_importing_peft_after_tailorkit_prints_no_kernel_hub_warning():
+    """PEFT imports bitsandbytes whenever it is installed, as every LoRA command does."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("bitsandbytes")
+    code = ("import tailorkit.cli, peft.tuners.lora, logging; "
+            f"logging.getLogger('{BNB_CPU_LOGGER}').warning('another message')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "kernels-community" not in result.stderr
+    assert "another message" in result.stderr

@@ -18,11 +18,13 @@ from tailorkit.adapter_set import AdapterSet
 from tailorkit.config import GenerationConfig
 from tailorkit.data.tables import read_table
 from tailorkit.errors import TailorError
+from tailorkit.evaluate.evaluator import metric_line
 from tailorkit.generate import generate
 from tailorkit.methods import METHODS
 from tailorkit.recipe import dump_recipe, load_compress_file, load_recipe, reference_markdown
 from tailorkit.search.worker import StudyInterrupted
 from tailorkit.tasks import TASKS
+from tailorkit.train.checkpoint import find_checkpoint
 from tailorkit.train.loop import Interrupted
 
 # `tailor generate` / `chat` flags: each is a recipe field of `generation:`, so its help is the
@@ -42,6 +44,18 @@ def _add_config_flag(parser: argparse.ArgumentParser, flag: str, model: type[Bas
 def _add_set(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                         help="override a recipe field, e.g. --set train.lr=3e-5 (repeatable)")
+
+
+# `tailor eval` / `predict --input` flags: the columns of a file the run did not train on.
+COLUMNS = {"text_column": "the texts", "text_pair_column": "the second texts (a run trained on pairs)",
+           "label_column": "the labels"}
+
+
+def _add_columns(parser: argparse.ArgumentParser, file_flag: str, options: list[str]) -> None:
+    for option in options:
+        parser.add_argument("--" + option.replace("_", "-"), dest=option, metavar="COL",
+                            help=f"column of {file_flag} holding {COLUMNS[option]} (default: the "
+                                 f"recipe's data.{option})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     rsub = p.add_subparsers(dest="recipe_command", required=True)
     v = rsub.add_parser("validate", help="check a recipe and print it resolved")
     v.add_argument("recipe")
+    v.add_argument("--full", action="store_true",
+                   help="print every field, also those the recipe's task does not read (as saved "
+                        "in the run's recipe.yaml)")
     _add_set(v)
     rsub.add_parser("schema", help="print the recipe reference (every field, type, default)")
 
@@ -74,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="score a finished run on another labelled file")
     p.add_argument("run_dir")
     p.add_argument("--data", required=True, help="CSV/JSONL/Parquet with the recipe's columns")
+    _add_columns(p, "--data", ["text_column", "text_pair_column", "label_column"])
     p.add_argument("--output", help="also write per-row predictions to this CSV")
 
     p = sub.add_parser("predict", help="predict with a finished run (or several adapter runs)")
@@ -88,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-pair", action="append", metavar="TEXT",
                    help="for a run trained on text pairs: the second text, one per --text in the same "
                         "order (repeatable)")
-    p.add_argument("--text-column", default=None, help="column of --input (default: the recipe's)")
+    _add_columns(p, "--input", ["text_column", "text_pair_column"])
     p.add_argument("--output", help="write predictions CSV here (default: print)")
 
     for name, help_text in (("generate", "generate an answer with a finished causal-LM run"),
@@ -129,10 +147,16 @@ def _cmd_train(args) -> None:
         else:
             recipe = load_recipe(args.recipe, args.overrides)
             run_dir = api.train(recipe, overwrite=args.overwrite)
-    except Interrupted:
+    except Interrupted as stop:
         target = args.resume or load_recipe(args.recipe, args.overrides).output_dir
-        print(f"\ninterrupted: checkpoint saved; continue with: tailor train --resume {target}",
-              file=sys.stderr)
+        print(f"\ninterrupted at step {stop.step}: checkpoint saved; continue with: "
+              f"tailor train --resume {target}", file=sys.stderr)
+        raise SystemExit(130) from None
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
+        target = args.resume or load_recipe(args.recipe, args.overrides).output_dir
+        kept = find_checkpoint(Path(target)) is not None
+        print("\ninterrupted: " + (f"continue from the last checkpoint with: tailor train --resume {target}"
+                                   if kept else "nothing to resume; nothing was kept"), file=sys.stderr)
         raise SystemExit(130) from None
     _print_summary(run_dir)
 
@@ -161,7 +185,8 @@ def _print_summary(run_dir: Path) -> None:
     test = summary["test"]
     keys = TASKS[summary["task"]].headline
     print(f"run: {run_dir}")
-    print("test: " + "  ".join(f"{k}={test[k]:.4f}" for k in keys))
+    print("test: " + metric_line(test, keys))
+    print("validation (kept weights): " + metric_line(summary["validation"], keys))
     p = summary["parameters"]
     print(f"trainable {p['trainable']:,} / {p['total']:,} ({p['trainable_pct']:.2f}%)  "
           f"{summary['samples_per_second'] or '-'} samples/s  train {summary['train_seconds']} s  "
@@ -173,8 +198,9 @@ def _cmd_recipe(args) -> None:
         print(reference_markdown())
         return
     recipe = load_recipe(args.recipe, args.overrides)
-    print(dump_recipe(recipe), end="")
-    print(f"# {args.recipe}: valid", file=sys.stderr)
+    print(dump_recipe(recipe, full=args.full), end="")
+    left_out = "" if args.full else "; the fields of other tasks are left out (--full shows them)"
+    print(f"# {args.recipe}: valid{left_out}", file=sys.stderr)
 
 
 def _cmd_methods(args) -> None:
@@ -193,14 +219,17 @@ def _yaml_value(value) -> str:
 
 
 def _cmd_eval(args) -> None:
-    metrics = api.evaluate(args.run_dir, args.data, args.output)
+    metrics = api.evaluate(args.run_dir, args.data, args.output, args.text_column, args.text_pair_column,
+                           args.label_column)
     print(json.dumps(metrics, indent=2))
 
 
 def _cmd_predict(args) -> None:
     if args.text_pair and not args.text:
         raise TailorError("predict: --text-pair goes with --text (one per --text); with --input the "
-                          "second texts come from the recipe's text_pair_column")
+                          "second texts come from the recipe's text_pair_column (or --text-pair-column)")
+    if (args.text_column or args.text_pair_column) and not args.input:
+        raise TailorError("predict: --text-column and --text-pair-column name columns of --input")
     if args.image:
         frame = api.predict_images(args.run_dir[0], args.image)
         _show(frame, args, ["image", "prediction", "confidence"])
@@ -211,18 +240,25 @@ def _cmd_predict(args) -> None:
     if args.text:
         texts, pairs = args.text, _text_pairs(run_dir, data.text_pair_column, args.text, args.text_pair)
     else:
-        column = args.text_column or data.text_column
         table = read_table(args.input, "--input")
-        if isinstance(table, dict) or column not in table.columns:
-            raise TailorError(f"--input {args.input}: no column '{column}'; set --text-column")
-        texts = table[column].astype(str).tolist()
+        if isinstance(table, dict):
+            raise TailorError(f"--input {args.input}: a folder of several splits; give one table")
+        if args.text_pair_column and not data.text_pair_column:
+            raise TailorError(f"predict: {run_dir} was not trained on text pairs; drop --text-pair-column")
+        texts = _input_column(args.input, table, args.text_column or data.text_column, "--text-column")
         if data.text_pair_column:  # a pair task needs its second text too
-            if data.text_pair_column not in table.columns:
-                raise TailorError(f"--input {args.input}: the run was trained on text pairs; "
-                                  f"add the column '{data.text_pair_column}'")
-            pairs = table[data.text_pair_column].astype(str).tolist()
+            pairs = _input_column(args.input, table, args.text_pair_column or data.text_pair_column,
+                                  "--text-pair-column")
     frame = _predict(args.run_dir, args.adapter, texts, pairs)
     _show(frame, args, ["text", "text_pair", "prediction", "confidence"])
+
+
+def _input_column(path: str, table, column: str, flag: str) -> list[str]:
+    if column not in table.columns:
+        names = ", ".join(map(str, table.columns))
+        raise TailorError(f"--input {path}: no column '{column}' (columns: {names}); "
+                          f"name the right one with {flag}")
+    return table[column].astype(str).tolist()
 
 
 def _text_pairs(run_dir: str, column: str | None, texts: list[str], pairs: list[str] | None
@@ -294,7 +330,8 @@ def _compressed_line(run_dir: Path) -> str:
 def _cmd_merge(args) -> None:
     out = api.merge(args.run_dir, args.out)
     task = TASKS[load_recipe(Path(args.run_dir) / "recipe.yaml").task]
-    print(f"merged model written to {out}; load it with {task.auto_class}.from_pretrained")
+    print(f"merged model written to {out}; load it with {task.auto_class}.from_pretrained, or use "
+          f"the folder as a run: tailor predict {out} ...")
 
 
 def _answer(handle, messages: list[dict], args) -> str:

@@ -26,13 +26,15 @@ from tailorkit.models.handle import ModelHandle
 from tailorkit.pipeline.compress import compress_chain, plain_model
 from tailorkit.pipeline.load import load_run, run_recipe
 from tailorkit.pipeline.run_dir import SUMMARY, claim_run_dir, save_model_atomically
+from tailorkit.recipe import dump_recipe, recipe_from_dict
 from tailorkit.runtime import default_threads
 from tailorkit.tasks import task_of
 from tailorkit.train.losses import TaskLoss
 
 
 def merge(run_dir: str | Path, out: str | Path) -> Path:
-    """Fold a run's adapter into its base and save a plain Hugging Face model."""
+    """Fold a run's adapter into its base and save a plain Hugging Face model, with a
+    recipe.yaml beside it that makes the folder a run of that whole model (for predict, eval)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise TailorError(f"--out {out} is not empty; choose a new folder")
@@ -49,16 +51,35 @@ def merge(run_dir: str | Path, out: str | Path) -> Path:
     except TailorError as err:
         raise TailorError(f"{run_dir}: {err}") from None
     save_model_atomically(handle, None, labels, out)
+    (out / "recipe.yaml").write_text(merged_recipe(recipe, run_dir, out))
     return out
 
 
-def evaluate(run_dir: str | Path, data_path: str, output: str | None = None) -> dict:
-    """Score a finished run on another labelled file (same columns as the recipe's data)."""
+def merged_recipe(recipe: Recipe, run_dir: str | Path, out: Path) -> str:
+    """The run's recipe for its merged model: a whole model (`methods: [full]`, full precision)
+    whose files are the folder itself; data, train and generation settings as the run had them."""
+    raw = recipe.model_dump(mode="json", exclude={"search", "compress"})
+    raw["model"] |= {"name": str(out), "quantize_base": "none"}
+    written = ", ".join(spec.name for spec in recipe.methods)
+    text = dump_recipe(recipe_from_dict({**raw, "methods": ["full"], "output_dir": str(out)}))
+    return f"# tailor merge {run_dir}: that run's model ({written}) as one plain model here\n{text}"
+
+
+def evaluate(run_dir: str | Path, data_path: str, output: str | None = None, text_column: str | None = None,
+             text_pair_column: str | None = None, label_column: str | None = None) -> dict:
+    """Score a finished run on another labelled file: the recipe's columns, or those named here
+    (`tailor eval --text-column ...`, which messages name)."""
+    columns = {"text_column": text_column, "text_pair_column": text_pair_column, "label_column": label_column}
+    if text_pair_column and not run_recipe(run_dir).data.text_pair_column:
+        raise TailorError(f"eval: {run_dir} was not trained on text pairs; drop --text-pair-column")
     recipe, handle, labels, _ = load_run(run_dir)
     cfg = recipe.data.model_copy(update={"name": None, "train": data_path, "validation": data_path,
                                          "test": data_path, "max_eval_samples": None,
-                                         "max_train_samples": None})
-    split = prepare_data(cfg, classes=handle.output == "classes", labels=labels or None).splits["test"]
+                                         "max_train_samples": None,
+                                         **{option: name for option, name in columns.items() if name}})
+    flags = {option: "--" + option.replace("_", "-") for option in columns}
+    split = prepare_data(cfg, classes=handle.output == "classes", labels=labels or None,
+                         flags=flags).splits["test"]
     encoded = EncodedSplit(split, handle.tokenizer, recipe.model.max_length)
     logits = predict_logits(handle, encoded, recipe.train.eval_batch_size, recipe.train.bf16)
     metrics = score(handle.output, logits, split.targets, labels, TaskLoss(handle.output, recipe.train, None))

@@ -10,7 +10,9 @@ field, the allowed ones. Importing this module registers every task and method, 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -46,47 +48,77 @@ from tailorkit.methods import METHODS, build_methods, model_owner
 from tailorkit.tasks import TASKS, task_of
 
 __all__ = ["DataConfig", "GenerationConfig", "ModelConfig", "Recipe", "TrainConfig", "check_recipe",
-           "dump_recipe", "format_validation_error", "load_recipe", "recipe_from_dict", "reference_markdown"]
+           "dump_recipe", "format_validation_error", "load_recipe", "recipe_from_dict", "recipe_problems",
+           "reference_markdown"]
 
 
 def check_recipe(recipe: Recipe) -> None:
-    """What the schema alone cannot see: options that do not fit the task, methods that do not
-    fit the task or each other, and a search space's every path and value. Raises ValueError
-    naming the field."""
+    """Raise ValueError listing every problem `recipe_problems` finds, one per line."""
+    problems = recipe_problems(recipe)
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
+def recipe_problems(recipe: Recipe) -> list[str]:
+    """What the schema alone cannot see, every problem in one pass, one line each naming the
+    field: options that do not fit the task or each other, then the methods (do they fit the
+    task and each other?), then a search space's every path and value."""
     task = task_of(recipe)
-    task.check_recipe(recipe)
+    problems = _problems(task.check_recipe, recipe)
     methods = build_methods(recipe.methods)
     if recipe.model.quantize_base != "none" and not any(m.trains_on_quantized_base for m in methods):
         able = sorted(name for name, cls in METHODS.items() if cls.trains_on_quantized_base)
-        raise ValueError(f"model.quantize_base: a 4-bit base cannot train; add a method that trains on "
-                         f"it ({', '.join(able)}: QLoRA) or set quantize_base: none")
+        problems.append(f"model.quantize_base: a 4-bit base cannot train; add a method that trains on "
+                        f"it ({', '.join(able)}: QLoRA) or set quantize_base: none")
+    if recipe.compress is not None:
+        problems += compress_problems(recipe, task, methods)
     for i, method in enumerate(methods):
         if task.modality not in method.modalities:
-            raise ValueError(f"methods[{i}]: {method.name} does not apply to {task.name} models "
-                             f"({method.needs}); use one of: {', '.join(methods_for(task.modality))}")
-        method.check_recipe(recipe, task, f"methods[{i}]")
-    if recipe.compress is not None:
-        check_compress(recipe, task, methods)
+            problems.append(f"methods[{i}]: {method.name} does not apply to {task.name} models "
+                            f"({method.needs}); use one of: {', '.join(methods_for(task.modality))}")
+        else:
+            problems += _problems(method.check_recipe, recipe, task, f"methods[{i}]")
     if recipe.search is not None:  # every path and value, before any data or model loads
-        check_space(recipe, task)
-        for where, value, raw in space_candidates(recipe):
-            try:
-                check_recipe(Recipe.model_validate(raw))
-            except (ValidationError, ValueError, TailorError) as err:
-                lines = (format_validation_error(err, None, Recipe) if isinstance(err, ValidationError)
-                         else str(err)).splitlines()
-                problem = "; ".join(line.removeprefix(": ") for line in lines)
-                raise ValueError(f"{where}: value {value!r} is refused: {problem}") from None
+        problems += search_problems(recipe, task, check_values=not problems)
+    return problems
 
 
-def check_compress(recipe: Recipe, task, methods) -> None:
+def _problems(check, *args) -> list[str]:
+    """The lines of the ValueError (or TailorError) that `check(*args)` raises; [] if none."""
+    try:
+        check(*args)
+    except (ValueError, TailorError) as err:
+        return str(err).splitlines()
+    return []
+
+
+def compress_problems(recipe: Recipe, task, methods) -> list[str]:
     """Compression works on a whole model: an adapter must merge into it."""
+    problems = []
     owner = model_owner(methods)
     if owner is not None and not owner.mergeable:
-        raise ValueError(f"compress: {owner.name} keeps its weights apart from the model and cannot be "
-                         "merged into it; compress a run of a mergeable method (lora, ia3) or a whole model")
+        problems.append(f"compress: {owner.name} keeps its weights apart from the model and cannot be "
+                        "merged into it; compress a run of a mergeable method (lora, ia3) or a whole model")
     for i, step in enumerate(build_steps(recipe.compress.steps)):
-        step.check_recipe(recipe, task, f"compress.steps[{i}]")
+        problems += _problems(step.check_recipe, recipe, task, f"compress.steps[{i}]")
+    return problems
+
+
+def search_problems(recipe: Recipe, task, check_values: bool) -> list[str]:
+    """The space's paths; then, when they and the rest of the recipe are sound
+    (`check_values`), each bound and choice as a real recipe."""
+    problems = _problems(check_space, recipe, task)
+    if problems or not check_values:
+        return problems
+    for where, value, raw in space_candidates(recipe):
+        try:
+            refused = recipe_problems(Recipe.model_validate(raw))
+        except ValidationError as err:
+            refused = format_validation_error(err, None, Recipe).splitlines()
+        if refused:
+            problem = "; ".join(line.removeprefix(": ") for line in refused)
+            problems.append(f"{where}: value {value!r} is refused: {problem}")
+    return problems
 
 
 def methods_for(modality: str) -> list[str]:
@@ -131,31 +163,86 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
-    try:
-        recipe = Recipe.model_validate(raw)
-        check_recipe(recipe)
-    except ValidationError as err:
-        raise TailorError(format_validation_error(err, source, Recipe)) from None
-    except (ValueError, TailorError) as err:
-        raise TailorError(f"{source}: {err}") from None
+MAX_ROUNDS = 4  # schema passes: a refused field left at its default can reveal another
+# The checks that combine fields are about these: with either refused, they would check the
+# default in its place.
+CHECKED_AGAINST = ("task", "methods")
+
+
+def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overrides: Sequence[str] = ()) -> Recipe:
+    """A checked recipe, or a TailorError listing every problem found, one per line, each
+    naming the field and where it was written (`source`, or the `--set` among `overrides`
+    that set it): the schema's errors, then the checks that combine fields, then the methods'."""
+    problems, recipe, rest = [], None, raw
+    for _ in range(MAX_ROUNDS):
+        try:
+            recipe = Recipe.model_validate(rest)
+            break
+        except ValidationError as err:
+            if problems and any(e["type"] == "missing" for e in err.errors()):
+                break  # a section dropped below has no default: nothing more to learn
+            problems += format_validation_error(err, None, Recipe).splitlines()
+            rest = _without_refused(rest, err)
+            if rest is None:
+                break
+    if recipe is None:
+        problems.append(": the checks that combine fields (task, methods, search) run once the "
+                        "problems above are fixed")
+    else:
+        problems += recipe_problems(recipe)
+    if problems:
+        raise TailorError("\n".join(_located(line, source, overrides) for line in problems))
     return recipe
+
+
+def _without_refused(raw: dict[str, Any], err: ValidationError) -> dict[str, Any] | None:
+    """`raw` without the fields the schema refused, so each takes its default and the other
+    checks can still run; None where that would change what they check against."""
+    raw = copy.deepcopy(raw)
+    for e in err.errors():
+        holder, key, node = None, None, raw
+        for part in e["loc"]:  # the deepest mapping key on the error's path
+            if isinstance(node, dict) and part in node:
+                holder, key = node, part
+            elif not (isinstance(node, list) and isinstance(part, int) and part < len(node)):
+                break
+            node = node[part]
+        if holder is None or (holder is raw and key in CHECKED_AGAINST):
+            return None
+        holder.pop(key, None)
+    return raw
+
+
+def _located(line: str, source: str, overrides: Sequence[str]) -> str:
+    """`field: problem` -> `where: field: problem`; where is the last `--set` that wrote the
+    field (or a section above it), else the file."""
+    field = line.partition(": ")[0]
+    for text in reversed(overrides):
+        parts, _ = parse_override(text)
+        key = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in parts).lstrip(".")
+        if field == key or field.startswith((f"{key}.", f"{key}[")):
+            source = f"--set {text}"
+            break
+    return f"{source}: {line.removeprefix(': ')}"
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = Path(path)
-    raw = apply_overrides(_read_mapping(path, "recipe", "task:, model:, data:, ..."), overrides or [])
-    return recipe_from_dict(raw, str(path))
+    overrides = overrides or []
+    raw = apply_overrides(_read_mapping(path, "recipe", "task:, model:, data:, ..."), overrides)
+    return recipe_from_dict(raw, str(path), overrides)
 
 
 def load_compress_file(path: str | Path, overrides: list[str] | None = None) -> CompressConfig:
     """The file of `tailor compress RUN_DIR FILE`: the recipe's `compress:` section on its own."""
     path = Path(path)
-    raw = apply_overrides(_read_mapping(path, "compress", "steps:, output_dir:"), overrides or [])
+    overrides = overrides or []
+    raw = apply_overrides(_read_mapping(path, "compress", "steps:, output_dir:"), overrides)
     try:
         return CompressConfig.model_validate(raw)
     except ValidationError as err:
-        raise TailorError(format_validation_error(err, str(path), CompressConfig)) from None
+        lines = format_validation_error(err, None, CompressConfig).splitlines()
+        raise TailorError("\n".join(_located(line, str(path), overrides) for line in lines)) from None
 
 
 def _read_mapping(path: Path, what: str, example: str) -> dict:
@@ -170,9 +257,18 @@ def _read_mapping(path: Path, what: str, example: str) -> dict:
     return raw
 
 
-def dump_recipe(recipe: Recipe) -> str:
+def dump_recipe(recipe: Recipe, full: bool = True) -> str:
+    """The resolved recipe as YAML; `full=False` leaves out the fields of other tasks (a text
+    classifier's recipe without data.image, data.chat or generation)."""
     # Optional sections a recipe leaves out stay out, so a plain run's recipe.yaml stays as it was.
-    exclude = {name for name in ("search", "compress") if getattr(recipe, name) is None}
+    exclude: dict[str, Any] = {name: True for name in ("search", "compress") if getattr(recipe, name) is None}
+    if not full:
+        for path in task_of(recipe).unread_fields():
+            *sections, name = path.split(".")
+            node = exclude
+            for section in sections:
+                node = node.setdefault(section, {})
+            node[name] = True
     return yaml.safe_dump(recipe.model_dump(mode="json", exclude=exclude), sort_keys=False)
 
 

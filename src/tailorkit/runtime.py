@@ -1,7 +1,9 @@
-"""The process a run lives in: threads, oneDNN's cache, peak memory, library versions."""
+"""The process a run lives in: threads, oneDNN's cache, peak memory, library versions, and one
+library warning that only alarms."""
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import resource
@@ -12,6 +14,24 @@ from pathlib import Path
 import torch
 
 ONEDNN_CACHE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+# bitsandbytes, which PEFT imports whenever it is installed (LoRA with no 4-bit base too), logs
+# this on import on a CPU with AVX512-BF16: an optional fused 4-bit kernel is fetched from the
+# Hugging Face Hub through the `kernels` package. Its own CPU 4-bit kernels run without it
+# (QLoRA included), so the message is dropped; the logger's other messages pass.
+KERNEL_HUB_LOGGER = "bitsandbytes.backends.cpu.ops"
+KERNEL_HUB_WARNING = "Failed to load CPU gemm_4bit_forward from kernels-community"
+
+
+def _not_the_kernel_hub_warning(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(KERNEL_HUB_WARNING)
+
+
+def quiet_kernel_hub_warning() -> None:
+    """Drop that one message; acts on imports of bitsandbytes after it (idempotent)."""
+    logging.getLogger(KERNEL_HUB_LOGGER).addFilter(_not_the_kernel_hub_warning)
+
+
+quiet_kernel_hub_warning()  # every command imports this module before any method imports PEFT
 
 
 def default_threads() -> int:

@@ -289,3 +289,50 @@ def test_row_numbers_ignore_an_index_stored_in_the_file(sentences, write_table, 
     path = str(tmp_path / "indexed.parquet")
     message = _error(_cfg(train=path, validation=path, test=path))
     assert "row 9: empty text" in message
+
+
+# -- whole numbers written as decimals are the same labels (#21 item 8) -------------------------------
+
+def test_decimal_whole_number_labels_match_integer_ones(write_table, capsys):
+    """Train labels 1, 3, 5; evaluation labels 5.0 and 1.0 (a JSON number, or a CSV column with
+    a gap): the same classes, with one note on stderr."""
+    train = pd.DataFrame({"text": [f"t {i}" for i in range(30)], "label": [1, 3, 5] * 10})
+    test = pd.DataFrame({"text": ["a", "b", "c"], "label": [5.0, 1.0, 3.0]})
+    tr, te = write_table(train, "tr.csv"), write_table(test, "te.csv")
+    data = prepare_data(_cfg(train=str(tr), test=str(te)), classes=True)
+    assert data.labels == ["1", "3", "5"]
+    assert [data.labels[t] for t in data.splits["test"].targets] == ["5", "1", "3"]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"note: {te}: column 'label' holds whole numbers written as decimals" in err
+    assert "(5.0 -> 5)" in err
+
+
+def test_labels_of_a_fixed_class_list_are_read_the_same_way(write_table, capsys):
+    frame = pd.DataFrame({"text": ["a", "b", "c", "d"], "label": [2.0, 10.0, None, 2.0]}).dropna()
+    path = str(write_table(frame, "e.csv"))
+    data = prepare_data(_cfg(train=path, validation=path, test=path), classes=True, labels=["2", "10"])
+    assert data.splits["test"].targets.tolist() == [0, 1, 0]
+    assert capsys.readouterr().err.count("note: ") == 1  # one file: one note
+
+
+def test_other_labels_are_left_as_they_are(write_table, capsys):
+    frame = pd.DataFrame({"text": [f"t {i}" for i in range(20)], "label": [0.5, 2.5] * 10})
+    data = prepare_data(_cfg(train=str(write_table(frame, "f.csv"))), classes=True)
+    assert data.labels == ["0.5", "2.5"] and "note" not in capsys.readouterr().err
+
+
+# -- a class too small to stratify is named (#21 item 9) ----------------------------------------------
+
+def test_a_class_with_one_example_is_named_when_stratification_stops(write_table, capsys):
+    frame = pd.DataFrame({"text": [f"row {i}" for i in range(41)], "label": ["pos", "neg"] * 20 + ["meh"]})
+    path = write_table(frame, "lone.csv")
+    prepare_data(_cfg(train=str(path)), classes=True)
+    err = capsys.readouterr().err
+    assert err == (f"warning: {path}: class 'meh' has a single example, so the test and validation "
+                   "splits are not stratified (drawn at random) and may lack it\n")
+
+
+def test_no_warning_when_every_class_can_be_stratified(skewed_csv, capsys):
+    prepare_data(_cfg(train=skewed_csv), classes=True)
+    assert capsys.readouterr().err == ""

@@ -73,3 +73,36 @@ def test_unreadable_file_is_one_line_naming_the_file(tmp_path, name, content):
     message = str(info.value)
     assert message.startswith(f"data.train: {path}: cannot read as ")
     assert "\n" not in message
+
+
+# -- a .json file holding one array of objects (#21 item 6) ----------------------------------------
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+@pytest.mark.parametrize("indent", [None, 2])
+def test_a_json_array_of_objects_is_a_table(tmp_path, suffix, indent):
+    path = tmp_path / f"data{suffix}"
+    FRAME.to_json(path, orient="records", indent=indent)
+    assert path.read_text().lstrip().startswith("[")
+    pd.testing.assert_frame_equal(read_table(path, "data.train"), FRAME)
+
+
+def test_one_json_lines_row_is_still_a_table(tmp_path):
+    path = tmp_path / "one.jsonl"
+    path.write_text('{"text": "a good film", "label": "pos"}\n')
+    assert read_table(path, "data.train").to_dict("records") == [{"text": "a good film", "label": "pos"}]
+
+
+@pytest.mark.parametrize(("content", "holds"), [
+    ('["a good film", "a bad film"]', "holds a JSON array whose item 1 is a string, not an object"),
+    ('[{"text": "a"}, [1, 2]]', "holds a JSON array whose item 2 is an array, not an object"),
+    ('{\n  "text": ["a", "b"],\n  "label": ["pos", "neg"]\n}', "holds one JSON object over several lines "
+                                                              "(keys: text, label)"),
+    ("42", "holds a single JSON value (a number)"),
+])
+def test_other_json_shapes_say_what_they_hold_and_what_is_read(tmp_path, content, holds):
+    path = tmp_path / "data.json"
+    path.write_text(content)
+    with pytest.raises(TailorError) as info:
+        read_table(path, "data.train")
+    assert str(info.value) == (f"data.train: {path}: {holds}; a JSON table is one object per line "
+                               "(JSON Lines) or one array of objects")

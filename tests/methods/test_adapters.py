@@ -140,6 +140,39 @@ def test_merge_refuses_a_run_without_adapter(finished_run, tmp_path):
         api.merge(finished_run, tmp_path / "merged")
 
 
+def test_a_merged_folder_is_also_a_run_of_a_whole_model(runs, tmp_path):
+    """`tailor merge --out DIR`: DIR is a plain Hugging Face model folder, and a recipe.yaml beside
+    the model's files describes it as a run of that whole model (#21 item 18)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from tailorkit.pipeline.run_dir import model_folder
+
+    out = api.merge(runs["lora"], tmp_path / "merged")
+    AutoModelForSequenceClassification.from_pretrained(out)  # still loads as a plain model
+    recipe, source = api.run_recipe(out), api.run_recipe(runs["lora"])
+    assert [spec.name for spec in recipe.methods] == ["full"] and recipe.model.quantize_base == "none"
+    assert recipe.model.name == recipe.output_dir == str(out)
+    assert recipe.data == source.data and recipe.train == source.train and recipe.task == source.task
+    header = f"# tailor merge {runs['lora']}: that run's model (lora) as one plain model here\n"
+    assert (out / "recipe.yaml").read_text().startswith(header)
+    assert model_folder(out) == out and model_folder(runs["lora"]) == runs["lora"] / "model"
+
+
+def test_predict_and_eval_take_a_merged_folder(runs, tmp_path, capsys):
+    from tailorkit.cli import main
+
+    out = api.merge(runs["lora"], tmp_path / "merged")
+    merged, adapter = api.predict(out, TEXTS), api.predict(runs["lora"], TEXTS)
+    assert merged["prediction"].tolist() == adapter["prediction"].tolist()
+    assert merged["confidence"].tolist() == pytest.approx(adapter["confidence"].tolist(), abs=1e-4)
+    data = tmp_path / "holdout.csv"
+    make_sentences(20, seed=9).to_csv(data, index=False)
+    assert main(["eval", str(out), "--data", str(data)]) == 0
+    metrics, expected = json.loads(capsys.readouterr().out), api.evaluate(runs["lora"], str(data))
+    assert metrics["accuracy"] == expected["accuracy"]
+    assert metrics["loss"] == pytest.approx(expected["loss"], abs=1e-4)
+
+
 @pytest.mark.parametrize("spec", [
     {"lora": {}}, {"ia3": {}}, {"bottleneck": {"placement": "houlsby"}},
     {"bottleneck": {"placement": "pfeiffer", "size": 3, "activation": "gelu"}},

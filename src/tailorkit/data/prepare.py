@@ -7,6 +7,7 @@ seconds with a message naming the file, row or column.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,7 +74,10 @@ def _raw_splits(cfg: DataConfig) -> dict[str, tuple[str, pd.DataFrame]]:
     return frames
 
 
-def check_columns(source: str, frame: pd.DataFrame, cfg: DataConfig, needs_label: bool) -> None:
+def check_columns(source: str, frame: pd.DataFrame, cfg: DataConfig, needs_label: bool,
+                  flags: dict[str, str] | None = None) -> None:
+    """Every column the recipe names is in `frame`; `flags` names the command-line flag that
+    sets each column option, for commands that take one (`tailor eval`)."""
     wanted = [("text_column", cfg.text_column)]
     if cfg.text_pair_column:
         wanted.append(("text_pair_column", cfg.text_pair_column))
@@ -81,9 +85,10 @@ def check_columns(source: str, frame: pd.DataFrame, cfg: DataConfig, needs_label
         wanted.append(("label_column", cfg.label_column))
     for option, column in wanted:
         if column not in frame.columns:
+            fix = (f"name the right one with {flags[option]}" if flags
+                   else f"set data.{option} to the right one")
             raise TailorError(
-                f"{source}: no column '{column}' (columns: {', '.join(map(str, frame.columns))}); "
-                f"set data.{option} to the right one"
+                f"{source}: no column '{column}' (columns: {', '.join(map(str, frame.columns))}); {fix}"
             )
     if len(frame) == 0:
         raise TailorError(f"{source}: has no rows")
@@ -140,13 +145,15 @@ def _split_off(
             f"data.split.{name}={fraction}; give more rows, a larger fraction or data.{name}"
         )
     labels = frame[stratify_col] if stratify_col else None
-    if labels is not None and labels.value_counts().min() < 2:
+    counts = labels.value_counts() if labels is not None else pd.Series(dtype=int)
+    lone = sorted(map(str, counts.index[counts < 2]), key=_natural_key)
+    if lone:
         labels = None  # a class with one example cannot be stratified; fall back to random
     try:
         rest, out = train_test_split(frame, test_size=n_out, random_state=seed, stratify=labels)
     except ValueError:  # too few rows per class for a stratified split
         rest, out = train_test_split(frame, test_size=n_out, random_state=seed)
-    return rest.sort_index(), out.sort_index()
+    return rest.sort_index(), out.sort_index(), lone
 
 
 def carve_missing_splits(raw: dict[str, tuple[str, pd.DataFrame]], cfg: DataConfig,
@@ -155,14 +162,28 @@ def carve_missing_splits(raw: dict[str, tuple[str, pd.DataFrame]], cfg: DataConf
     raw = dict(raw)
     train_source, train = raw["train"]
     total = len(train)
+    lone: dict[str, list[str]] = {}  # split -> the classes with one example that stopped stratifying it
     for name in ("test", "validation"):
         if name not in raw:
-            train, carved = _split_off(
+            train, carved, lone[name] = _split_off(
                 train, getattr(cfg.split, name), total, cfg.split.seed, stratify, name, train_source
             )
             raw[name] = (f"{train_source} ({name} split)", carved)
     raw["train"] = (train_source, train)
+    _warn_unstratified(train_source, lone)
     return raw
+
+
+def _warn_unstratified(source: str, lone: dict[str, list[str]]) -> None:
+    classes = list(dict.fromkeys(name for names in lone.values() for name in names))
+    splits = [split for split, names in lone.items() if names]
+    if not classes:
+        return
+    one = len(classes) == 1
+    print(f"warning: {source}: {'class' if one else 'classes'} {', '.join(map(repr, classes))} "
+          f"{'has' if one else 'have'} a single example, so the {' and '.join(splits)} "
+          f"{'split is' if len(splits) == 1 else 'splits are'} not stratified (drawn at random) and "
+          f"may lack {'it' if one else 'them'}", file=sys.stderr)
 
 
 def read_splits(cfg: DataConfig) -> dict[str, tuple[str, pd.DataFrame]]:
@@ -170,12 +191,23 @@ def read_splits(cfg: DataConfig) -> dict[str, tuple[str, pd.DataFrame]]:
     return {k: (source, frame.reset_index(drop=True)) for k, (source, frame) in _raw_splits(cfg).items()}
 
 
-def prepare_data(cfg: DataConfig, classes: bool, labels: list[str] | None = None) -> TaskData:
+def prepare_data(cfg: DataConfig, classes: bool, labels: list[str] | None = None,
+                 flags: dict[str, str] | None = None) -> TaskData:
     """Load, check and split; `classes`: the label column holds class names, else numbers.
-    `labels` fixes the class list (when re-evaluating a run)."""
+    `labels` fixes the class list (when re-evaluating a run); `flags` names the command-line
+    flag of each column option in messages (`tailor eval`)."""
     raw = read_splits(cfg)
+    noted: set[str] = set()
     for source, frame in raw.values():
-        check_columns(source, frame, cfg, needs_label=True)
+        check_columns(source, frame, cfg, needs_label=True, flags=flags)
+        if classes:
+            frame[cfg.label_column] = class_names(source, frame[cfg.label_column], note=source not in noted)
+            noted.add(source)
+    if labels is None:
+        unseen = "fix the row or add it to train"
+    else:
+        unseen = "the run knows only these; fix the row"
+        unseen += f" or name another column with {flags['label_column']}" if flags else ""
 
     stratify = cfg.label_column if classes and cfg.split.stratify else None
     raw = carve_missing_splits(raw, cfg, stratify)
@@ -188,10 +220,30 @@ def prepare_data(cfg: DataConfig, classes: bool, labels: list[str] | None = None
         source, frame = raw[name]
         limit = cfg.max_train_samples if name == "train" else cfg.max_eval_samples
         frame = subset(frame, limit, cfg.split.seed)  # keeps the file's row index for messages
-        splits[name] = _to_split(source, frame, cfg, classes, labels)
+        splits[name] = _to_split(source, frame, cfg, classes, labels, unseen)
         if len(splits[name]) == 0:
             raise TailorError(f"{source}: the {name} split is empty")
     return TaskData(classes=classes, splits=splits, labels=labels or [])
+
+
+def class_names(source: str, column: pd.Series, note: bool = True) -> pd.Series:
+    """The labels as class names: text, with missing ones left missing. A whole number stored
+    as a decimal (5.0: a JSON number, or a CSV column with a gap) reads as 5, as the same label
+    stored as an integer does; a note on stderr says so."""
+    whole = column.map(_whole_decimal)
+    if whole.any() and note:
+        example = float(column[whole].iloc[0])
+        print(f"note: {source}: column '{column.name}' holds whole numbers written as decimals; "
+              f"they are read as integer labels ({example} -> {int(example)})", file=sys.stderr)
+    return column.map(lambda v: str(int(v)) if _whole_decimal(v) else v if _missing(v) else str(v))
+
+
+def _whole_decimal(value) -> bool:
+    return isinstance(value, float | np.floating) and float(value).is_integer()
+
+
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float | np.floating) and math.isnan(value))
 
 
 def _class_names(source: str, column: pd.Series) -> list[str]:
@@ -216,7 +268,7 @@ def _natural_key(name: str) -> tuple[int, float, str]:
 
 
 def _to_split(source: str, frame: pd.DataFrame, cfg: DataConfig, classes: bool,
-              labels: list[str] | None) -> Split:
+              labels: list[str] | None, unseen: str) -> Split:
     texts = column_texts(source, frame, cfg.text_column)
     pairs = column_texts(source, frame, cfg.text_pair_column) if cfg.text_pair_column else None
     column = frame[cfg.label_column] if len(frame) else pd.Series(dtype=object)
@@ -231,7 +283,7 @@ def _to_split(source: str, frame: pd.DataFrame, cfg: DataConfig, classes: bool,
             if key not in index:
                 raise TailorError(
                     f"{source}: row {row}: label {value!r} was not seen in training "
-                    f"(known labels: {', '.join(labels)}); fix the row or add it to train"
+                    f"(known labels: {', '.join(labels)}); {unseen}"
                 )
             ids.append(index[key])
         targets = np.asarray(ids, dtype=np.int64)

@@ -1,7 +1,10 @@
-"""Read a user's table (CSV, JSONL, Parquet or a saved `datasets` folder) into pandas."""
+"""Read a user's table (CSV, JSON Lines or a JSON array of objects, Parquet or a saved
+`datasets` folder) into pandas."""
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -11,8 +14,8 @@ from tailorkit.errors import TailorError
 READERS = {
     ".csv": lambda p: pd.read_csv(p),
     ".tsv": lambda p: pd.read_csv(p, sep="\t"),
-    ".jsonl": lambda p: pd.read_json(p, lines=True),
-    ".json": lambda p: pd.read_json(p, lines=True),
+    ".jsonl": lambda p: _read_json(p),
+    ".json": lambda p: _read_json(p),
     ".parquet": lambda p: pd.read_parquet(p),
 }
 
@@ -32,9 +35,40 @@ def read_table(path: str | Path, field: str) -> pd.DataFrame | dict[str, pd.Data
         )
     try:
         return reader(path)
+    except NotATable as err:
+        raise TailorError(f"{field}: {path}: holds {err}; a JSON table is one object per line (JSON Lines) "
+                          "or one array of objects") from None
     except (ValueError, pd.errors.ParserError, OSError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise TailorError(f"{field}: {path}: cannot read as {path.suffix[1:]}: {first}") from None
+
+
+class NotATable(Exception):
+    """JSON that is not a table; the message says what it holds instead."""
+
+
+def _read_json(path: Path) -> pd.DataFrame:
+    """JSON Lines (one object per line), or one JSON array of objects."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:  # several values, one per line
+        return pd.read_json(io.StringIO(text), lines=True)
+    if isinstance(whole, dict) and "\n" not in text.strip():  # JSON Lines of one row
+        return pd.read_json(io.StringIO(text), lines=True)
+    if isinstance(whole, list):
+        odd = next((i for i, row in enumerate(whole) if not isinstance(row, dict)), None)
+        if odd is None:
+            return pd.DataFrame.from_records(whole)
+        raise NotATable(f"a JSON array whose item {odd + 1} is {_json_kind(whole[odd])}, not an object")
+    if isinstance(whole, dict):
+        raise NotATable(f"one JSON object over several lines (keys: {', '.join(list(whole)[:8])})")
+    raise NotATable(f"a single JSON value ({_json_kind(whole)})")
+
+
+def _json_kind(value) -> str:
+    kinds = {str: "a string", bool: "true/false", int: "a number", float: "a number", list: "an array"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
 
 
 def _read_datasets_folder(path: Path, field: str) -> pd.DataFrame | dict[str, pd.DataFrame]:

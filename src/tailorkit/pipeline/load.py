@@ -14,7 +14,7 @@ from tailorkit.errors import TailorError
 from tailorkit.methods import Method, build_methods, model_owner
 from tailorkit.models.handle import ModelHandle
 from tailorkit.models.quantize import NF4Spec, dequantize_in_place
-from tailorkit.pipeline.run_dir import LABELS, MODEL
+from tailorkit.pipeline.run_dir import LABELS, model_folder
 from tailorkit.recipe import load_recipe
 from tailorkit.tasks import task_of
 
@@ -29,7 +29,7 @@ def load_run(run_dir: str | Path, dequantize: bool = False
 
     hf_logging.disable_progress_bar()
     run_dir = Path(run_dir)
-    model_dir = run_dir / MODEL
+    model_dir = model_folder(run_dir)
     recipe = run_recipe(run_dir)
     if not model_dir.is_dir():
         raise TailorError(f"{run_dir}: the run has no final model yet; finish it with "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tailorkit.data.prepare import carve_missing_splits, check_columns, read_splits, subset
+from tailorkit.data.prepare import carve_missing_splits, check_columns, class_names, read_splits, subset
 from tailorkit.errors import TailorError
 from tailorkit.tasks import task_of
 
@@ -55,14 +55,15 @@ def _write_folds(recipe, root: Path, k: int) -> None:
     if len(pool) < 2 * k:
         raise TailorError(f"search.cv_folds: {k} folds need at least {2 * k} train + validation rows "
                           f"(the recipe gives {len(pool)})")
-    labels = pool[cfg.label_column].astype(str) if classification else None
+    labels = class_names(str(cfg.train), pool[cfg.label_column]).astype(str) if classification else None
     stratified = labels is not None and cfg.split.stratify and labels.value_counts().min() >= k
     splitter = (StratifiedKFold(k, shuffle=True, random_state=cfg.split.seed) if stratified
                 else KFold(k, shuffle=True, random_state=cfg.split.seed))
     if classification:  # labels are read back as strings anyway; one type keeps Parquet happy
         pool[cfg.label_column] = labels
         test = frames["test"]
-        frames["test"] = test.assign(**{cfg.label_column: test[cfg.label_column].astype(str)})
+        names = class_names(str(cfg.test), test[cfg.label_column], note=False).astype(str)
+        frames["test"] = test.assign(**{cfg.label_column: names})
     for i, (train_idx, val_idx) in enumerate(splitter.split(pool, labels)):
         folder = root / f"fold-{i}"
         folder.mkdir(parents=True, exist_ok=True)

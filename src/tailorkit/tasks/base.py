@@ -31,18 +31,29 @@ class Task:
     auto_class: ClassVar[str]  # the transformers class that loads a merged model of this task
     table: ClassVar[bool] = False  # one labelled table: cross-validation folds can be cut from it
     frozen_base_ok: ClassVar[bool] = True  # a 4-bit frozen base (QLoRA) makes sense
+    # Recipe fields (dotted paths) that only some tasks read: each task names those it reads,
+    # and `tailor recipe validate` leaves out the others' (`unread_fields`).
+    reads: ClassVar[frozenset[str]] = frozenset()
 
     def check_recipe(self, recipe: Recipe) -> None:
-        """Refuse options that do not fit the task with a ValueError naming the field."""
+        """Refuse options that do not fit the task with a ValueError naming the field, one
+        line per problem."""
+        problems = []
         if recipe.train.loss not in self.losses:
-            raise ValueError(f"train.loss: '{recipe.train.loss}' does not fit task {self.name} "
-                             f"(allowed: {', '.join(self.losses)})")
+            problems.append(f"train.loss: '{recipe.train.loss}' does not fit task {self.name} "
+                            f"(allowed: {', '.join(self.losses)})")
         if recipe.model.quantize_base != "none" and not self.frozen_base_ok:
-            raise ValueError(f"model.quantize_base: task {self.name} trains the encoder itself; use none")
+            problems.append(f"model.quantize_base: task {self.name} trains the encoder itself; use none")
         es = recipe.train.early_stopping
         if es is not None and es.metric not in self.metrics:
-            raise ValueError(f"train.early_stopping.metric: '{es.metric}' is not a {self.name} "
-                             f"metric (allowed: {', '.join(self.metrics)})")
+            problems.append(f"train.early_stopping.metric: '{es.metric}' is not a {self.name} "
+                            f"metric (allowed: {', '.join(self.metrics)})")
+        if problems:
+            raise ValueError("\n".join(problems))
+
+    def unread_fields(self) -> set[str]:
+        """The task-specific recipe fields of other tasks, which this one never reads."""
+        return set().union(*(task.reads for task in TASKS.values())) - self.reads
 
     def build_base(self, recipe: Recipe, labels: list[str]) -> ModelHandle:
         """The pretrained model with this task's head (new where the task needs one)."""

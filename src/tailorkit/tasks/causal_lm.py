@@ -32,6 +32,7 @@ class CausalLM(Task):
     metrics = LANGUAGE_MODEL_METRICS
     headline = ["loss", "perplexity"]
     auto_class = "AutoModelForCausalLM"
+    reads = frozenset({"model.max_length", "data.format", "data.template", "data.chat", "generation"})
 
     def build_base(self, recipe: Recipe, labels: list[str]) -> ModelHandle:
         seed_everything(recipe.seed)

@@ -18,6 +18,7 @@ class Classification(TextTableTask):
     losses = ("auto", "cross_entropy")
     metrics = CLASSIFICATION_METRICS
     headline = ["accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"]
+    reads = TextTableTask.reads | {"data.split.stratify", "train.class_weights", "train.label_smoothing"}
 
     def loss(self, recipe: Recipe, data: TaskData) -> TaskLoss:
         weights = class_weights(data.splits["train"].targets, data.num_labels, recipe.train.class_weights)

@@ -30,6 +30,8 @@ class ImageClassification(Task):
     metrics = CLASSIFICATION_METRICS
     headline = ["accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"]
     auto_class = "AutoModelForImageClassification"
+    reads = frozenset({"model.pretrained", "data.image_column", "data.label_column", "data.skip_bad",
+                       "data.image", "data.split.stratify", "train.class_weights", "train.label_smoothing"})
 
     def build_base(self, recipe: Recipe, labels: list[str]) -> ModelHandle:
         seed_everything(recipe.seed)  # a new head's initial weights depend on it

@@ -26,6 +26,7 @@ class MaskedLM(Task):
     headline = ["loss", "perplexity"]
     auto_class = "AutoModelForMaskedLM"
     frozen_base_ok = False
+    reads = frozenset({"model.max_length", "data.text_column", "data.mlm_probability"})
 
     def build_base(self, recipe: Recipe, labels: list[str]) -> ModelHandle:
         seed_everything(recipe.seed)

@@ -21,6 +21,7 @@ from tailorkit.train.setup import Setup
 class TextTableTask(Task):
     table = True
     auto_class = "AutoModelForSequenceClassification"
+    reads = frozenset({"model.max_length", "data.text_column", "data.text_pair_column", "data.label_column"})
 
     def loss(self, recipe: Recipe, data: TaskData) -> TaskLoss:
         return TaskLoss(self.output, recipe.train, None)
