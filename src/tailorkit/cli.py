@@ -187,6 +187,11 @@ def _print_summary(run_dir: Path) -> None:
     print(f"run: {run_dir}")
     print("test: " + metric_line(test, keys))
     print("validation (kept weights): " + metric_line(summary["validation"], keys))
+    trivial = summary.get("baseline")
+    if trivial:
+        print(f"baseline ({trivial['rule']}), test: " + metric_line(trivial["test"], keys))
+    for warning in summary.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     p = summary["parameters"]
     print(f"trainable {p['trainable']:,} / {p['total']:,} ({p['trainable_pct']:.2f}%)  "
           f"{summary['samples_per_second'] or '-'} samples/s  train {summary['train_seconds']} s  "

@@ -23,6 +23,7 @@ import torch
 from tailorkit.compress.measure import weights_mb
 from tailorkit.config.recipe import Recipe
 from tailorkit.errors import TailorError
+from tailorkit.evaluate.baseline import baseline, warnings
 from tailorkit.models.quantize import linear_weight_bytes
 from tailorkit.pipeline.compress import Compress
 from tailorkit.pipeline.run_dir import (
@@ -111,6 +112,10 @@ def _progress(run_dir: Path) -> dict:
 def _summary(run: Run, threads: int, started: float) -> dict:
     recipe, s, trainer, state = run.recipe, run.setup, run.trainer, run.state
     trainable, total = trainer.trained_parameter_count()
+    trivial = None
+    if getattr(s.splits["train"], "targets", None) is not None and s.test_targets is not None:
+        trivial = baseline(s.handle.output, s.splits["train"].targets,
+                           {"validation": s.splits["validation"].targets, "test": s.test_targets}, s.labels)
     return {
         "task": recipe.task,
         "model": recipe.model.name,
@@ -120,6 +125,8 @@ def _summary(run: Run, threads: int, started: float) -> dict:
         **s.info,
         "test": run.test,
         "validation": trainer.last_val,
+        "baseline": trivial,  # the trivial predictor's scores, to read the two above against
+        "warnings": warnings(s.handle.output, run.test, trivial),
         "parameters": {"trainable": trainable, "total": total,
                        "trainable_pct": round(100 * trainable / total, 4)},
         "artefact_mb": weights_mb(run.run_dir / MODEL),
