@@ -195,3 +195,49 @@ def test_cli_merge_names_the_class_that_loads_the_merged_model(runs, capsys, tmp
 
     assert main(["merge", str(runs["lora"]), "--out", str(tmp_path / "merged")]) == 0
     assert "AutoModelForCausalLM.from_pretrained" in capsys.readouterr().out
+
+
+def test_a_student_lm_learns_from_its_teacher_not_from_its_labels(runs, tiny_llama, tmp_path):
+    """Token-level distillation with alpha 1: every training answer is wrong (rotated between the
+    prompts), yet the student starts each answer as the teacher does, and a student trained on
+    the labels starts it as the labels do."""
+    wrong = pd.DataFrame([{"prompt": q, "completion": QA[(i + 1) % 3][1]} for i, (q, _) in enumerate(QA)] * 8)
+    wrong.to_csv(tmp_path / "wrong.csv", index=False)
+
+    def first_tokens(run: Path) -> list[str]:
+        _, handle = api.load_generator(run)
+        return [generate(handle, [{"role": "user", "content": q}], 1, 1.0, 1.0, True, 0) for q, _ in QA]
+
+    def starts(answers: list[str]) -> list[str]:
+        return [tokenizer.decode(tokenizer(a)["input_ids"][:1]) for a in answers]
+
+    tokenizer = build_bpe_tokenizer()
+
+    def student(name: str, methods: list) -> Path:
+        raw = _recipe(tiny_llama, tmp_path / "wrong.csv", tmp_path / name, methods, epochs=30)
+        return api.train(recipe_from_dict(raw))
+
+    plain = student("plain", ["full"])
+    taught = student("taught", [{"distill": {"teacher": str(runs["full"]), "alpha": 1.0, "top_k": 8,
+                                             "temperature": 1.0}}])
+    assert first_tokens(runs["full"]) == starts([a for _, a in QA])  # the teacher knows the answers
+    assert first_tokens(plain) == starts([QA[(i + 1) % 3][1] for i in range(3)])
+    assert first_tokens(taught) == first_tokens(runs["full"])
+    teacher_loss = _summary(runs["full"])["test"]["loss"]
+    assert _summary(taught)["distill"]["teacher_train_loss"] > 10 * teacher_loss  # it disagreed with them
+
+
+def test_distillation_refuses_a_teacher_with_another_vocabulary(runs, tiny_llama, qa_csv, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tailorkit.errors import TailorError
+
+    tokenizer = build_bpe_tokenizer(chatml_tokens=False)  # fewer tokens: other ids
+    other = tmp_path / "other-llama"
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                                 num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                 pad_token_id=tokenizer.pad_token_id)).save_pretrained(other)
+    tokenizer.save_pretrained(other)
+    raw = _recipe(other, qa_csv, tmp_path / "student", [{"distill": {"teacher": str(runs["full"])}}])
+    with pytest.raises(TailorError, match="not a causal LM with the student's vocabulary"):
+        api.train(recipe_from_dict(raw))

@@ -80,7 +80,7 @@ def test_refusals_name_the_field(tiny_model_dir, finished_run, sentiment_csv, tm
     raw = recipe_dict(tiny_model_dir, sentiment_csv, tmp_path / "run")
     with pytest.raises(TailorError, match=r"methods\[0\].distill.teacher: .* not a finished run"):
         recipe_from_dict({**raw, "methods": [{"distill": {"teacher": str(tmp_path)}}]})
-    with pytest.raises(TailorError, match="distill needs a classification task"):
+    with pytest.raises(TailorError, match="distill needs a classification or causal-LM task"):
         recipe_from_dict({**raw, "task": "regression", "data": {**raw["data"], "label_column": "score"},
                           "methods": [{"distill": {"teacher": str(finished_run)}}]})
     other = make_sentences(60)
@@ -89,3 +89,26 @@ def test_refusals_name_the_field(tiny_model_dir, finished_run, sentiment_csv, tm
     raw = recipe_dict(tiny_model_dir, tmp_path / "other.csv", tmp_path / "run2")
     with pytest.raises(TailorError, match="the teacher needs the same classes"):
         api.train(recipe_from_dict({**raw, "methods": [{"distill": {"teacher": str(finished_run)}}]}))
+
+
+@pytest.mark.parametrize("k", [7, 3])
+def test_token_term_is_the_full_kl_when_k_covers_the_vocabulary_and_at_most_it_otherwise(k):
+    from tailorkit.methods.distill import token_term
+
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 5, 7), 3 * torch.randn(2, 5, 7)
+    labels = torch.tensor([[-100, -100, 3, 4, -100], [-100, 1, 2, -100, -100]])
+    t = 2.0
+    top = torch.log_softmax(teacher / t, -1).topk(k, dim=-1)
+    cached = {"teacher_logprobs": top.values, "teacher_tokens": top.indices}
+    mask = labels[:, 1:] != -100  # position p predicts token p + 1
+    p = torch.softmax(teacher[:, :-1][mask] / t, -1)
+    log_q = torch.log_softmax(student[:, :-1][mask] / t, -1)
+    full_kl = (p * (p.log() - log_q)).sum(-1).mean() * t * t
+    term = token_term(student, labels, cached, "soft", t)
+    if k == 7:
+        torch.testing.assert_close(term, full_kl)
+    else:
+        assert 0 < float(term) < float(full_kl)
+    hard = F.cross_entropy(student[:, :-1][mask], teacher[:, :-1][mask].argmax(-1))
+    torch.testing.assert_close(token_term(student, labels, cached, "hard", t), hard)

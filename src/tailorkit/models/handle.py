@@ -21,7 +21,7 @@ from tailorkit.errors import TailorError
 
 # What a batch carries for the loss rather than for the model: the targets, and a teacher's
 # logits when a method distils (methods/distill.py).
-LOSS_KEYS = frozenset({"labels", "teacher_logits"})
+LOSS_KEYS = frozenset({"labels", "teacher_logits", "teacher_logprobs", "teacher_tokens"})
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 
