@@ -99,6 +99,20 @@ def recipe_dict(model_dir: Path, train_csv: Path, output_dir: Path, **train) -> 
     }
 
 
+def trusting_copy(run: Path, where: Path) -> Path:
+    """A copy of the finished `run` whose recipe.yaml turns on model.trust_remote_code (a run
+    folder received from someone else)."""
+    import shutil
+
+    import yaml
+
+    copy = Path(shutil.copytree(run, where))
+    recipe = yaml.safe_load((copy / "recipe.yaml").read_text())
+    recipe["model"]["trust_remote_code"] = True
+    (copy / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return copy
+
+
 def write_frame(frame: pd.DataFrame, path: Path) -> Path:
     """Write `frame` in the format its suffix names; no suffix: a saved `datasets` folder."""
     suffix = path.suffix.lower()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import make_sentences, recipe_dict
+from conftest import make_sentences, recipe_dict, trusting_copy
 from tailorkit import cli
 from tailorkit.methods import METHODS
 
@@ -380,3 +380,106 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(command, finished_ru
         os.close(write)
     assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr, result.stderr
     assert result.returncode == 141
+
+
+# -- never touch a user's file (#15) -------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["predict", "eval"])
+def test_an_existing_output_is_replaced_only_with_force(command, finished_run, capsys, write_table, sentences,
+                                                        tmp_path):
+    data = write_table(sentences(6), "in.csv")
+    out = tmp_path / "kept.csv"
+    out.write_text("the user's own file\n")
+    argv = [command, finished_run, "--input" if command == "predict" else "--data", data, "--output", out]
+    code, _, err = _run(capsys, *argv)
+    _assert_one_line_error(code, err, f"--output {out} already exists", "--force")
+    assert out.read_text() == "the user's own file\n"
+    assert _run(capsys, *argv, "--force")[0] == 0
+    assert len(pd.read_csv(out)) == 6
+
+
+@pytest.mark.parametrize("command", ["predict", "eval"])
+def test_the_output_is_never_the_input_even_with_force(command, finished_run, capsys, write_table, sentences):
+    data = write_table(sentences(6), "labelled.csv")
+    original = data.read_bytes()
+    flag = "--input" if command == "predict" else "--data"
+    code, _, err = _run(capsys, command, finished_run, flag, data, "--output", data, "--force")
+    _assert_one_line_error(code, err, f"--output must differ from {flag}", "not even with --force")
+    assert data.read_bytes() == original
+
+
+def test_merge_refuses_an_out_that_is_a_file(finished_run, capsys, tmp_path):
+    out = tmp_path / "notes.txt"
+    out.write_text("mine\n")
+    code, _, err = _run(capsys, "merge", finished_run, "--out", out)
+    _assert_one_line_error(code, err, f"--out {out} is a file")
+    assert out.read_text() == "mine\n"
+
+
+# -- trust: a received run folder runs no code unless the command line allows it (#15) ----------------
+
+TRUST_COMMANDS = {
+    "predict": ["--text", "a lovely film"],
+    "eval": ["--data", "{data}"],
+    "merge": ["--out", "{tmp}/merged"],
+    "generate": ["--prompt", "hello"],
+    "chat": [],
+    "compress": ["{tmp}/compress.yaml"],
+}
+
+
+@pytest.mark.parametrize("command", TRUST_COMMANDS)
+def test_a_run_that_trusts_remote_code_needs_the_flag(command, finished_run, capsys, write_table, sentences,
+                                                      tmp_path):
+    run = trusting_copy(finished_run, tmp_path / "received")
+    data = write_table(sentences(6), "holdout.csv")
+    (tmp_path / "compress.yaml").write_text("steps: [quantize]\n")
+    extra = [a.format(tmp=tmp_path, data=data) for a in TRUST_COMMANDS[command]]
+    code, _, err = _run(capsys, command, run, *extra)
+    _assert_one_line_error(code, err, f"{run}: its recipe turns on model.trust_remote_code",
+                           "pass --trust-remote-code to allow it")
+    code, _, err = _run(capsys, command, run, *extra, "--trust-remote-code")
+    assert "trust_remote_code" not in err  # allowed: the command goes on (and may refuse for its own reasons)
+    if command in ("predict", "eval"):
+        assert code == 0, err
+
+
+def test_several_adapter_runs_need_the_flag_too(tiny_model_dir, sentiment_csv, capsys, tmp_path):
+    from tailorkit import api
+    from tailorkit.recipe import recipe_from_dict
+
+    raw = recipe_dict(tiny_model_dir, sentiment_csv, tmp_path / "lora", max_steps=2)
+    lora = api.train(recipe_from_dict({**raw, "methods": [{"lora": {"r": 2}}]}))
+    runs = [trusting_copy(lora, tmp_path / name) for name in ("a", "b")]
+    argv = ["predict", *runs, "--adapter", "a", "--text", "a lovely film"]
+    code, _, err = _run(capsys, *argv)
+    _assert_one_line_error(code, err, "its recipe turns on model.trust_remote_code", "--trust-remote-code")
+    assert _run(capsys, *argv, "--trust-remote-code")[0] == 0
+
+
+# -- resume after the data changed (#15) ------------------------------------------------------------
+
+def test_resume_takes_allow_data_change(tiny_recipe, write_recipe, capsys, monkeypatch):
+    from tailorkit.train.loop import Trainer
+
+    original = Trainer._step
+
+    def crash(self, group, trainable):
+        if self.state.step == 3:
+            raise KeyboardInterrupt
+        return original(self, group, trainable)
+
+    monkeypatch.setattr(Trainer, "_step", crash)
+    recipe = write_recipe(tiny_recipe)
+    with pytest.raises(SystemExit):
+        _run(capsys, "train", recipe)
+    capsys.readouterr()
+    monkeypatch.setattr(Trainer, "_step", original)
+    run = tiny_recipe["output_dir"]
+    make_sentences(120, seed=5).to_csv(tiny_recipe["data"]["train"], index=False)  # edited meanwhile
+    code, _, err = _run(capsys, "train", "--resume", run)
+    _assert_one_line_error(code, err, "data changed since the run started", "--allow-data-change")
+    code, _, err = _run(capsys, "train", recipe, "--allow-data-change")
+    _assert_one_line_error(code, err, "--allow-data-change goes with --resume")
+    code, out, _ = _run(capsys, "train", "--resume", run, "--allow-data-change")
+    assert code == 0 and f"run: {run}" in out

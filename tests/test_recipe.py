@@ -239,6 +239,31 @@ def test_unreadable_recipe_files(tmp_path, content, words):
     assert "\n" not in str(info.value)
 
 
+def test_a_recipe_with_a_byte_that_is_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"model: {name: some-model}\ndata: {train: train.csv}\n# caf\xe9 reviews\n")
+    with pytest.raises(TailorError) as info:
+        load_recipe(path)
+    assert str(info.value) == (f"{path}: line 3, column 6: byte 0xe9 is not valid utf-8; save the recipe "
+                               "file as UTF-8")
+
+
+@pytest.mark.parametrize(("key", "where"), [
+    ("lr", "train.lr"), ("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
+    ("max_length", "model.max_length"), ("text_column", "data.text_column"),
+    ("threads", "train.threads or compress.threads"),
+])
+def test_a_top_level_field_of_a_section_names_its_section(key, where):
+    message = _error({**BASE, key: 3})
+    assert message.startswith(f"recipe: {key}: unknown field; did you mean {where}? (allowed: task, ")
+    assert "\n" not in message
+
+
+def test_a_field_of_a_section_below_names_that_section():
+    message = _error(_with(train={"patience": 2}))
+    assert "train.patience: unknown field; did you mean train.early_stopping.patience?" in message
+
+
 def test_missing_recipe_file(tmp_path):
     with pytest.raises(TailorError, match="recipe file not found"):
         load_recipe(tmp_path / "nope.yaml")

@@ -25,6 +25,7 @@ from tailorkit.errors import TailorError
 from tailorkit.inference import predict_with
 from tailorkit.methods.peft_wrap import TRAINED_BASE, quiet_peft
 from tailorkit.models.handle import ModelHandle, handle_for, load_text_classifier
+from tailorkit.pipeline.load import check_trust
 from tailorkit.pipeline.run_dir import LABELS
 from tailorkit.recipe import Recipe, load_recipe
 from tailorkit.sources import resolve_model
@@ -32,7 +33,8 @@ from tailorkit.tasks import task_of
 
 
 class AdapterSet:
-    def __init__(self) -> None:
+    def __init__(self, *, trust_remote_code: bool = False) -> None:
+        self.trust_remote_code = trust_remote_code  # allows runs whose recipe turns it on
         self.handle: ModelHandle | None = None
         self.base: Path | None = None
         self.adapters: dict[str, tuple[Recipe, list[str]]] = {}  # name -> (recipe, labels)
@@ -43,6 +45,7 @@ class AdapterSet:
 
         run_dir = Path(run_dir)
         recipe, labels, folder = _adapter_run(run_dir)
+        check_trust(run_dir, recipe, self.trust_remote_code)
         if name in self.adapters:
             raise TailorError(f"adapter '{name}' is already loaded")
         base = resolve_model(recipe.model.name).resolve()

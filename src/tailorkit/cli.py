@@ -20,7 +20,9 @@ from tailorkit.data.tables import read_table
 from tailorkit.errors import TailorError
 from tailorkit.evaluate.evaluator import metric_line
 from tailorkit.generate import generate
+from tailorkit.inference import check_output_file
 from tailorkit.methods import METHODS
+from tailorkit.pipeline.run_dir import PROGRESS
 from tailorkit.recipe import dump_recipe, load_compress_file, load_recipe, reference_markdown
 from tailorkit.search.worker import StudyInterrupted
 from tailorkit.tasks import TASKS
@@ -39,6 +41,16 @@ def _add_config_flag(parser: argparse.ArgumentParser, flag: str, model: type[Bas
     parser.add_argument(flag, type=kind, default=None, dest=field,
                         help=f"{info.description} Default: the run's {section}.{field} "
                              f"({info.default} unless its recipe set it).")
+
+
+def _add_trust(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow a run whose recipe sets model.trust_remote_code to run the code in "
+                             "its model folder (only for runs from people you trust)")
+
+
+def _add_force(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true", help="replace an existing --output file")
 
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true",
                    help="reuse output_dir; the previous run is moved to a .bak folder")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="with --resume: continue although the data files now read differently")
     _add_set(p)
 
     p = sub.add_parser("tune", help="hyperparameter search: run or resume the recipe's search: block")
@@ -92,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--data", required=True, help="CSV/JSONL/Parquet with the recipe's columns")
     _add_columns(p, "--data", ["text_column", "text_pair_column", "label_column"])
-    p.add_argument("--output", help="also write per-row predictions to this CSV")
+    p.add_argument("--output", help="also write per-row predictions to this CSV (a new file)")
+    _add_force(p)
+    _add_trust(p)
 
     p = sub.add_parser("predict", help="predict with a finished run (or several adapter runs)")
     p.add_argument("run_dir", nargs="+",
@@ -107,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for a run trained on text pairs: the second text, one per --text in the same "
                         "order (repeatable)")
     _add_columns(p, "--input", ["text_column", "text_pair_column"])
-    p.add_argument("--output", help="write predictions CSV here (default: print)")
+    p.add_argument("--output", help="write predictions CSV here, a new file (default: print)")
+    _add_force(p)
+    _add_trust(p)
 
     for name, help_text in (("generate", "generate an answer with a finished causal-LM run"),
                             ("chat", "chat with a finished causal-LM run (empty line or Ctrl-D ends)")):
@@ -120,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
             _add_config_flag(p, flag, GenerationConfig, field, "generation")
         p.add_argument("--greedy", action="store_true", help="always take the likeliest token")
         p.add_argument("--seed", type=int, default=None, help="seed for sampling")
+        _add_trust(p)
 
     p = sub.add_parser("compress", help="compress a finished run: prune, quantise (a run directory per step)")
     p.add_argument("run_dir")
@@ -128,10 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="reuse the output folder; the previous one is moved to a .bak folder")
     _add_set(p)
+    _add_trust(p)
 
     p = sub.add_parser("merge", help="merge a run's adapter into its base: a plain Hugging Face model")
     p.add_argument("run_dir")
     p.add_argument("--out", required=True, help="new folder for the merged model")
+    _add_trust(p)
     return parser
 
 
@@ -141,9 +162,11 @@ def _cmd_train(args) -> None:
     if args.resume and (args.overrides or args.overwrite):
         raise TailorError("train --resume continues a run exactly as it was recorded; --set and "
                           "--overwrite do not apply (edit nothing, or start a new run)")
+    if args.allow_data_change and not args.resume:
+        raise TailorError("train: --allow-data-change goes with --resume RUN_DIR")
     try:
         if args.resume:
-            run_dir = api.resume(args.resume)
+            run_dir = api.resume(args.resume, allow_data_change=args.allow_data_change)
         else:
             recipe = load_recipe(args.recipe, args.overrides)
             run_dir = api.train(recipe, overwrite=args.overwrite)
@@ -154,7 +177,7 @@ def _cmd_train(args) -> None:
         raise SystemExit(130) from None
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
         target = args.resume or load_recipe(args.recipe, args.overrides).output_dir
-        kept = find_checkpoint(Path(target)) is not None
+        kept = find_checkpoint(Path(target)) is not None or (Path(target) / PROGRESS).is_file()
         print("\ninterrupted: " + (f"continue from the last checkpoint with: tailor train --resume {target}"
                                    if kept else "nothing to resume; nothing was kept"), file=sys.stderr)
         raise SystemExit(130) from None
@@ -225,7 +248,7 @@ def _yaml_value(value) -> str:
 
 def _cmd_eval(args) -> None:
     metrics = api.evaluate(args.run_dir, args.data, args.output, args.text_column, args.text_pair_column,
-                           args.label_column)
+                           args.label_column, force=args.force, trust_remote_code=args.trust_remote_code)
     print(json.dumps(metrics, indent=2))
 
 
@@ -235,8 +258,10 @@ def _cmd_predict(args) -> None:
                           "second texts come from the recipe's text_pair_column (or --text-pair-column)")
     if (args.text_column or args.text_pair_column) and not args.input:
         raise TailorError("predict: --text-column and --text-pair-column name columns of --input")
+    if args.output:  # before any model loads
+        check_output_file(args.output, {"--input": args.input}, args.force)
     if args.image:
-        frame = api.predict_images(args.run_dir[0], args.image)
+        frame = api.predict_images(args.run_dir[0], args.image, trust_remote_code=args.trust_remote_code)
         _show(frame, args, ["image", "prediction", "confidence"])
         return
     run_dir = _chosen_run(args.run_dir, args.adapter)
@@ -254,7 +279,7 @@ def _cmd_predict(args) -> None:
         if data.text_pair_column:  # a pair task needs its second text too
             pairs = _input_column(args.input, table, args.text_pair_column or data.text_pair_column,
                                   "--text-pair-column")
-    frame = _predict(args.run_dir, args.adapter, texts, pairs)
+    frame = _predict(args.run_dir, args.adapter, texts, pairs, args.trust_remote_code)
     _show(frame, args, ["text", "text_pair", "prediction", "confidence"])
 
 
@@ -283,12 +308,9 @@ def _text_pairs(run_dir: str, column: str | None, texts: list[str], pairs: list[
 
 def _show(frame, args, columns: list[str]) -> None:
     """Write the predictions to --output, or print the main columns."""
-    if args.output:
-        out = Path(args.output)
-        if args.input and out.resolve() == Path(args.input).resolve():
-            raise TailorError("--output must differ from --input; tailor never overwrites your data")
-        frame.to_csv(out, index=False)
-        print(f"wrote {len(frame)} predictions to {out}")
+    if args.output:  # checked by _cmd_predict: a new file, or --force
+        frame.to_csv(args.output, index=False)
+        print(f"wrote {len(frame)} predictions to {args.output}")
     else:
         cols = [c for c in columns if c in frame]
         print(frame[cols].to_string(index=False, max_colwidth=60))
@@ -308,11 +330,12 @@ def _chosen_run(run_dirs: list[str], adapter: str | None) -> str:
     return names[adapter]
 
 
-def _predict(run_dirs: list[str], adapter: str | None, texts: list[str], pairs: list[str] | None):
+def _predict(run_dirs: list[str], adapter: str | None, texts: list[str], pairs: list[str] | None,
+             trust_remote_code: bool):
     """One run: its model. Several: one base, each run's adapter named after its folder."""
     if len(run_dirs) == 1 and adapter is None:
-        return api.predict(run_dirs[0], texts, pairs)
-    adapters = AdapterSet()
+        return api.predict(run_dirs[0], texts, pairs, trust_remote_code=trust_remote_code)
+    adapters = AdapterSet(trust_remote_code=trust_remote_code)
     for run_dir in run_dirs:
         adapters.add(Path(run_dir).name, run_dir)
     return adapters.predict(texts, adapter, pairs)
@@ -320,7 +343,8 @@ def _predict(run_dirs: list[str], adapter: str | None, texts: list[str], pairs: 
 
 def _cmd_compress(args) -> None:
     cfg = load_compress_file(args.compress_file, args.overrides)
-    for run_dir in api.compress(args.run_dir, cfg, overwrite=args.overwrite):
+    for run_dir in api.compress(args.run_dir, cfg, overwrite=args.overwrite,
+                                trust_remote_code=args.trust_remote_code):
         print(_compressed_line(run_dir))
 
 
@@ -333,7 +357,7 @@ def _compressed_line(run_dir: Path) -> str:
 
 
 def _cmd_merge(args) -> None:
-    out = api.merge(args.run_dir, args.out)
+    out = api.merge(args.run_dir, args.out, trust_remote_code=args.trust_remote_code)
     task = TASKS[load_recipe(Path(args.run_dir) / "recipe.yaml").task]
     print(f"merged model written to {out}; load it with {task.auto_class}.from_pretrained, or use "
           f"the folder as a run: tailor predict {out} ...")
@@ -346,7 +370,7 @@ def _answer(handle, messages: list[dict], args) -> str:
 
 def _start(args) -> tuple[object, list[dict]]:
     """The run's model, and the generation flags not given filled from its recipe."""
-    recipe, handle = api.load_generator(args.run_dir)
+    recipe, handle = api.load_generator(args.run_dir, trust_remote_code=args.trust_remote_code)
     for field in GENERATION_FLAGS.values():
         if getattr(args, field) is None:
             setattr(args, field, getattr(recipe.generation, field))

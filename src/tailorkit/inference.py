@@ -32,13 +32,15 @@ from tailorkit.tasks import task_of
 from tailorkit.train.losses import TaskLoss
 
 
-def merge(run_dir: str | Path, out: str | Path) -> Path:
+def merge(run_dir: str | Path, out: str | Path, *, trust_remote_code: bool = False) -> Path:
     """Fold a run's adapter into its base and save a plain Hugging Face model, with a
     recipe.yaml beside it that makes the folder a run of that whole model (for predict, eval)."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise TailorError(f"--out {out} is a file; choose a new folder")
     if out.exists() and any(out.iterdir()):
         raise TailorError(f"--out {out} is not empty; choose a new folder")
-    recipe, handle, labels, methods = load_run(run_dir, dequantize=True)
+    recipe, handle, labels, methods = load_run(run_dir, dequantize=True, trust_remote_code=trust_remote_code)
     owner = model_owner(methods)
     if owner is None:
         raise TailorError(f"{run_dir}: the run trained no adapter; its model/ folder is already a "
@@ -65,14 +67,35 @@ def merged_recipe(recipe: Recipe, run_dir: str | Path, out: Path) -> str:
     return f"# tailor merge {run_dir}: that run's model ({written}) as one plain model here\n{text}"
 
 
+def check_output_file(output: str | Path, inputs: dict[str, str | None], force: bool) -> None:
+    """`--output` may replace an existing file only with `force`, and never one of the command's
+    `inputs` (flag -> path): tailor does not write over a user's data."""
+    out = Path(output)
+    if out.is_dir() or not out.parent.is_dir():
+        raise TailorError(f"--output {out}: name a file in an existing folder")
+    if not out.exists():
+        return
+    for flag, path in inputs.items():
+        if path and Path(path).exists() and out.samefile(path):
+            raise TailorError(f"--output must differ from {flag}; tailor never overwrites your data, "
+                              "not even with --force")
+    if not force:
+        raise TailorError(f"--output {out} already exists; choose another file, or pass --force to "
+                          "replace it")
+
+
 def evaluate(run_dir: str | Path, data_path: str, output: str | None = None, text_column: str | None = None,
-             text_pair_column: str | None = None, label_column: str | None = None) -> dict:
+             text_pair_column: str | None = None, label_column: str | None = None, *, force: bool = False,
+             trust_remote_code: bool = False) -> dict:
     """Score a finished run on another labelled file: the recipe's columns, or those named here
-    (`tailor eval --text-column ...`, which messages name)."""
+    (`tailor eval --text-column ...`, which messages name). `output` gets the per-row
+    predictions; an existing file is replaced only with `force`, and never `data_path`."""
     columns = {"text_column": text_column, "text_pair_column": text_pair_column, "label_column": label_column}
+    if output:
+        check_output_file(output, {"--data": data_path}, force)
     if text_pair_column and not run_recipe(run_dir).data.text_pair_column:
         raise TailorError(f"eval: {run_dir} was not trained on text pairs; drop --text-pair-column")
-    recipe, handle, labels, _ = load_run(run_dir)
+    recipe, handle, labels, _ = load_run(run_dir, trust_remote_code=trust_remote_code)
     cfg = recipe.data.model_copy(update={"name": None, "train": data_path, "validation": data_path,
                                          "test": data_path, "max_eval_samples": None,
                                          "max_train_samples": None,
@@ -89,11 +112,12 @@ def evaluate(run_dir: str | Path, data_path: str, output: str | None = None, tex
     return metrics
 
 
-def predict(run_dir: str | Path, texts: list[str], pairs: list[str] | None = None) -> pd.DataFrame:
+def predict(run_dir: str | Path, texts: list[str], pairs: list[str] | None = None, *,
+            trust_remote_code: bool = False) -> pd.DataFrame:
     """Predictions for `texts`; a run trained on text pairs needs `pairs`, one second text per text."""
     recipe = run_recipe(run_dir)
     check_pairs(recipe, texts, pairs)  # before the model is loaded
-    recipe, handle, labels, _ = load_run(run_dir)
+    recipe, handle, labels, _ = load_run(run_dir, trust_remote_code=trust_remote_code)
     return predict_with(handle, recipe, labels, texts, pairs)
 
 
@@ -121,19 +145,19 @@ def predict_with(handle: ModelHandle, recipe: Recipe, labels: list[str], texts: 
     return prediction_frame(handle.output, list(texts), logits, labels, pairs=pairs)
 
 
-def load_generator(run_dir: str | Path) -> tuple[Recipe, ModelHandle]:
+def load_generator(run_dir: str | Path, *, trust_remote_code: bool = False) -> tuple[Recipe, ModelHandle]:
     """A finished causal-LM run (full or adapter) ready to generate, with its recipe (the
     generation defaults)."""
-    recipe, handle, _, _ = load_run(run_dir)
+    recipe, handle, _, _ = load_run(run_dir, trust_remote_code=trust_remote_code)
     if handle.output != "next_token":
         raise TailorError(f"{run_dir}: a {recipe.task} run cannot generate text; train a causal LM "
                           "(task: causal_lm)")
     return recipe, handle
 
 
-def predict_images(run_dir: str | Path, paths: list[str]) -> pd.DataFrame:
+def predict_images(run_dir: str | Path, paths: list[str], *, trust_remote_code: bool = False) -> pd.DataFrame:
     """Classify image files (a folder stands for the images in it) with an image run."""
-    recipe, handle, labels, _ = load_run(run_dir)
+    recipe, handle, labels, _ = load_run(run_dir, trust_remote_code=trust_remote_code)
     if handle.modality != "image":
         raise TailorError(f"{run_dir}: a {recipe.task} run does not classify images; use --text")
     files = [f for p in paths for f in (image_files(Path(p)) if Path(p).is_dir() else [Path(p)])]
@@ -152,11 +176,12 @@ def predict_images(run_dir: str | Path, paths: list[str]) -> pd.DataFrame:
     return prediction_frame(handle.output, names, logits, labels).rename(columns={"text": "image"})
 
 
-def compress_run(run_dir: str | Path, cfg: CompressConfig, overwrite: bool = False) -> list[Path]:
+def compress_run(run_dir: str | Path, cfg: CompressConfig, overwrite: bool = False, *,
+                 trust_remote_code: bool = False) -> list[Path]:
     """`tailor compress RUN_DIR compress.yaml`: the finished run's model through the steps, one
     new run directory per step; the run itself is only read."""
     run_dir = Path(run_dir)
-    recipe, handle, labels, methods = load_run(run_dir, dequantize=True)
+    recipe, handle, labels, methods = load_run(run_dir, dequantize=True, trust_remote_code=trust_remote_code)
     if recipe.compress is not None:
         raise TailorError(f"{run_dir}: already a compressed run; compress its source run with all the steps")
     task = task_of(recipe)

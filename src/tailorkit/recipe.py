@@ -43,7 +43,7 @@ from tailorkit.config import (
     format_validation_error,
 )
 from tailorkit.config.space import check_space, space_candidates
-from tailorkit.errors import TailorError
+from tailorkit.errors import TailorError, undecodable
 from tailorkit.methods import METHODS, build_methods, model_owner
 from tailorkit.tasks import TASKS, task_of
 
@@ -249,7 +249,11 @@ def _read_mapping(path: Path, what: str, example: str) -> dict:
     if not path.is_file():
         raise TailorError(f"{path}: {what} file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise TailorError(f"{path}: {undecodable(err)}; save the {what} file as UTF-8") from None
+    try:
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise TailorError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
     if not isinstance(raw, dict):

@@ -336,3 +336,44 @@ def test_a_class_with_one_example_is_named_when_stratification_stops(write_table
 def test_no_warning_when_every_class_can_be_stratified(skewed_csv, capsys):
     prepare_data(_cfg(train=skewed_csv), classes=True)
     assert capsys.readouterr().err == ""
+
+
+# -- encodings and missing labels (#15) -------------------------------------------------------------
+
+def test_data_encoding_reaches_the_reader(sentences, tmp_path):
+    frame = sentences(20)
+    frame.loc[3, "text"] = "un caf\u00e9 superb"
+    path = tmp_path / "latin.csv"
+    frame.to_csv(path, index=False, encoding="cp1252")
+    assert _error(_cfg(train=str(path))).startswith(f"data.train: {path}: line 5, column 7: byte 0xe9")
+    data = prepare_data(_cfg(train=str(path), validation=str(path), test=str(path), encoding="cp1252"),
+                        classes=True)
+    assert data.splits["test"].texts[3] == "un caf\u00e9 superb"
+
+
+def test_an_unknown_encoding_is_refused_with_the_recipe():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="unknown text encoding 'utf-9'"):
+        _cfg(train="x.csv", encoding="utf-9")
+
+
+@pytest.mark.parametrize(("rows", "named"), [
+    ([2], "row 3: missing label"),
+    ([2, 5, 6], "rows 3, 6, 7 (3 rows): missing label"),
+    ([1, 2, 4, 8, 9, 11, 15], "rows 2, 3, 5, 9, 10, ... (7 rows): missing label"),
+])
+def test_missing_labels_list_the_first_rows_and_the_count(sentences, write_table, rows, named):
+    frame = sentences(20)
+    frame.loc[rows, "label"] = None
+    path = write_table(frame, "tr.csv")
+    message = _error(_cfg(train=str(path), validation=str(path), test=str(path)))
+    assert message == f"{path}: {named} in column 'label'; fill or remove them"
+
+
+def test_a_missing_label_in_the_validation_file_is_called_missing(sentences, write_table):
+    val = sentences(6, 1)
+    val.loc[[1, 4], "label"] = None
+    train, valp = write_table(sentences(20), "tr.csv"), write_table(val, "va.csv")
+    message = _error(_cfg(train=str(train), validation=str(valp), test=str(train)))
+    assert message == f"{valp}: rows 2, 5 (2 rows): missing label in column 'label'; fill or remove them"

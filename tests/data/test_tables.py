@@ -106,3 +106,35 @@ def test_other_json_shapes_say_what_they_hold_and_what_is_read(tmp_path, content
         read_table(path, "data.train")
     assert str(info.value) == (f"data.train: {path}: {holds}; a JSON table is one object per line "
                                "(JSON Lines) or one array of objects")
+
+
+# -- text encodings (#15) ---------------------------------------------------------------------------
+
+CP1252 = "text,label\na good film,pos\nun caf\u00e9 cr\u00e8me,neg\n".encode("cp1252")
+
+
+@pytest.mark.parametrize(("name", "content", "where"), [
+    ("data.csv", CP1252, "line 3, column 7: byte 0xe9"),
+    ("data.tsv", CP1252.replace(b",", b"\t"), "line 3, column 7: byte 0xe9"),
+    ("data.jsonl", '{"text": "ok", "label": "pos"}\n{"text": "caf\u00e9", "label": "neg"}\n'.encode("cp1252"),
+     "line 2, column 14: byte 0xe9"),
+    # far past the reader's first buffer: the line still counts from the start of the file
+    ("big.csv", b"text,label\n" + b"a good film,pos\n" * 40_000 + b"caf\xe9,neg\n", "line 40002, column 4"),
+])
+def test_a_byte_that_is_not_utf8_names_the_line_and_the_fix(tmp_path, name, content, where):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(TailorError) as info:
+        read_table(path, "data.train")
+    assert str(info.value).startswith(f"data.train: {path}: {where}")
+    assert str(info.value).endswith("is not valid utf-8; set data.encoding to the file's encoding "
+                                    "(e.g. cp1252) or save it as UTF-8")
+    with pytest.raises(TailorError, match=r"--input: .*is not valid utf-8; save it as UTF-8$"):
+        read_table(path, "--input")  # a command-line file: no recipe to name the encoding in
+
+
+def test_the_recipe_names_the_encoding(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_bytes(CP1252)
+    texts = read_table(path, "data.train", "cp1252")["text"].tolist()
+    assert texts == ["a good film", "un caf\u00e9 cr\u00e8me"]

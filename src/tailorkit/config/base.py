@@ -26,9 +26,13 @@ def format_validation_error(
         path = path.replace(".[", "[")
         if e["type"] == "extra_forbidden":
             allowed = allowed_fields(model, loc)
+            sections = sections_with(model, loc)
             hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             msg = "unknown field"
-            if hint:
+            if sections:  # `lr:` at the top of a recipe: the field of `train:`
+                above = path.removesuffix(str(loc[-1]))  # "" or "train."
+                msg += "; did you mean " + " or ".join(f"{above}{s}.{loc[-1]}" for s in sections) + "?"
+            elif hint:
                 msg += f"; did you mean '{hint[0]}'?"
             msg += f" (allowed: {', '.join(allowed)})"
         else:
@@ -41,12 +45,36 @@ def format_validation_error(
 
 
 def allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Walk `loc` through nested models to list the fields allowed at its parent.
+    """The fields allowed at the parent of `loc`."""
+    parent = _model_at(model, loc[:-1])
+    return list(parent.model_fields) if parent else []
+
+
+def sections_with(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The sections beside the unknown field at `loc` that have a field of its name (a recipe's
+    top-level `lr` is a field of `train`). Plugin lists (`methods`) do not count: their entries'
+    own fields are not written in a recipe."""
+    parent = _model_at(model, loc[:-1])
+    if parent is None:
+        return []
+    return [name for name, info in parent.model_fields.items()
+            if any(loc[-1] in sub.model_fields for sub in _nested(info.annotation)
+                   if not hasattr(sub, "sub_model"))]
+
+
+def _nested(annotation: Any) -> list[type[BaseModel]]:
+    """The models a field's type holds: `EarlyStopping | None` holds EarlyStopping."""
+    candidates = getattr(annotation, "__args__", (annotation,))
+    return [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """Walk `loc` through nested models to the model there; None where it leads out of them.
 
     A section may name the model of a path below it with `sub_model(loc_part)` (the methods
     list does: `methods[0].lora` is a LoraConfig)."""
     current: Any = model
-    for part in loc[:-1]:
+    for part in loc:
         resolve = getattr(current, "sub_model", None)
         if resolve is not None and resolve(part) is not None:
             current = resolve(part)
@@ -55,11 +83,9 @@ def allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         if field is None:
             if isinstance(part, int):  # a list index: same model below it
                 continue
-            return []
-        annotation = field.annotation
-        candidates = getattr(annotation, "__args__", (annotation,))
-        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+            return None
+        nested = _nested(field.annotation)
         if not nested:
-            return []
+            return None
         current = nested[0]
-    return list(current.model_fields)
+    return current

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -104,6 +105,8 @@ class DataConfig(Strict):
     text_column: str = Field("text", description="Column holding the input text.")
     text_pair_column: str | None = Field(None, description="Second text for pair tasks.")
     label_column: str = Field("label", description="Column holding the label or target.")
+    encoding: str = Field("utf-8", description="Text encoding of the CSV, TSV and JSON files "
+                                               "(e.g. cp1252, latin-1).")
     split: SplitConfig = Field(default_factory=SplitConfig,
                                description="How missing validation/test splits are carved (section).")
     format: Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"] = Field(
@@ -124,6 +127,15 @@ class DataConfig(Strict):
                                                "10% kept).")
     max_train_samples: int | None = Field(None, ge=1, description="Seeded subset of train.")
     max_eval_samples: int | None = Field(None, ge=1, description="Seeded subset of validation/test.")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {encoding!r} (e.g. utf-8, cp1252, latin-1)") from None
+        return encoding
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:

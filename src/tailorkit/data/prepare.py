@@ -56,7 +56,7 @@ def _raw_splits(cfg: DataConfig) -> dict[str, tuple[str, pd.DataFrame]]:
         path = getattr(cfg, name)
         if path is None:
             continue
-        table = read_table(path, f"data.{name}")
+        table = read_table(path, f"data.{name}", cfg.encoding)
         if isinstance(table, dict):  # a DatasetDict folder brings its own splits
             if name != "train":
                 if name not in table:
@@ -94,20 +94,24 @@ def check_columns(source: str, frame: pd.DataFrame, cfg: DataConfig, needs_label
         raise TailorError(f"{source}: has no rows")
 
 
-def _first_row(bad: pd.Series) -> int:
-    """1-based row of the first True in the user's table (frames keep the file's index)."""
-    return int(bad.index[np.flatnonzero(bad.to_numpy())[0]]) + 1
+SHOWN_ROWS = 5
+
+
+def _rows(bad: pd.Series) -> str:
+    """The first few rows where `bad` is True, and how many: `row 3`, or `rows 3, 7, 9, 12, 20, ...
+    (8 rows)`; 1-based rows of the user's table (frames keep the file's index)."""
+    rows = [int(i) + 1 for i in bad.index[bad.to_numpy()]]
+    if len(rows) == 1:
+        return f"row {rows[0]}"
+    shown = ", ".join(map(str, rows[:SHOWN_ROWS])) + (", ..." if len(rows) > SHOWN_ROWS else "")
+    return f"rows {shown} ({len(rows)} rows)"
 
 
 def column_texts(source: str, frame: pd.DataFrame, column: str) -> list[str]:
     values = frame[column]
     blank = values.isna() | (values.astype(str).str.strip() == "")
     if blank.any():
-        row = _first_row(blank)
-        raise TailorError(
-            f"{source}: row {row}: empty text in column '{column}' "
-            f"({int(blank.sum())} such rows); remove or fill them"
-        )
+        raise TailorError(f"{source}: {_rows(blank)}: empty text in column '{column}'; remove or fill them")
     return values.astype(str).tolist()
 
 
@@ -115,11 +119,9 @@ def _regression_targets(source: str, frame: pd.DataFrame, column: str) -> np.nda
     values = pd.to_numeric(frame[column], errors="coerce")
     bad = values.isna() | ~np.isfinite(values.fillna(0))
     if bad.any():
-        row = _first_row(bad)
-        raise TailorError(
-            f"{source}: row {row}: target {frame[column].loc[row - 1]!r} in column '{column}' "
-            "is not a finite number; regression needs numeric targets"
-        )
+        first = frame[column][bad].iloc[0]
+        raise TailorError(f"{source}: {_rows(bad)}: target in column '{column}' is not a finite number "
+                          f"(first: {first!r}); regression needs numeric targets")
     return values.to_numpy(dtype=np.float32)
 
 
@@ -202,6 +204,7 @@ def prepare_data(cfg: DataConfig, classes: bool, labels: list[str] | None = None
         check_columns(source, frame, cfg, needs_label=True, flags=flags)
         if classes:
             frame[cfg.label_column] = class_names(source, frame[cfg.label_column], note=source not in noted)
+            _check_labels_present(source, frame[cfg.label_column])
             noted.add(source)
     if labels is None:
         unseen = "fix the row or add it to train"
@@ -246,10 +249,14 @@ def _missing(value) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float | np.floating) and math.isnan(value))
 
 
+def _check_labels_present(source: str, column: pd.Series) -> None:
+    missing = column.isna()
+    if missing.any():
+        raise TailorError(f"{source}: {_rows(missing)}: missing label in column '{column.name}'; "
+                          "fill or remove them")
+
+
 def _class_names(source: str, column: pd.Series) -> list[str]:
-    if column.isna().any():
-        row = _first_row(column.isna())
-        raise TailorError(f"{source}: row {row}: missing label in column '{column.name}'")
     names = sorted({str(v) for v in column}, key=_natural_key)
     if len(names) < 2:
         raise TailorError(

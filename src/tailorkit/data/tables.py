@@ -9,19 +9,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from tailorkit.errors import TailorError
+from tailorkit.errors import TailorError, undecodable
 
-READERS = {
-    ".csv": lambda p: pd.read_csv(p),
-    ".tsv": lambda p: pd.read_csv(p, sep="\t"),
-    ".jsonl": lambda p: _read_json(p),
-    ".json": lambda p: _read_json(p),
-    ".parquet": lambda p: pd.read_parquet(p),
+READERS = {  # path, text encoding -> DataFrame
+    ".csv": lambda p, e: pd.read_csv(p, encoding=e),
+    ".tsv": lambda p, e: pd.read_csv(p, sep="\t", encoding=e),
+    ".jsonl": lambda p, e: _read_json(p, e),
+    ".json": lambda p, e: _read_json(p, e),
+    ".parquet": lambda p, e: pd.read_parquet(p),
 }
 
 
-def read_table(path: str | Path, field: str) -> pd.DataFrame | dict[str, pd.DataFrame]:
-    """A DataFrame, or for a saved `DatasetDict` folder a DataFrame per split."""
+def read_table(path: str | Path, field: str, encoding: str = "utf-8"
+               ) -> pd.DataFrame | dict[str, pd.DataFrame]:
+    """A DataFrame, or for a saved `DatasetDict` folder a DataFrame per split. `encoding` is the
+    text encoding of CSV, TSV and JSON files (`data.encoding`)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise TailorError(f"{field}: file not found: {path}")
@@ -34,7 +36,12 @@ def read_table(path: str | Path, field: str) -> pd.DataFrame | dict[str, pd.Data
             f"(use one of {', '.join(READERS)} or a saved datasets folder)"
         )
     try:
-        return reader(path)
+        return reader(path, encoding)
+    except UnicodeDecodeError as err:
+        fix = "save it as UTF-8"
+        if field.startswith("data."):  # a recipe's file: the recipe can name its encoding
+            fix = "set data.encoding to the file's encoding (e.g. cp1252) or " + fix
+        raise TailorError(f"{field}: {path}: {_undecodable(path, encoding, err)}; {fix}") from None
     except NotATable as err:
         raise TailorError(f"{field}: {path}: holds {err}; a JSON table is one object per line (JSON Lines) "
                           "or one array of objects") from None
@@ -43,13 +50,23 @@ def read_table(path: str | Path, field: str) -> pd.DataFrame | dict[str, pd.Data
         raise TailorError(f"{field}: {path}: cannot read as {path.suffix[1:]}: {first}") from None
 
 
+def _undecodable(path: Path, encoding: str, err: UnicodeDecodeError) -> str:
+    """The line and column of the first byte that does not decode (a reader's own error may
+    count from the start of its buffer, not of the file)."""
+    try:
+        path.read_bytes().decode(encoding)
+    except UnicodeDecodeError as whole:
+        return undecodable(whole)
+    return str(err)
+
+
 class NotATable(Exception):
     """JSON that is not a table; the message says what it holds instead."""
 
 
-def _read_json(path: Path) -> pd.DataFrame:
+def _read_json(path: Path, encoding: str) -> pd.DataFrame:
     """JSON Lines (one object per line), or one JSON array of objects."""
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding=encoding)
     try:
         whole = json.loads(text)
     except json.JSONDecodeError:  # several values, one per line

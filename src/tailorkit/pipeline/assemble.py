@@ -3,6 +3,7 @@ then the loop that trains it (the methods may bring their own)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from tailorkit.config.recipe import Recipe
@@ -24,7 +25,7 @@ def setup_run(recipe: Recipe, run_dir: Path) -> Setup:
     setup = task.prepare(recipe, run_dir, augment=not any(m.fixed_inputs for m in methods))
     fingerprint = {name: split_fingerprint(split) for name, split in setup.splits.items()}
     setup.methods = methods
-    setup.load_run = load_run
+    setup.load_run = functools.partial(load_run, trust_remote_code=recipe.model.trust_remote_code)
     for method in methods:
         setup = method.adapt(setup, task, recipe)
     finish_methods(setup.handle, methods, NF4Spec.of(recipe))

@@ -19,18 +19,20 @@ from tailorkit.recipe import load_recipe
 from tailorkit.tasks import task_of
 
 
-def load_run(run_dir: str | Path, dequantize: bool = False
+def load_run(run_dir: str | Path, dequantize: bool = False, *, trust_remote_code: bool = False
              ) -> tuple[Recipe, ModelHandle, list[str], list[Method]]:
     """The finished model, ready for inference; for adapter runs, base + methods + adapter.
 
     `dequantize` turns a 4-bit (QLoRA) base into fp32 layers holding its dequantised weights,
-    so a merge gives a plain model that computes what the QLoRA model computes."""
+    so a merge gives a plain model that computes what the QLoRA model computes.
+    `trust_remote_code` must be given for a run whose recipe turns it on (see `check_trust`)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     run_dir = Path(run_dir)
     model_dir = model_folder(run_dir)
     recipe = run_recipe(run_dir)
+    check_trust(run_dir, recipe, trust_remote_code)
     if not model_dir.is_dir():
         raise TailorError(f"{run_dir}: the run has no final model yet; finish it with "
                           f"`tailor train --resume {run_dir}`")
@@ -60,3 +62,11 @@ def run_recipe(run_dir: str | Path) -> Recipe:
     if not (run_dir / "recipe.yaml").is_file():
         raise TailorError(f"{run_dir}: not a tailorkit run directory (no recipe.yaml)")
     return load_recipe(run_dir / "recipe.yaml")
+
+
+def check_trust(run_dir: str | Path, recipe: Recipe, trust_remote_code: bool) -> None:
+    """A run folder may come from someone else: its recipe alone cannot turn on running the
+    code in its model folder; the caller must allow it too (`--trust-remote-code`)."""
+    if recipe.model.trust_remote_code and not trust_remote_code:
+        raise TailorError(f"{run_dir}: its recipe turns on model.trust_remote_code, which runs code from "
+                          "the model folder; pass --trust-remote-code to allow it")

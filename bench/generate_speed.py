@@ -1,0 +1,63 @@
+"""Generation speed of finished causal-LM runs, side by side: greedy tokens per second.
+
+    .venv/bin/python bench/generate_speed.py runs/smollm2-full-400 \
+        runs/smollm2-full-400-int8/1-quantize --threads 2
+
+Each run answers the same prompts (the first validation prompts of the first run's data)
+greedily with a fixed number of new tokens; the runs take turns within each repeat, so a busy
+moment of the machine slows them alike and the ratio holds. Test loss comes from each run's
+summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from tailorkit.compress.measure import weights_mb
+from tailorkit.data.chat import prepare_chat_data
+from tailorkit.generate import generate
+from tailorkit.inference import load_generator
+from tailorkit.pipeline.run_dir import MODEL
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--prompts", type=int, default=4)
+    p.add_argument("--tokens", type=int, default=32, help="new tokens per answer")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    loaded = [load_generator(run) for run in args.runs]
+    recipe, first = loaded[0]
+    data = prepare_chat_data(recipe.data, first.tokenizer, recipe.model.max_length)
+    prompts = [chat[:-1] for chat in data.conversations["validation"][: args.prompts]]
+    seconds: list[list[float]] = [[] for _ in loaded]
+    produced = [0 for _ in loaded]
+    for _ in range(args.repeats):
+        for n, (_, handle) in enumerate(loaded):
+            started = time.perf_counter()
+            for messages in prompts:
+                answer = generate(handle, messages, args.tokens, 1.0, 1.0, True, 0)
+                produced[n] += len(handle.tokenizer(answer, add_special_tokens=False)["input_ids"])
+            seconds[n].append(time.perf_counter() - started)
+    print(f"{len(prompts)} prompts x {args.tokens} new tokens (greedy), {args.repeats} repeats, "
+          f"{args.threads} threads, torch {torch.__version__}")
+    print("| run | test loss | weights MB | tokens / s | × first |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    rates = [produced[n] / args.repeats / statistics.median(seconds[n]) for n in range(len(loaded))]
+    for run, rate in zip(args.runs, rates, strict=True):
+        loss = json.loads((Path(run) / "summary.json").read_text())["test"]["loss"]
+        size = weights_mb(Path(run) / MODEL)
+        print(f"| `{run}` | {loss:.4f} | {size} | {rate:.1f} | {rate / rates[0]:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()
