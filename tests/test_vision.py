@@ -166,3 +166,29 @@ def test_hugging_face_image_classifier_from_a_folder(tiny_vit, methods, tmp_path
     if methods == [{"freeze": {"top": 1}}]:
         _, handle, _, _ = api.load_run(run)
         assert handle.blocks_prefix == "vit.layers." and handle.num_blocks == 2
+
+
+def test_static_int8_calibrates_saves_and_loads_the_same(full_run, tmp_path):
+    """quantize_static: int8 convolutions calibrated on training images; the saved run loads
+    back to the predictions it wrote, and scores within a few points of its float source."""
+    from tailorkit.config.compress import CompressConfig
+    from tailorkit.inference import load_run
+    from tailorkit.pipeline import setup_run
+    from tailorkit.tasks import TASKS
+
+    (run,) = api.compress(full_run, CompressConfig(steps=[{"quantize_static": {"calibration_batches": 2}}],
+                                                   output_dir=str(tmp_path / "int8"), latency_examples=32))
+    summary = json.loads((run / "summary.json").read_text())
+    source = json.loads((full_run / "summary.json").read_text())["test"]["accuracy"]
+    assert summary["quantize_static"]["calibration_images"] == 64
+    assert summary["quantize_static"]["quantized_layers"] >= 52  # every conv and the head
+    assert summary["test"]["accuracy"] >= source - 0.05, (summary["test"]["accuracy"], source)
+    assert summary["weights_mb"] < 0.4 * json.loads((full_run / "summary.json").read_text())["artefact_mb"]
+    # Loaded back, the int8 model gives the test loss its run reported (the same int8 numbers).
+    recipe, handle, labels, _ = load_run(run)
+    assert type(handle.model).__name__.startswith("GraphModule")
+    (tmp_path / "again").mkdir()
+    setup = setup_run(recipe, tmp_path / "again")
+    setup.handle, setup.labels = handle, labels
+    again = TASKS[recipe.task].write_test_outputs(setup, recipe, tmp_path / "again")
+    assert again["loss"] == pytest.approx(summary["test"]["loss"], abs=1e-6)

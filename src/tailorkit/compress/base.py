@@ -29,8 +29,9 @@ class Step:
         """Refuse what the step cannot do (a model kind, an order of steps) with a ValueError
         naming the field; runs when the recipe or compress file is read."""
 
-    def apply(self, handle: ModelHandle) -> dict:
-        """Compress `handle.model` in place; returns facts for summary.json."""
+    def apply(self, handle: ModelHandle, calibration=None) -> dict:
+        """Compress `handle.model` in place; returns facts for summary.json. `calibration` is the
+        training split, for steps that measure activations (static int8); the others ignore it."""
         raise NotImplementedError
 
     def save_model(self, handle: ModelHandle, directory: Path) -> None:

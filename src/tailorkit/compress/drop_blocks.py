@@ -46,7 +46,7 @@ class DropBlocks(Step):
         if task.modality != "text":
             raise ValueError(f"{where}.drop_blocks: drops transformer blocks; task {task.name} has none")
 
-    def apply(self, handle: ModelHandle) -> dict:
+    def apply(self, handle: ModelHandle, calibration=None) -> dict:
         path = handle.blocks_prefix.rstrip(".")
         blocks = handle.model.get_submodule(path)
         n, c = len(blocks), self.config

@@ -35,7 +35,7 @@ class Prune(Step):
     Config = PruneConfig
     summary = "unstructured magnitude pruning (torch.nn.utils.prune), made permanent"
 
-    def apply(self, handle: ModelHandle) -> dict:
+    def apply(self, handle: ModelHandle, calibration=None) -> dict:
         c = self.config
         layers = handle.weight_layers(c.include_head)
         params = [(m, "weight") for _, m in layers]

@@ -38,7 +38,7 @@ class PruneFFN(Step):
                              f"blocks; task {task.name} has none")
 
     @torch.no_grad()
-    def apply(self, handle: ModelHandle) -> dict:
+    def apply(self, handle: ModelHandle, calibration=None) -> dict:
         config = handle.model.config
         size = getattr(config, "intermediate_size", None)
         if size is None:

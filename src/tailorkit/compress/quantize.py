@@ -49,9 +49,11 @@ def quantize_linears(model: nn.Module) -> nn.Module:
 
 
 def quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+    """The int8 layers: dynamic Linear (a subclass of the static one), static Linear and Conv2d."""
+    from torch.ao.nn import quantized
 
-    return {name: m for name, m in model.named_modules() if isinstance(m, DynamicInt8Linear)}
+    kinds = quantized.Linear | quantized.Conv2d
+    return {name: m for name, m in model.named_modules() if isinstance(m, kinds)}
 
 
 @register
@@ -64,9 +66,9 @@ class Quantize(Step):
     def check_recipe(self, recipe, task, where: str) -> None:
         if task.modality != "text":
             raise ValueError(f"{where}.quantize: dynamic int8 quantises the linear layers of Hugging "
-                             f"Face text models; task {task.name} is not supported yet")
+                             f"Face text models; for task {task.name} use quantize_static")
 
-    def apply(self, handle: ModelHandle) -> dict:
+    def apply(self, handle: ModelHandle, calibration=None) -> dict:
         handle.model = quantize_linears(handle.model.eval())
         return {"mode": self.config.mode, "quantized_layers": len(quantized_layers(handle.model))}
 

@@ -75,7 +75,7 @@ def compress_chain(recipe: Recipe, task: Task, original: ModelHandle, setup: Set
     for i, step in enumerate(steps, 1):
         run_dir = out_root / f"{i}-{step.name}"
         run_dir.mkdir()
-        report = step.apply(handle)
+        report = step.apply(handle, setup.splits["train"])
         done = cfg.model_copy(update={"steps": cfg.steps[:i], "output_dir": str(out_root)})
         step_recipe = recipe.model_copy(update={"compress": done, "output_dir": str(run_dir)})
         (run_dir / "recipe.yaml").write_text(dump_recipe(step_recipe))

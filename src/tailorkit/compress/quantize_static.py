@@ -1,0 +1,156 @@
+"""Post-training static int8 for CNNs, calibrated on training images.
+
+Unlike dynamic int8, activations are int8 too, with scales fixed in advance from the ranges
+seen on `calibration_batches` batches of training images (PyTorch's x86 defaults: histogram
+observers for activations, per-channel min/max for weights); conv -> batch norm -> ReLU are
+fused into one int8 op first. This is PyTorch's FX graph mode quantisation
+(`torch.ao.quantization.quantize_fx`), the path PyTorch documents for CNNs. It traces the
+model, so it serves models whose forward traces: tailorkit's MobileNetV2.
+
+Saved as `model_int8.safetensors`: every int8 tensor as its integers with its scales and zero
+points, the activation scales, and the fp32 rest; `quantization.json` names the mode, the
+architecture and the classes. Loading builds the float architecture, traces and converts it
+the same way, and puts the stored numbers back.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from pydantic import Field
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tailorkit.compress.base import Step, register
+from tailorkit.compress.quantize import quantized_layers
+from tailorkit.config.compress import StepConfig
+from tailorkit.errors import TailorError
+from tailorkit.models.handle import ModelHandle
+from tailorkit.models.mobilenet_v2 import MobileNetV2
+from tailorkit.models.vision import vision_handle
+
+WEIGHTS = "model_int8.safetensors"
+SPEC = "quantization.json"
+BATCH = 32
+
+
+class QuantizeStaticConfig(StepConfig):
+    calibration_batches: int = Field(16, ge=1, description=f"Batches of {BATCH} training images whose "
+                                                           "activation ranges fix the int8 scales.")
+
+
+def _traced_int8(model: nn.Module, batches) -> nn.Module:
+    """`model` fused, observed on `batches` (pixel tensors) and converted to int8."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    with warnings.catch_warnings():  # torch.ao's deprecation notices
+        warnings.simplefilter("ignore")
+        batches = iter(batches)
+        first = next(batches)
+        prepared = prepare_fx(model.eval(), get_default_qconfig_mapping("x86"), example_inputs=(first,))
+        with torch.inference_mode():
+            for pixels in [first, *batches]:
+                prepared(pixels)
+        return convert_fx(prepared)
+
+
+def _calibration(data, batches: int):
+    n = min(len(data), batches * BATCH)
+    for start in range(0, n, BATCH):
+        yield data.collate(list(range(start, min(n, start + BATCH))))["pixel_values"]
+
+
+@register
+class QuantizeStatic(Step):
+    name = "quantize_static"
+    Config = QuantizeStaticConfig
+    summary = "post-training static int8 (weights and activations) of a CNN, calibrated on training images"
+    saves_model = True
+
+    def check_recipe(self, recipe, task, where: str) -> None:
+        if task.modality != "image":
+            raise ValueError(f"{where}.quantize_static: static int8 serves CNNs (image models); for "
+                             f"text models use quantize (dynamic int8)")
+
+    def apply(self, handle: ModelHandle, calibration=None) -> dict:
+        if not isinstance(handle.model, MobileNetV2):
+            raise TailorError("quantize_static: the model is not tailorkit's MobileNetV2; FX static "
+                              "quantisation is only set up for it")
+        if calibration is None:
+            raise TailorError("quantize_static: needs training images to calibrate on")
+        images = min(len(calibration), self.config.calibration_batches * BATCH)
+        num_classes = handle.model.num_classes
+        handle.model = _traced_int8(handle.model, _calibration(calibration, self.config.calibration_batches))
+        handle.model.num_classes = num_classes
+        handle.save_fn = None
+        return {"mode": "static_int8", "calibration_images": images,
+                "quantized_layers": len(quantized_layers(handle.model))}
+
+    def save_model(self, handle: ModelHandle, directory: Path) -> None:
+        tensors, per_channel = {}, {}
+        for key, value in handle.model.state_dict().items():
+            if key.endswith("._packed_params.dtype"):
+                continue
+            if key.endswith("._packed_params._packed_params"):  # a quantized Linear: (weight, bias)
+                prefix = key.removesuffix("._packed_params._packed_params")
+                weight, bias = value
+                _put(tensors, per_channel, f"{prefix}.weight", weight)
+                if bias is not None:
+                    tensors[f"{prefix}.bias"] = bias.detach().contiguous()
+            elif isinstance(value, torch.Tensor) and value.is_quantized:
+                _put(tensors, per_channel, key, value)
+            else:
+                tensors[key] = value.detach().contiguous()
+        save_file(tensors, str(directory / WEIGHTS))
+        (directory / SPEC).write_text(json.dumps({"mode": "static_int8", "architecture": "mobilenet_v2",
+                                                  "num_classes": handle.model.num_classes,
+                                                  "per_channel_axis": per_channel}))
+
+    def load_model(self, task, recipe, directory: Path, labels: list[str]) -> ModelHandle:
+        spec = json.loads((directory / SPEC).read_text())
+        size = recipe.data.image.size
+        float_model = MobileNetV2(num_classes=spec["num_classes"])
+        model = _traced_int8(float_model, [torch.zeros(1, 3, size, size)])
+        stored = load_file(str(directory / WEIGHTS))
+        state = model.state_dict()  # filled in place: it carries the modules' format versions
+        for key, value in list(state.items()):
+            if key.endswith("._packed_params.dtype"):
+                state[key] = value
+            elif key.endswith("._packed_params._packed_params"):
+                prefix = key.removesuffix("._packed_params._packed_params")
+                state[key] = (_get(stored, spec["per_channel_axis"], f"{prefix}.weight"),
+                              stored.get(f"{prefix}.bias"))
+            elif isinstance(value, torch.Tensor) and value.is_quantized:
+                state[key] = _get(stored, spec["per_channel_axis"], key)
+            elif key in stored:
+                state[key] = stored[key]
+            else:
+                raise TailorError(f"{directory / WEIGHTS}: does not fit the model (no {key})")
+        model.load_state_dict(state)
+        model.num_classes = spec["num_classes"]
+        handle = vision_handle(float_model)
+        handle.model, handle.save_fn = model.eval(), None
+        return handle
+
+
+def _put(tensors: dict, per_channel: dict, name: str, q: torch.Tensor) -> None:
+    """An int8 tensor as its integers plus its scale(s) and zero point(s)."""
+    tensors[f"{name}.int8"] = q.int_repr().contiguous()
+    if q.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        tensors[f"{name}.scale"] = q.q_per_channel_scales().double().contiguous()
+        tensors[f"{name}.zero_point"] = q.q_per_channel_zero_points().contiguous()
+        per_channel[name] = q.q_per_channel_axis()
+    else:
+        tensors[f"{name}.scale"] = torch.tensor([q.q_scale()], dtype=torch.float64)
+        tensors[f"{name}.zero_point"] = torch.tensor([q.q_zero_point()])
+
+
+def _get(stored: dict, per_channel: dict, name: str) -> torch.Tensor:
+    ints, scale, zero = stored[f"{name}.int8"], stored[f"{name}.scale"], stored[f"{name}.zero_point"]
+    if name in per_channel:
+        return torch._make_per_channel_quantized_tensor(ints, scale, zero, per_channel[name])
+    return torch._make_per_tensor_quantized_tensor(ints, float(scale[0]), int(zero[0]))
