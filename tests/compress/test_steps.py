@@ -182,3 +182,65 @@ def test_drop_blocks_renumbers_a_decoders_cache_layers():
         first = handle.model(input_ids=ids[:, :3], use_cache=True)
         last = handle.model(input_ids=ids[:, 3:], past_key_values=first.past_key_values).logits
     torch.testing.assert_close(last[:, -1], whole[:, -1], atol=1e-5, rtol=0)
+
+
+class _Images:
+    """Calibration images as a split: `collate(indices)` gives their pixel batch."""
+
+    def __init__(self, n: int, size: int = 32) -> None:
+        self.pixels = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def collate(self, indices):
+        return {"pixel_values": self.pixels[indices]}
+
+
+def _mobilenet(num_classes: int = 4):
+    from tailorkit.models.mobilenet_v2 import MobileNetV2
+    from tailorkit.models.vision import vision_handle
+
+    torch.manual_seed(0)
+    model = MobileNetV2(num_classes)
+    for m in model.modules():  # trained-looking batch norms, so pruning has something to rank
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+    return vision_handle(model.eval())
+
+
+def test_channel_pruning_removes_the_channels_that_matter_least():
+    """Hidden channels whose projection weights are zero contribute nothing: pruning exactly
+    those leaves the outputs as they were, with narrower convolutions."""
+    handle = _mobilenet()
+    x = _Images(2).pixels
+    blocks = [b for b in handle.model.features if hasattr(b, "hidden") and len(b.conv) == 4]
+    with torch.no_grad():
+        for block in blocks:
+            block.conv[2].weight[:, 0::4] = 0  # a quarter of every block's channels
+        before = handle.model(x)
+    widths = [b.hidden for b in blocks]
+    report = step({"prune_channels": {"amount": 0.25}}).apply(handle)
+    assert report["blocks"] == 16 and report["channels"]["after"] == sum(w * 3 // 4 for w in widths)
+    assert [b.hidden for b in blocks] == [w * 3 // 4 for w in widths]
+    assert blocks[0].conv[1][0].weight.shape == (widths[0] * 3 // 4, 1, 3, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(handle.model(x), before, atol=1e-5, rtol=0)
+
+
+def test_a_channel_pruned_model_saves_loads_and_quantizes(tmp_path):
+    from tailorkit.models.vision import load_saved, save_image_model
+
+    handle = _mobilenet()
+    step({"prune_channels": {"amount": 0.5}}).apply(handle)
+    x = _Images(2).pixels
+    save_image_model(handle.model, tmp_path)
+    loaded = load_saved(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), handle.model(x))
+    assert parameter_counts(handle)["total"] < 0.7 * parameter_counts(_mobilenet())["total"]
+    float_out = handle.model(x).detach()
+    step({"quantize_static": {"calibration_batches": 1}}).apply(handle, _Images(32))
+    assert (handle.model(x) - float_out).abs().max() < 0.1 * float_out.abs().max() + 1e-3

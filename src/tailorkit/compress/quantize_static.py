@@ -83,9 +83,9 @@ class QuantizeStatic(Step):
         if calibration is None:
             raise TailorError("quantize_static: needs training images to calibrate on")
         images = min(len(calibration), self.config.calibration_batches * BATCH)
-        num_classes = handle.model.num_classes
+        num_classes, hidden = handle.model.num_classes, handle.model.hidden_widths
         handle.model = _traced_int8(handle.model, _calibration(calibration, self.config.calibration_batches))
-        handle.model.num_classes = num_classes
+        handle.model.num_classes, handle.model.hidden_widths = num_classes, hidden  # for save_model
         handle.save_fn = None
         return {"mode": "static_int8", "calibration_images": images,
                 "quantized_layers": len(quantized_layers(handle.model))}
@@ -108,12 +108,13 @@ class QuantizeStatic(Step):
         save_file(tensors, str(directory / WEIGHTS))
         (directory / SPEC).write_text(json.dumps({"mode": "static_int8", "architecture": "mobilenet_v2",
                                                   "num_classes": handle.model.num_classes,
+                                                  "hidden": handle.model.hidden_widths,
                                                   "per_channel_axis": per_channel}))
 
     def load_model(self, task, recipe, directory: Path, labels: list[str]) -> ModelHandle:
         spec = json.loads((directory / SPEC).read_text())
         size = recipe.data.image.size
-        float_model = MobileNetV2(num_classes=spec["num_classes"])
+        float_model = MobileNetV2(num_classes=spec["num_classes"], hidden=spec.get("hidden"))
         model = _traced_int8(float_model, [torch.zeros(1, 3, size, size)])
         stored = load_file(str(directory / WEIGHTS))
         state = model.state_dict()  # filled in place: it carries the modules' format versions

@@ -52,9 +52,11 @@ class InvertedResidual(nn.Module):
     """1x1 expand (skipped when t = 1) -> 3x3 depthwise -> 1x1 linear projection; a residual
     connection when the block keeps resolution and width."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: int,
+                 hidden: int | None = None) -> None:
         super().__init__()
-        hidden = in_channels * expand_ratio
+        hidden = hidden or in_channels * expand_ratio  # fewer after channel pruning
+        self.hidden = hidden
         self.use_res_connect = stride == 1 and in_channels == out_channels
         layers: list[nn.Module] = []
         if expand_ratio != 1:
@@ -77,13 +79,17 @@ class MobileNetV2(nn.Module):
     blocks_prefix = "features."  # parameter-name prefix of the ordered stages
     head_name = "classifier"
 
-    def __init__(self, num_classes: int = IMAGENET_CLASSES, dropout: float = 0.2) -> None:
+    def __init__(self, num_classes: int = IMAGENET_CLASSES, dropout: float = 0.2,
+                 hidden: list[int] | None = None) -> None:
+        """`hidden`: each inverted-residual block's expanded width (channel pruning narrows
+        them); default the paper's, input width x expansion."""
         super().__init__()
         stages: list[nn.Module] = [ConvBNReLU6(3, 32, stride=2)]
         in_channels = 32
+        widths = iter(hidden or [])
         for t, c, n, s in INVERTED_RESIDUAL_SETTING:
             for i in range(n):
-                stages.append(InvertedResidual(in_channels, c, s if i == 0 else 1, t))
+                stages.append(InvertedResidual(in_channels, c, s if i == 0 else 1, t, next(widths, None)))
                 in_channels = c
         stages.append(ConvBNReLU6(in_channels, FEATURE_DIM, kernel_size=1))
         self.features = nn.Sequential(*stages)
@@ -108,6 +114,10 @@ class MobileNetV2(nn.Module):
     @property
     def head(self) -> nn.Linear:
         return self.classifier[1]
+
+    @property
+    def hidden_widths(self) -> list[int]:
+        return [block.hidden for block in self.features if isinstance(block, InvertedResidual)]
 
     @property
     def num_classes(self) -> int:

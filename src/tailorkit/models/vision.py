@@ -89,14 +89,14 @@ def save_image_model(model: nn.Module, directory: Path) -> None:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()},
               str(directory / "model.safetensors"))
     (directory / ARCH_FILE).write_text(json.dumps(
-        {"architecture": "mobilenet_v2", "num_classes": model.num_classes}))
+        {"architecture": "mobilenet_v2", "num_classes": model.num_classes, "hidden": model.hidden_widths}))
 
 
 def load_saved(directory: Path) -> MobileNetV2:
     spec = json.loads((directory / ARCH_FILE).read_text())
     if spec.get("architecture") != "mobilenet_v2":
         raise TailorError(f"{directory / ARCH_FILE}: unknown architecture {spec.get('architecture')!r}")
-    model = MobileNetV2(num_classes=spec["num_classes"])
+    model = MobileNetV2(num_classes=spec["num_classes"], hidden=spec.get("hidden"))
     model.load_state_dict(load_file(str(directory / "model.safetensors")), strict=True)
     return model
 
