@@ -244,3 +244,43 @@ def test_a_channel_pruned_model_saves_loads_and_quantizes(tmp_path):
     float_out = handle.model(x).detach()
     step({"quantize_static": {"calibration_batches": 1}}).apply(handle, _Images(32))
     assert (handle.model(x) - float_out).abs().max() < 0.1 * float_out.abs().max() + 1e-3
+
+
+def test_head_pruning_removes_the_heads_that_matter_least(make_handle):
+    """A head whose output columns are zero writes nothing: pruning exactly it leaves the
+    outputs as they were, with narrower projections."""
+    handle = make_handle()
+    layers = handle.model.bert.encoder.layer
+    with torch.no_grad():
+        for layer in layers:  # the tiny BERT: 2 heads of 16
+            layer.attention.output.dense.weight[:, 16:] = 0
+        batch = _batch(handle)
+        before = handle.model.eval()(**batch).logits
+    report = step({"prune_heads": {"amount": 0.5}}).apply(handle)
+    assert report["heads"] == {"before": 4, "after": 2} and report["head_size"] == 16
+    for layer in layers:
+        assert layer.attention.self.query.weight.shape == (16, 32)
+        assert layer.attention.output.dense.weight.shape == (32, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(handle.model(**batch).logits, before, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("then_int8", [False, True], ids=["alone", "then-int8"])
+def test_a_head_pruned_model_saves_with_its_structure_and_loads_the_same(then_int8, make_handle, tmp_path):
+    handle = make_handle()
+    steps = [step({"prune_heads": {"amount": 0.5}})] + ([step("quantize")] if then_int8 else [])
+    for s in steps:
+        s.apply(handle)
+    batch = _batch(handle)
+    with torch.no_grad():
+        pruned = handle.model.eval()(**batch).logits
+    if then_int8:
+        steps[-1].save_model(handle, tmp_path)
+        loaded = steps[-1].load_model(TASKS["classification"], _recipe_stub(), tmp_path, ["neg", "pos"])
+    else:
+        handle.save(tmp_path)
+        loaded, _ = TASKS["classification"].load_model(_recipe_stub(), tmp_path, ["neg", "pos"])
+    assert (tmp_path / "structure.json").is_file()
+    with torch.no_grad():
+        assert torch.equal(loaded.model.eval()(**batch).logits, pruned)
+    assert parameter_counts(loaded)["total"] < parameter_counts(make_handle())["total"]

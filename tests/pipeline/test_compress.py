@@ -108,3 +108,18 @@ def test_the_compress_stage_leaves_the_trained_run_as_it_was(tiny_recipe, tmp_pa
     a, b = (json.loads((run / "summary.json").read_text()) for run in (plain, both))
     assert a["test"] == b["test"] and a["base_linear_weight_mb"] == b["base_linear_weight_mb"]
     assert a["parameters"] == b["parameters"]
+
+
+def test_structured_steps_chain_and_every_step_loads(finished_run, tmp_path):
+    """Heads, then FFN neurons, then blocks, then int8: each step's run loads (through
+    structure.json where heads went) and predicts what it wrote."""
+    from tailorkit.config.compress import CompressConfig
+
+    steps = [{"prune_heads": {"amount": 0.5}}, {"prune_ffn": {"amount": 0.25}}, {"drop_blocks": {"keep": 1}},
+             "quantize"]
+    runs = api.compress(finished_run, CompressConfig(steps=steps, output_dir=str(tmp_path / "out"),
+                                                     latency_batches=[1, 8], latency_examples=8))
+    labels = json.loads((finished_run / "summary.json").read_text())["labels"]
+    sizes = [_check_compressed(run, labels)["parameters"]["total"] for run in runs]
+    assert sizes[0] > sizes[1] > sizes[2] == sizes[3]
+    assert all((run / "model" / "structure.json").is_file() for run in runs)

@@ -29,6 +29,7 @@ from tailorkit.compress.base import Step, register
 from tailorkit.config.compress import StepConfig
 from tailorkit.errors import TailorError
 from tailorkit.models.handle import ModelHandle, handle_for
+from tailorkit.models.structure import apply_structure, has_structure, write_structure
 
 WEIGHTS = "model_int8.safetensors"
 SPEC = "quantization.json"
@@ -88,6 +89,8 @@ class Quantize(Step):
                 tensors[name] = value.detach().contiguous()
         save_file(_untied(tensors), str(directory / WEIGHTS))
         model.config.save_pretrained(directory)
+        if handle.reshaped:
+            write_structure(model, directory)
         (directory / SPEC).write_text(json.dumps({"mode": self.config.mode, "layers": sorted(quantized)}))
         if handle.tokenizer is not None:
             handle.tokenizer.save_pretrained(directory)
@@ -98,6 +101,8 @@ class Quantize(Step):
         trust = recipe.model.trust_remote_code
         config = transformers.AutoConfig.from_pretrained(directory, trust_remote_code=trust)
         model = getattr(transformers, task.auto_class).from_config(config, trust_remote_code=trust)
+        if has_structure(directory):  # an earlier step shrank layers (attention heads)
+            apply_structure(model, directory)
         stored = load_file(str(directory / WEIGHTS))
         layers = json.loads((directory / SPEC).read_text())["layers"]
         int8 = {k: stored.pop(k) for k in [k for k in stored if k.startswith(tuple(f"{n}." for n in layers))]}

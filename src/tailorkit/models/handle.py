@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from tailorkit.errors import TailorError
+from tailorkit.models.structure import write_structure
 
 # What a batch carries for the loss rather than for the model: the targets, and a teacher's
 # logits when a method distils (methods/distill.py).
@@ -52,6 +53,9 @@ class ModelHandle:
     wrapper_prefix: str = ""  # set while a wrapper (PEFT) holds the model
     modality: str = "text"  # "image" for CNNs: inputs are pixel_values, not tokens
     extra: dict = field(default_factory=dict)  # per-method state (e.g. unfreezing schedule)
+    # Layers shrunk in a way the config cannot say (attention heads pruned): saved with
+    # structure.json (models/structure.py).
+    reshaped: bool = False
     # How a model that is not a Hugging Face model saves itself (models/vision.py: MobileNetV2).
     save_fn: Callable[[nn.Module, Path], None] | None = None
 
@@ -114,6 +118,8 @@ class ModelHandle:
             return
         self.model.save_pretrained(directory, safe_serialization=True)
         self.tokenizer.save_pretrained(directory)
+        if self.reshaped:
+            write_structure(self.model, directory)
 
 
 def weight_sparsity(layers: list[tuple[str, nn.Module]]) -> dict:

@@ -10,6 +10,7 @@ from tailorkit.data.batching import EncodedSplit
 from tailorkit.data.feature_cache import files_identity
 from tailorkit.data.prepare import TaskData, prepare_data
 from tailorkit.models.handle import ModelHandle, handle_for, load_text_classifier
+from tailorkit.models.structure import has_structure, load_restructured
 from tailorkit.sources import resolve_model
 from tailorkit.tasks.base import Task
 from tailorkit.tasks.outputs import write_predictions
@@ -47,7 +48,8 @@ class TextTableTask(Task):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         trust = recipe.model.trust_remote_code
-        model = AutoModelForSequenceClassification.from_pretrained(directory, trust_remote_code=trust)
+        model = (load_restructured(self.auto_class, directory, trust) if has_structure(directory)
+                 else AutoModelForSequenceClassification.from_pretrained(directory, trust_remote_code=trust))
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust)
         if self.output == "classes":
             labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
