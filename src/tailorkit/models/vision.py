@@ -59,15 +59,18 @@ def load_hf_image_classifier(path: Path, num_classes: int, trust_remote_code: bo
     return hf_vision_handle(model)
 
 
-def load_image_classifier(name: str, num_classes: int, pretrained: bool,
+def load_image_classifier(name: str, labels: list[str], pretrained: bool,
                           trust_remote_code: bool = False) -> ModelHandle:
     """`mobilenet-v2` from the catalogue, a torchvision-named .pth file, a saved run's model, or
-    a Hugging Face image classifier folder (a new head sized to the classes)."""
-
+    a Hugging Face image classifier folder (a new head sized to the classes). A saved run's model
+    keeps its head when it was trained on the same classes (recovery after pruning)."""
+    num_classes = len(labels)
     path = Path(name).expanduser()
     if path.is_dir() and (path / ARCH_FILE).is_file():  # a model folder of an earlier image run
         model = load_saved(path)
-        model.reset_classifier(num_classes)
+        saved = path / "labels.json"
+        if not saved.is_file() or json.loads(saved.read_text()) != labels:
+            model.reset_classifier(num_classes)
         return vision_handle(model)
     if path.is_dir() and (path / "config.json").is_file():
         if not pretrained:

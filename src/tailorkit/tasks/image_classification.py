@@ -36,7 +36,7 @@ class ImageClassification(Task):
     def build_base(self, recipe: Recipe, labels: list[str]) -> ModelHandle:
         seed_everything(recipe.seed)  # a new head's initial weights depend on it
         m = recipe.model
-        return load_image_classifier(m.name, len(labels), m.pretrained, m.trust_remote_code)
+        return load_image_classifier(m.name, labels, m.pretrained, m.trust_remote_code)
 
     def prepare(self, recipe: Recipe, run_dir: Path, augment: bool = True) -> Setup:
         images, classes, skipped = prepare_image_data(recipe.data)
