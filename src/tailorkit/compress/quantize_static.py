@@ -91,51 +91,61 @@ class QuantizeStatic(Step):
                 "quantized_layers": len(quantized_layers(handle.model))}
 
     def save_model(self, handle: ModelHandle, directory: Path) -> None:
-        tensors, per_channel = {}, {}
-        for key, value in handle.model.state_dict().items():
-            if key.endswith("._packed_params.dtype"):
-                continue
-            if key.endswith("._packed_params._packed_params"):  # a quantized Linear: (weight, bias)
-                prefix = key.removesuffix("._packed_params._packed_params")
-                weight, bias = value
-                _put(tensors, per_channel, f"{prefix}.weight", weight)
-                if bias is not None:
-                    tensors[f"{prefix}.bias"] = bias.detach().contiguous()
-            elif isinstance(value, torch.Tensor) and value.is_quantized:
-                _put(tensors, per_channel, key, value)
-            else:
-                tensors[key] = value.detach().contiguous()
-        save_file(tensors, str(directory / WEIGHTS))
-        (directory / SPEC).write_text(json.dumps({"mode": "static_int8", "architecture": "mobilenet_v2",
-                                                  "num_classes": handle.model.num_classes,
-                                                  "hidden": handle.model.hidden_widths,
-                                                  "per_channel_axis": per_channel}))
+        save_int8(handle.model, directory)
 
     def load_model(self, task, recipe, directory: Path, labels: list[str]) -> ModelHandle:
-        spec = json.loads((directory / SPEC).read_text())
-        size = recipe.data.image.size
-        float_model = MobileNetV2(num_classes=spec["num_classes"], hidden=spec.get("hidden"))
-        model = _traced_int8(float_model, [torch.zeros(1, 3, size, size)])
-        stored = load_file(str(directory / WEIGHTS))
-        state = model.state_dict()  # filled in place: it carries the modules' format versions
-        for key, value in list(state.items()):
-            if key.endswith("._packed_params.dtype"):
-                state[key] = value
-            elif key.endswith("._packed_params._packed_params"):
-                prefix = key.removesuffix("._packed_params._packed_params")
-                state[key] = (_get(stored, spec["per_channel_axis"], f"{prefix}.weight"),
-                              stored.get(f"{prefix}.bias"))
-            elif isinstance(value, torch.Tensor) and value.is_quantized:
-                state[key] = _get(stored, spec["per_channel_axis"], key)
-            elif key in stored:
-                state[key] = stored[key]
-            else:
-                raise TailorError(f"{directory / WEIGHTS}: does not fit the model (no {key})")
-        model.load_state_dict(state)
-        model.num_classes = spec["num_classes"]
-        handle = vision_handle(float_model)
-        handle.model, handle.save_fn = model.eval(), None
-        return handle
+        return load_int8(directory)
+
+
+def save_int8(model: nn.Module, directory: Path) -> None:
+    """An int8 MobileNetV2 (FX-converted; `num_classes`, `hidden_widths` set on it) as
+    safetensors: each int8 tensor as integers, scales and zero points."""
+    tensors, per_channel = {}, {}
+    for key, value in model.state_dict().items():
+        if key.endswith("._packed_params.dtype"):
+            continue
+        if key.endswith("._packed_params._packed_params"):  # a quantized Linear: (weight, bias)
+            prefix = key.removesuffix("._packed_params._packed_params")
+            weight, bias = value
+            _put(tensors, per_channel, f"{prefix}.weight", weight)
+            if bias is not None:
+                tensors[f"{prefix}.bias"] = bias.detach().contiguous()
+        elif isinstance(value, torch.Tensor) and value.is_quantized:
+            _put(tensors, per_channel, key, value)
+        else:
+            tensors[key] = value.detach().contiguous()
+    save_file(tensors, str(directory / WEIGHTS))
+    (directory / SPEC).write_text(json.dumps({"mode": "static_int8", "architecture": "mobilenet_v2",
+                                              "num_classes": model.num_classes, "hidden": model.hidden_widths,
+                                              "per_channel_axis": per_channel}))
+
+
+def load_int8(directory: Path) -> ModelHandle:
+    """What save_int8 wrote: the float architecture traced and converted as before (convolutions
+    do not care about the image size), then the stored numbers put back."""
+    spec = json.loads((directory / SPEC).read_text())
+    float_model = MobileNetV2(num_classes=spec["num_classes"], hidden=spec.get("hidden"))
+    model = _traced_int8(float_model, [torch.zeros(1, 3, 32, 32)])
+    stored = load_file(str(directory / WEIGHTS))
+    state = model.state_dict()  # filled in place: it carries the modules' format versions
+    for key, value in list(state.items()):
+        if key.endswith("._packed_params.dtype"):
+            continue
+        if key.endswith("._packed_params._packed_params"):
+            prefix = key.removesuffix("._packed_params._packed_params")
+            state[key] = (_get(stored, spec["per_channel_axis"], f"{prefix}.weight"),
+                          stored.get(f"{prefix}.bias"))
+        elif isinstance(value, torch.Tensor) and value.is_quantized:
+            state[key] = _get(stored, spec["per_channel_axis"], key)
+        elif key in stored:
+            state[key] = stored[key]
+        else:
+            raise TailorError(f"{directory / WEIGHTS}: does not fit the model (no {key})")
+    model.load_state_dict(state)
+    model.num_classes, model.hidden_widths = spec["num_classes"], spec.get("hidden")
+    handle = vision_handle(float_model)
+    handle.model, handle.save_fn = model.eval(), None
+    return handle
 
 
 def _put(tensors: dict, per_channel: dict, name: str, q: torch.Tensor) -> None:
