@@ -284,3 +284,20 @@ def test_a_head_pruned_model_saves_with_its_structure_and_loads_the_same(then_in
     with torch.no_grad():
         assert torch.equal(loaded.model.eval()(**batch).logits, pruned)
     assert parameter_counts(loaded)["total"] < parameter_counts(make_handle())["total"]
+
+
+def test_dynamic_int8_keeps_the_named_layers_in_fp32_and_reloads_them_so(make_handle, tmp_path):
+    handle = make_handle()
+    quantize = step({"quantize": {"keep_fp32": ["intermediate"]}})
+    report = quantize.apply(handle)
+    kept = [n for n, m in handle.model.named_modules() if type(m) is nn.Linear]
+    assert sorted(kept) == [f"bert.encoder.layer.{i}.intermediate.dense" for i in (0, 1)]
+    assert report["kept_fp32"] == ["intermediate"] and report["quantized_layers"] == 12
+    batch = _batch(handle)
+    with torch.no_grad():
+        before = handle.model(**batch).logits
+    quantize.save_model(handle, tmp_path)
+    loaded = quantize.load_model(TASKS["classification"], _recipe_stub(), tmp_path, ["neg", "pos"])
+    assert sorted(n for n, m in loaded.model.named_modules() if type(m) is nn.Linear) == sorted(kept)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(**batch).logits, before)

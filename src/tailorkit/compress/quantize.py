@@ -39,14 +39,24 @@ class QuantizeConfig(StepConfig):
     mode: Literal["dynamic_int8"] = Field("dynamic_int8", description="dynamic_int8: int8 weights (one "
                                                                       "scale per output channel), int8 "
                                                                       "activations computed per batch.")
+    keep_fp32: list[str] = Field([], description="Linear layers left in fp32: those whose name has one of "
+                                                 "these parts, e.g. [lm_head, down_proj] for Llama-style "
+                                                 "causal LMs (docs/compression.md).")
 
 
-def quantize_linears(model: nn.Module) -> nn.Module:
+def quantize_linears(model: nn.Module, keep_fp32: list[str] | None = None,
+                     only: list[str] | None = None) -> nn.Module:
+    """Every linear layer to dynamic int8, except those whose name has a part in `keep_fp32`;
+    or exactly the layers named in `only` (reloading a saved model)."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
+    names = only if only is not None else [
+        name for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and not set(name.split(".")) & set(keep_fp32 or [])]
     with warnings.catch_warnings():  # the deprecation notice of torch.ao, once per layer
         warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        spec = {name: per_channel_dynamic_qconfig for name in names}
+        return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
 def quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -70,8 +80,9 @@ class Quantize(Step):
                              f"Face text models; for task {task.name} use quantize_static")
 
     def apply(self, handle: ModelHandle, calibration=None) -> dict:
-        handle.model = quantize_linears(handle.model.eval())
-        return {"mode": self.config.mode, "quantized_layers": len(quantized_layers(handle.model))}
+        handle.model = quantize_linears(handle.model.eval(), self.config.keep_fp32)
+        return {"mode": self.config.mode, "quantized_layers": len(quantized_layers(handle.model)),
+                "kept_fp32": self.config.keep_fp32}
 
     def save_model(self, handle: ModelHandle, directory: Path) -> None:
         model = handle.model
@@ -111,7 +122,7 @@ class Quantize(Step):
         if left or unexpected:
             raise TailorError(f"{directory / WEIGHTS}: does not fit the model (missing {left[:3]}, "
                               f"unexpected {unexpected[:3]})")
-        model = quantize_linears(model.eval())
+        model = quantize_linears(model.eval(), only=layers)
         quantized = quantized_layers(model)
         if sorted(quantized) != layers:
             raise TailorError(f"{directory}: the stored int8 layers do not match the model's linear layers")
