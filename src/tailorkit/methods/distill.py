@@ -45,16 +45,17 @@ OUTPUTS = ("classes", "next_token")
 
 
 class DistillConfig(MethodConfig):
-    teacher: str = Field(description="A finished classification run directory (same classes) whose "
-                                     "predictions the student learns from.")
+    teacher: str = Field(description="A finished run whose predictions the student learns from: a "
+                                     "classifier with the same classes, or a causal LM with the same "
+                                     "tokenizer.")
     temperature: float = Field(2.0, gt=0, description="Softens teacher and student distributions "
                                                       "(soft targets only).")
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the teacher term; the labels' loss "
                                                       "gets 1 - alpha.")
     targets: Literal["soft", "hard"] = Field("soft", description="soft: match the teacher's "
                                              "distribution (KL); hard: learn its predicted classes.")
-    top_k: int = Field(32, ge=1, description="causal LMs: the teacher's likeliest next tokens kept per "
-                                            "position (its distribution renormalised over them).")
+    top_k: int = Field(32, ge=1, description="causal LMs: the teacher's likeliest next tokens cached per "
+                                            "position; the rest of its mass is one more outcome.")
 
 
 def teacher_term(student: torch.Tensor, teacher: torch.Tensor, targets: str, temperature: float
