@@ -6,9 +6,10 @@ output of the expansion, one depthwise filter and one input of the projection, w
 norm after each of the first two: its importance is the product of their norms,
 ||W_expand[j]|| * |s1_j| * ||W_depthwise[j]|| * |s2_j| * ||W_project[:, j]||, where s = gamma /
 sqrt(var + eps) is each batch norm's scale (the FFN-neuron criterion of prune_ffn, through the
-norms). The same share goes in every block that expands (the first block does not), so the
-model saves as a MobileNetV2 with narrower `hidden` widths, and its convolutions, file and
-inference time shrink. Accuracy recovers with a short fine-tune from the pruned model folder.
+norms). The same share goes in every block that expands (the first block does not), rounded
+to a multiple of 8 channels, so the model saves as a MobileNetV2 with narrower `hidden` widths,
+and its convolutions, file and inference time shrink. Accuracy recovers with a short
+fine-tune from the pruned model folder.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class PruneChannels(Step):
         blocks = [b for b in handle.model.features if isinstance(b, InvertedResidual) and len(b.conv) == 4]
         for block in blocks:
             expand, dw, project = block.conv[0], block.conv[1], block.conv[2]
-            keep = block.hidden - int(round(self.config.amount * block.hidden))
+            keep = _multiple_of_8(block.hidden * (1 - self.config.amount))
             importance = (expand[0].weight.flatten(1).norm(dim=1) * _scale(expand[1]).abs()
                           * dw[0].weight.flatten(1).norm(dim=1) * _scale(dw[1]).abs()
                           * project.weight.flatten(1).norm(dim=0))
@@ -59,6 +60,12 @@ class PruneChannels(Step):
             before, after, block.hidden = before + block.hidden, after + keep, keep
         return {"amount": self.config.amount, "channels": {"before": before, "after": after},
                 "blocks": len(blocks)}
+
+
+def _multiple_of_8(channels: float) -> int:
+    """Widths in multiples of 8: int8 convolution kernels (fbgemm) fall back to a path 10-20x
+    slower for widths such as 67 or 101 (measured, docs/compression.md)."""
+    return max(8, 8 * round(channels / 8))
 
 
 def _scale(bn: nn.BatchNorm2d) -> torch.Tensor:
