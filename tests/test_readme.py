@@ -193,3 +193,20 @@ def test_every_method_and_option_is_documented(name):
         assert f"`{field}`" in methods, (
             f"README's Methods section does not document option `{field}` of method `{name}` "
             "(see `tailor methods`)")
+
+
+def test_learning_rate_defaults_table_matches_the_methods():
+    """The table under "Learning-rate defaults" gives each method's `default_lr`; a method it
+    does not name has none of its own (the trainer's 5e-5, the table's first row)."""
+    from tailorkit.config.train import TRAINER_LR
+
+    text = section("Training options").split("### Learning-rate defaults", 1)[1]
+    table: dict[str, float] = {}
+    for line in text.splitlines():
+        row = re.match(r"\| (.+?) \| `([0-9.e+-]+)` \|", line)
+        if row:
+            table |= {name: float(row.group(2)) for name in re.findall(r"`(\w+)`", row.group(1))}
+    assert table.get("full") == TRAINER_LR
+    for name, method in METHODS.items():
+        rate = method.default_lr or TRAINER_LR
+        assert table.get(name, TRAINER_LR) == rate, f"README gives {name} {table.get(name)}, the code {rate}"

@@ -44,12 +44,12 @@ from tailorkit.config import (
 )
 from tailorkit.config.space import check_space, space_candidates
 from tailorkit.errors import TailorError, undecodable
-from tailorkit.methods import METHODS, build_methods, model_owner
+from tailorkit.methods import METHODS, build_methods, default_lr_of, model_owner
 from tailorkit.tasks import TASKS, task_of
 
 __all__ = ["DataConfig", "GenerationConfig", "ModelConfig", "Recipe", "TrainConfig", "check_recipe",
            "dump_recipe", "format_validation_error", "load_recipe", "recipe_from_dict", "recipe_problems",
-           "reference_markdown"]
+           "reference_markdown", "resolve_defaults"]
 
 
 def check_recipe(recipe: Recipe) -> None:
@@ -65,7 +65,10 @@ def recipe_problems(recipe: Recipe) -> list[str]:
     task and each other?), then a search space's every path and value."""
     task = task_of(recipe)
     problems = _problems(task.check_recipe, recipe)
-    methods = build_methods(recipe.methods)
+    try:
+        methods = build_methods(recipe.methods)
+    except TailorError as err:  # two adapter methods: nothing more to check them against
+        return problems + str(err).splitlines()
     if recipe.model.quantize_base != "none" and not any(m.trains_on_quantized_base for m in methods):
         able = sorted(name for name, cls in METHODS.items() if cls.trains_on_quantized_base)
         problems.append(f"model.quantize_base: a 4-bit base cannot train; add a method that trains on "
@@ -170,9 +173,10 @@ CHECKED_AGAINST = ("task", "methods")
 
 
 def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overrides: Sequence[str] = ()) -> Recipe:
-    """A checked recipe, or a TailorError listing every problem found, one per line, each
-    naming the field and where it was written (`source`, or the `--set` among `overrides`
-    that set it): the schema's errors, then the checks that combine fields, then the methods'."""
+    """A checked recipe with its defaults resolved (`resolve_defaults`), or a TailorError listing
+    every problem found, one per line, each naming the field and where it was written (`source`,
+    or the `--set` among `overrides` that set it): the schema's errors, then the checks that
+    combine fields, then the methods'."""
     problems, recipe, rest = [], None, raw
     for _ in range(MAX_ROUNDS):
         try:
@@ -192,7 +196,17 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overrides: Seq
         problems += recipe_problems(recipe)
     if problems:
         raise TailorError("\n".join(_located(line, source, overrides) for line in problems))
-    return recipe
+    return resolve_defaults(recipe)
+
+
+def resolve_defaults(recipe: Recipe) -> Recipe:
+    """The recipe with what it left to its methods filled in, so the run's recipe.yaml shows the
+    value used: `train.lr` left out (or null) becomes the methods' default (the largest
+    `default_lr` among them; 5e-5 when none has one; `tailorkit.methods.default_lr_of`)."""
+    if recipe.train.lr is not None:
+        return recipe
+    train = recipe.train.model_copy(update={"lr": default_lr_of(recipe.methods)})
+    return recipe.model_copy(update={"train": train})
 
 
 def _without_refused(raw: dict[str, Any], err: ValidationError) -> dict[str, Any] | None:

@@ -49,7 +49,7 @@ class ChatColumns(BaseModel):
 class ImageTransformConfig(BaseModel):
     """How images become model inputs. Train and evaluation share size, mean and std."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     size: int = Field(224, ge=8, description="Side of the square model input.")
     resize: int | None = Field(None, ge=8, description="Shorter side before the crop; "

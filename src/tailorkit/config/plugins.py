@@ -16,7 +16,10 @@ from pydantic_core import InitErrorDetails
 
 
 class PluginConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A plug-in's options: unknown ones are errors, and no number may be NaN or infinite (as
+    in every recipe section: `lora: {alpha: .inf}` would pass `gt=0`)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PluginSpec(BaseModel):

@@ -45,7 +45,7 @@ class Recipe(Strict):
     @field_validator("task", mode="before")
     @classmethod
     def _registered_task(cls, value: Any) -> Any:
-        if value not in TASK_NAMES:
+        if not isinstance(value, str) or value not in TASK_NAMES:  # a list is unhashable
             names = sorted(set(TASK_NAMES.values()))
             raise ValueError(f"must be one of: {', '.join(map(repr, names))} (got {value!r})")
         return TASK_NAMES[value]

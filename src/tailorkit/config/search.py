@@ -15,7 +15,7 @@ from tailorkit.config.metrics import HIGHER_IS_BETTER
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # `low: -.inf` has no trials
 
 
 class FloatParam(_Strict):
@@ -131,7 +131,7 @@ class SearchConfig(_Strict):
                 raise ValueError(f"{path}: give a list of choices or {{low: ..., high: ...}} "
                                  f"(got {spec!r})")
             kind = spec.get("type") or _infer_type(spec)
-            if kind not in PARAM_TYPES:
+            if not isinstance(kind, str) or kind not in PARAM_TYPES:  # a list is unhashable
                 raise ValueError(f"{path}: type must be one of: float, int, categorical (got {kind!r})")
             allowed = list(PARAM_TYPES[kind].model_fields)
             unknown = [k for k in spec if k not in allowed]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
@@ -9,6 +10,9 @@ from pydantic import Field, field_validator
 from tailorkit.config.base import Strict
 
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+# The peak learning rate of full and partial fine-tuning, and of any method without a default of
+# its own (`Method.default_lr`): the usual BERT fine-tuning range is 2e-5 to 5e-5.
+TRAINER_LR = 5e-5
 
 
 class EarlyStopping(Strict):
@@ -23,7 +27,10 @@ class TrainConfig(Strict):
     batch_size: int = Field(16, ge=1, description="Examples per micro-batch.")
     eval_batch_size: int = Field(64, ge=1, description="Examples per batch when evaluating.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimiser step.")
-    lr: float = Field(5e-5, gt=0, description="Peak learning rate (after warmup).")
+    lr: float | None = Field(
+        None, gt=0, description="Peak learning rate (after warmup). Left out: the methods' default, "
+                                "written into the run's recipe.yaml: 5e-5 for full and partial "
+                                "fine-tuning, higher for adapters (README: Learning-rate defaults).")
     optimizer: Literal["adamw", "adam", "sgd"] = Field("adamw", description="SGD uses momentum/nesterov.")
     betas: tuple[Rate, Rate] = Field((0.9, 0.999), description="Adam/AdamW moment decay rates, each "
                                                                "in [0, 1).")
@@ -63,13 +70,20 @@ class TrainConfig(Strict):
                                 "file in the run directory.")
     progress: bool = Field(True, description="Show a progress bar.")
 
+    @property
+    def peak_lr(self) -> float:
+        """`lr`; where no recipe resolved it (a TrainConfig built on its own), the trainer's default."""
+        return TRAINER_LR if self.lr is None else self.lr
+
     @field_validator("class_weights", mode="before")
     @classmethod
     def _class_weights(cls, value: Any) -> Any:
         # One clear message instead of one per member of the union.
         ok = value in ("none", "balanced") if isinstance(value, str) else (
             isinstance(value, list | tuple)
-            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value))
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                    for v in value))
         if not ok:
-            raise ValueError(f"must be 'none', 'balanced' or a list of per-class weights, got {value!r}")
+            raise ValueError(f"must be 'none', 'balanced' or a list of per-class weights, each a finite "
+                             f"number >= 0, got {value!r}")
         return value

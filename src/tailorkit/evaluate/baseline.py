@@ -12,7 +12,7 @@ import numpy as np
 from tailorkit.evaluate.evaluator import scalar_metrics
 from tailorkit.evaluate.metrics import classification_metrics, regression_metrics
 
-ADVICE = ("train longer (train.epochs), raise train.lr (adapter methods often need 1e-4 to 1e-3), "
+ADVICE = ("train longer (train.epochs), raise train.lr (adapter methods often need 1e-3 or more), "
           "try train.class_weights: balanced for imbalanced classes, or search with tailor tune")
 
 

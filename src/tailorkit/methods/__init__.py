@@ -11,6 +11,7 @@ from tailorkit.methods.base import (
     adapter_method,
     apply_methods,
     build_methods,
+    default_lr_of,
     finish_methods,
     model_owner,
     register,
@@ -20,4 +21,4 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["METHODS", "Method", "MethodConfig", "adapter_method", "apply_methods", "build_methods",
-           "finish_methods", "model_owner", "register"]
+           "default_lr_of", "finish_methods", "model_owner", "register"]

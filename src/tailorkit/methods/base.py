@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from tailorkit.config.base import format_validation_error
 from tailorkit.config.methods import METHOD_CONFIGS, MethodConfig, MethodSpec, parse_methods
+from tailorkit.config.train import TRAINER_LR
 from tailorkit.errors import TailorError
 from tailorkit.models.handle import ModelHandle
 from tailorkit.models.quantize import NF4Spec
@@ -48,6 +49,10 @@ class Method:
     mergeable: ClassVar[bool] = False
     # Trains on a frozen 4-bit base (model.quantize_base: nf4) and quantises it (QLoRA).
     trains_on_quantized_base: ClassVar[bool] = False
+    # The peak learning rate when the recipe sets no train.lr; None: the trainer's (5e-5, as for
+    # full fine-tuning). Freshly initialised, few parameters (adapters, LoRA, prompts, a new
+    # head) need a higher rate; the values and their sources are in `default_lr_of`.
+    default_lr: ClassVar[float | None] = None
 
     def __init__(self, config: MethodConfig) -> None:
         self.config = config
@@ -150,6 +155,40 @@ def build_methods(specs: list) -> list[Method]:
     methods = [METHODS[spec.name](spec.config) for spec in specs]
     adapter_method(methods)
     return methods
+
+
+def default_lr_of(specs: list) -> float:
+    """The peak learning rate of a recipe that sets no `train.lr`: the largest `default_lr` of
+    its methods, or the trainer's `TRAINER_LR` (5e-5) when none has one. A recipe has at most one
+    adapter method, and the partial fine-tuning methods have no default of their own, so in
+    `[freeze: {bias: true}, lora]` LoRA's rate applies to everything that trains.
+
+    Sources. The anchors' own examples train for many epochs (20 to 50); the recipe default is 3,
+    and on a small set that is about 100 steps. Measured on 500 tweets with MiniLM-L6 and the
+    default recipe (README, "Learning-rate defaults"; 2026-11-30), the anchors' LoRA, IA3 and
+    bottleneck rates (1e-4 to 3e-4) still predicted the majority class, or nearly so, after those
+    steps; the rates below beat it, and are the ones tailorkit's own BBC News recipes use
+    (recipes/bbc-*.yaml, docs/methods.md).
+      full, freeze, layerwise_lr, gradual_unfreeze, distill, gradual_prune (and any method
+        without a default): 5e-5, BERT's fine-tuning range 2e-5 to 5e-5; LLaMA-Factory's
+        examples/train_full/llama3_full_sft.yaml uses 1e-5
+      lora: 1e-3. PEFT examples/sequence_classification/LoRA.ipynb: 3e-4 (r=8, alpha=16 as
+        here; 20 epochs); LLaMA-Factory examples/train_lora/llama3_lora_sft.yaml: 1e-4 (8B
+        LLM); recipes/bbc-lora.yaml: 1e-3; tweets: 3e-4 reached 0.51-0.56 accuracy against
+        0.42, 1e-3 reached 0.65-0.67, as full fine-tuning did
+      ia3: 3e-3. The IA3 paper (Liu et al. 2022, T-Few); PEFT
+        examples/sequence_classification/IA3.ipynb: 3e-4 (20 epochs); tweets: 3e-4 predicted
+        the majority class only, 3e-3 beat it
+      bottleneck: 1e-3. AdapterHub docs/training.md: 1e-4 ("works well for most settings",
+        10 epochs); recipes/bbc-houlsby.yaml, bbc-pfeiffer.yaml: 1e-3; tweets: 1e-4 predicted
+        the majority class, 1e-3 beat it
+      prefix: 1e-2. PEFT examples/sequence_classification/prefix_tuning.ipynb
+      prompt: 3e-2. PEFT examples/causal_language_modeling/peft_prompt_tuning_clm.ipynb
+        (its sequence-classification example uses 1e-3, which predicted the majority class
+        on the tweets); recipes/bbc-prompt.yaml
+      features: 1e-3, the new head's own rate (features.head_lr)"""
+    rates = [METHODS[spec.name].default_lr for spec in parse_methods(list(specs))]
+    return max((rate for rate in rates if rate is not None), default=TRAINER_LR)
 
 
 def chosen_before(handle: ModelHandle) -> list:

@@ -79,6 +79,7 @@ class BottleneckAdapter(Method):
     name = "bottleneck"
     Config = BottleneckConfig
     summary = "bottleneck adapters, Houlsby or Pfeiffer placement; zero-init; not mergeable"
+    default_lr = 1e-3  # sources: methods.base.default_lr_of
     adapter = True
     modalities = frozenset({"text"})
     needs = "it sits after a transformer block's attention and feed-forward outputs"

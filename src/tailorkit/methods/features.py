@@ -58,6 +58,7 @@ class Features(Method):
     name = "features"
     Config = FeaturesConfig
     summary = "feature extraction: frozen backbone, pooled features cached once, new head trained on them"
+    default_lr = 1e-3  # sources: methods.base.default_lr_of
     fixed_inputs = True
 
     @property

@@ -27,6 +27,7 @@ class IA3(PeftMethod):
     name = "ia3"
     Config = IA3Config
     summary = "IA3 learned rescaling vectors via PEFT; mergeable"
+    default_lr = 3e-3  # sources: methods.base.default_lr_of
     mergeable = True
     modalities = frozenset({"text"})
     needs = "it rescales a transformer's attention keys and values"

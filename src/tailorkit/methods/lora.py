@@ -39,6 +39,7 @@ class Lora(PeftMethod):
     name = "lora"
     Config = LoraConfig
     summary = "LoRA low-rank updates via PEFT; mergeable into the base"
+    default_lr = 1e-3  # sources: methods.base.default_lr_of
     mergeable = True
     trains_on_quantized_base = True
 

@@ -38,6 +38,7 @@ class Prefix(_VirtualTokens):
     name = "prefix"
     Config = PrefixConfig
     summary = "prefix tuning via PEFT: trained keys/values in every layer; not mergeable"
+    default_lr = 1e-2  # sources: methods.base.default_lr_of
 
     def peft_config(self, handle):
         from peft import PrefixTuningConfig
@@ -65,6 +66,7 @@ class Prompt(_VirtualTokens):
     name = "prompt"
     Config = PromptConfig
     summary = "prompt tuning via PEFT: trained input embeddings (random or text init); not mergeable"
+    default_lr = 3e-2  # sources: methods.base.default_lr_of
 
     def peft_config(self, handle):
         from peft import PromptTuningConfig

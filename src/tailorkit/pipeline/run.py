@@ -34,7 +34,7 @@ from tailorkit.pipeline.run_dir import (
     write_json_atomically,
 )
 from tailorkit.pipeline.stages import Evaluate, Prepare, Run, Save, Stage, Train
-from tailorkit.recipe import dump_recipe, load_recipe
+from tailorkit.recipe import dump_recipe, load_recipe, resolve_defaults
 from tailorkit.runtime import bound_onednn_cache, default_threads, peak_rss_mb, versions
 from tailorkit.tasks import task_of
 from tailorkit.track.jsonl import METRICS
@@ -50,6 +50,7 @@ def train(recipe: Recipe, overwrite: bool = False,
     trial reports there, and may raise to stop the run)."""
     created = not Path(recipe.output_dir).exists()
     run_dir = claim_run_dir(Path(recipe.output_dir), overwrite)
+    recipe = resolve_defaults(recipe)  # a Recipe built in Python, not read by recipe_from_dict
     if recipe.train.threads is None:  # recorded, so a resume computes with the same threads
         threads = recipe.train.model_copy(update={"threads": default_threads()})
         recipe = recipe.model_copy(update={"train": threads})

@@ -245,7 +245,7 @@ class Trainer:
                        "(train.on_nonfinite: skip_batch)", file=sys.stderr)
             return
         clip = "" if cfg.max_grad_norm else ", turn on clipping (train.max_grad_norm: 1.0)"
-        raise Diverged(f"step {step}: {what}: training diverged. Lower train.lr (now {cfg.lr:g}){clip}, "
+        raise Diverged(f"step {step}: {what}: training diverged. Lower train.lr (now {cfg.peak_lr:g}){clip}, "
                        "or skip such batches with train.on_nonfinite: skip_batch; then start again "
                        "with --overwrite (the run's last checkpoint holds the weights before the step)")
 

@@ -31,14 +31,14 @@ def build_optimizer(
         key = (lr_scales.get(name, 1.0), _no_decay(name, param))
         groups.setdefault(key, []).append(param)
     param_groups = [
-        {"params": params, "lr": cfg.lr * scale, "weight_decay": 0.0 if no_decay else cfg.weight_decay}
+        {"params": params, "lr": cfg.peak_lr * scale, "weight_decay": 0.0 if no_decay else cfg.weight_decay}
         for (scale, no_decay), params in sorted(groups.items())
     ]
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=cfg.betas, fused=True)
+        return torch.optim.AdamW(param_groups, lr=cfg.peak_lr, betas=cfg.betas, fused=True)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(param_groups, lr=cfg.lr, betas=cfg.betas, fused=True)
-    return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+        return torch.optim.Adam(param_groups, lr=cfg.peak_lr, betas=cfg.betas, fused=True)
+    return torch.optim.SGD(param_groups, lr=cfg.peak_lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                            fused=True)
 
 
