@@ -280,32 +280,44 @@ def write_image(tmp_path):
 
 
 @pytest.fixture
-def resumed_matches_uninterrupted(monkeypatch):
+def crash_before(monkeypatch):
+    """`crash_before(step)`: runs from now on die just before optimiser step `step`, with a
+    KeyboardInterrupt standing in for a kill (the process dies between checkpoints);
+    `crash_before(None)` lets them train again."""
+    from tailorkit.train.loop import Trainer
+
+    original = Trainer._step
+
+    def arm(step: int | None) -> None:
+        def crash(self, group, trainable):
+            if self.state.step + 1 == step:
+                raise KeyboardInterrupt
+            return original(self, group, trainable)
+
+        monkeypatch.setattr(Trainer, "_step", original if step is None else crash)
+
+    return arm
+
+
+@pytest.fixture
+def resumed_matches_uninterrupted(crash_before):
     """`check(recipe, crash_at_step)`: train `recipe` whole, then again with a crash before step
     `crash_at_step` and a resume; return the largest weight difference between the two models."""
     from safetensors.torch import load_file
 
     from tailorkit import api
     from tailorkit.recipe import recipe_from_dict
-    from tailorkit.train.loop import Trainer
 
     def weights(run: Path) -> dict:
         return load_file(str(run / "model" / "model.safetensors"))
 
     def check(recipe: dict, crash_at_step: int) -> float:
         whole = api.train(recipe_from_dict(recipe))
-        original = Trainer._step
-
-        def crash(self, group, trainable):
-            if self.state.step + 1 == crash_at_step:
-                raise KeyboardInterrupt  # stands in for kill: the process dies between checkpoints
-            return original(self, group, trainable)
-
         cut = Path(recipe["output_dir"] + "-cut")
-        monkeypatch.setattr(Trainer, "_step", crash)
+        crash_before(crash_at_step)
         with pytest.raises(KeyboardInterrupt):
             api.train(recipe_from_dict({**recipe, "output_dir": str(cut)}))
-        monkeypatch.setattr(Trainer, "_step", original)
+        crash_before(None)
         api.resume(cut)
         a, b = weights(whole), weights(cut)
         assert a.keys() == b.keys()

@@ -459,22 +459,13 @@ def test_several_adapter_runs_need_the_flag_too(tiny_model_dir, sentiment_csv, c
 
 # -- resume after the data changed (#15) ------------------------------------------------------------
 
-def test_resume_takes_allow_data_change(tiny_recipe, write_recipe, capsys, monkeypatch):
-    from tailorkit.train.loop import Trainer
-
-    original = Trainer._step
-
-    def crash(self, group, trainable):
-        if self.state.step == 3:
-            raise KeyboardInterrupt
-        return original(self, group, trainable)
-
-    monkeypatch.setattr(Trainer, "_step", crash)
+def test_resume_takes_allow_data_change(tiny_recipe, write_recipe, capsys, crash_before):
+    crash_before(4)
     recipe = write_recipe(tiny_recipe)
     with pytest.raises(SystemExit):
         _run(capsys, "train", recipe)
     capsys.readouterr()
-    monkeypatch.setattr(Trainer, "_step", original)
+    crash_before(None)
     run = tiny_recipe["output_dir"]
     make_sentences(120, seed=5).to_csv(tiny_recipe["data"]["train"], index=False)  # edited meanwhile
     code, _, err = _run(capsys, "train", "--resume", run)

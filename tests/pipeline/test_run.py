@@ -95,23 +95,16 @@ def test_the_console_tells_the_data_and_every_validation(tiny_recipe, capsys):
         assert f"step {e['step']}: validation accuracy={e['accuracy']:.4f}" in err
 
 
-def test_a_resume_refuses_data_that_changed_unless_allowed(tiny_recipe, monkeypatch):
+def test_a_resume_refuses_data_that_changed_unless_allowed(tiny_recipe, crash_before):
     from pathlib import Path
 
     from conftest import make_sentences
     from tailorkit.errors import TailorError
 
-    original = Trainer._step
-
-    def crash(self, group, trainable):
-        if self.state.step == 3:
-            raise KeyboardInterrupt
-        return original(self, group, trainable)
-
-    monkeypatch.setattr(Trainer, "_step", crash)
+    crash_before(4)
     with pytest.raises(KeyboardInterrupt):
         api.train(recipe_from_dict(tiny_recipe))
-    monkeypatch.setattr(Trainer, "_step", original)
+    crash_before(None)
     run = Path(tiny_recipe["output_dir"])
     make_sentences(120, seed=5).to_csv(tiny_recipe["data"]["train"], index=False)  # edited meanwhile
     with pytest.raises(TailorError, match=r"the train, validation, test data changed since the run "

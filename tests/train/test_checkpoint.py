@@ -25,18 +25,6 @@ def _strict_json(path: Path):
     return json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{path} holds {c}"))
 
 
-def _crash_at(monkeypatch, step: int):
-    original = Trainer._step
-
-    def crash(self, group, trainable):
-        if self.state.step + 1 == step:
-            raise KeyboardInterrupt  # the process dies between checkpoints
-        return original(self, group, trainable)
-
-    monkeypatch.setattr(Trainer, "_step", crash)
-    return original
-
-
 @pytest.fixture
 def recipe(tiny_recipe) -> dict:
     return {**tiny_recipe, "train": {**tiny_recipe["train"], "checkpoint_steps": 2}}
@@ -48,13 +36,13 @@ def _weights(run: Path) -> dict:
 
 @pytest.mark.parametrize("damaged", ["model.safetensors", "optimizer.pt", "state.json"])
 def test_a_damaged_checkpoint_falls_back_to_the_previous_one_and_ends_identical(
-        damaged, recipe, monkeypatch, capsys):
+        damaged, recipe, crash_before, capsys):
     whole = api.train(recipe_from_dict(recipe))
     cut = Path(recipe["output_dir"] + "-cut")
-    original = _crash_at(monkeypatch, 7)  # checkpoints at steps 2, 4, 6
+    crash_before(7)  # checkpoints at steps 2, 4, 6
     with pytest.raises(KeyboardInterrupt):
         api.train(recipe_from_dict({**recipe, "output_dir": str(cut)}))
-    monkeypatch.setattr(Trainer, "_step", original)
+    crash_before(None)
     assert json.loads((cut / "checkpoint.old" / "state.json").read_text())["step"] == 4
     file = cut / "checkpoint" / damaged
     file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])  # a truncated copy
@@ -69,9 +57,9 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one_and_ends_identical(
     assert not any((cut / name).exists() for name in ("checkpoint", "checkpoint.old", "checkpoint.tmp"))
 
 
-def test_no_usable_checkpoint_is_a_one_line_error(recipe, monkeypatch):
+def test_no_usable_checkpoint_is_a_one_line_error(recipe, crash_before):
     cut = Path(recipe["output_dir"])
-    _crash_at(monkeypatch, 5)
+    crash_before(5)
     with pytest.raises(KeyboardInterrupt):
         api.train(recipe_from_dict(recipe))
     for name in ("checkpoint", "checkpoint.old"):
@@ -81,12 +69,12 @@ def test_no_usable_checkpoint_is_a_one_line_error(recipe, monkeypatch):
         api.resume(cut)
 
 
-def test_a_torn_last_metrics_line_is_dropped_on_resume(recipe, monkeypatch, capsys):
+def test_a_torn_last_metrics_line_is_dropped_on_resume(recipe, crash_before, capsys):
     run = Path(recipe["output_dir"])
-    original = _crash_at(monkeypatch, 5)
+    crash_before(5)
     with pytest.raises(KeyboardInterrupt):
         api.train(recipe_from_dict(recipe))
-    monkeypatch.setattr(Trainer, "_step", original)
+    crash_before(None)
     with (run / "metrics.jsonl").open("a") as f:
         f.write('{"kind": "train", "st')  # power cut in the middle of an append
     api.resume(run)
