@@ -245,9 +245,11 @@ class Trainer:
                        "(train.on_nonfinite: skip_batch)", file=sys.stderr)
             return
         clip = "" if cfg.max_grad_norm else ", turn on clipping (train.max_grad_norm: 1.0)"
+        kept = (f"its last checkpoint, step {self._checkpointed_step}, holds finite weights"
+                if self._checkpointed_step else "no checkpoint was written yet")
         raise Diverged(f"step {step}: {what}: training diverged. Lower train.lr (now {cfg.peak_lr:g}){clip}, "
                        "or skip such batches with train.on_nonfinite: skip_batch; then start again "
-                       "with --overwrite (the run's last checkpoint holds the weights before the step)")
+                       f"with --overwrite ({kept})")
 
     def _evaluate(self) -> None:
         s, es = self.state, self.cfg.early_stopping
