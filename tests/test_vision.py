@@ -207,3 +207,23 @@ def test_a_saved_image_model_keeps_its_head_for_the_same_classes(full_run):
     assert torch.equal(same.classifier[1].weight, saved)
     other = load_image_classifier(str(full_run / "model"), labels[:3], pretrained=True).model
     assert other.classifier[1].weight.shape == (3, 1280)
+
+
+def test_a_qat_run_trains_saves_int8_and_reports_its_parameters(tmp_path):
+    """The whole run: fake-quantised training, real int8 at the end (the test split is scored
+    by it), the parameters as trained in the summary, and the saved run reloads to its loss."""
+    from tailorkit.inference import load_run
+    from tailorkit.pipeline import setup_run
+    from tailorkit.tasks import TASKS
+
+    raw = _recipe(tmp_path / "qat", ["qat"], pretrained=False, epochs=1)
+    run = api.train(recipe_from_dict(raw))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["parameters"]["total"] > 2_000_000 and summary["parameters"]["trainable_pct"] == 100
+    assert (run / "model" / "model_int8.safetensors").is_file()
+    recipe, handle, labels, _ = load_run(run)
+    (tmp_path / "again").mkdir()
+    setup = setup_run(recipe, tmp_path / "again")
+    setup.handle, setup.labels = handle, labels
+    again = TASKS[recipe.task].write_test_outputs(setup, recipe, tmp_path / "again")
+    assert again["loss"] == pytest.approx(summary["test"]["loss"], abs=1e-6)

@@ -95,7 +95,10 @@ def test_vision_method_contract(name, tmp_path):
     changed = {n for n in changed if not case.buffers(n)}
     assert changed and changed <= expected, sorted(changed - expected)[:5]
 
-    # Save and load as a run does (whole model, adapter folder or feature head).
+    # Save and load as a run does (whole model, adapter folder or feature head; qat converts to
+    # int8 when training ends).
+    for method in s.methods:
+        method.on_fit_end(s, 0.0)
     run_dir = tmp_path / "saved"
     run_dir.mkdir()
     (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))

@@ -59,19 +59,24 @@ class QAT(Method):
         handle.model.num_classes, handle.model.hidden_widths = classes, hidden
         handle.save_fn = None
 
-    def save_model(self, handle: ModelHandle, directory: Path) -> None:
-        """Convert to real int8 (in place: the test split is then scored by the int8 model)."""
-        from torch.ao.quantization import FakeQuantizeBase
+    def on_fit_end(self, setup, seconds: float) -> None:
+        """Training is over: the model becomes real int8, so the test split is scored, and the
+        run saved, as the int8 model it is (a resumed run converts its restored model again)."""
         from torch.ao.quantization.quantize_fx import convert_fx
 
-        if not hasattr(handle.model, "hidden_widths"):
-            raise TailorError("qat: the model was not prepared for quantization-aware training")
+        handle = setup.handle
         classes, hidden = handle.model.num_classes, handle.model.hidden_widths
-        if any(isinstance(m, FakeQuantizeBase) for m in handle.model.modules()):  # not converted yet
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                handle.model = convert_fx(copy.deepcopy(handle.model).eval())
-            handle.model.num_classes, handle.model.hidden_widths = classes, hidden
+        with warnings.catch_warnings():  # torch.ao's deprecation notices
+            warnings.simplefilter("ignore")
+            handle.model = convert_fx(copy.deepcopy(handle.model).eval())
+        handle.model.num_classes, handle.model.hidden_widths = classes, hidden
+
+    def save_model(self, handle: ModelHandle, directory: Path) -> None:
+        from torch.ao.quantization import FakeQuantizeBase
+
+        if any(isinstance(m, FakeQuantizeBase) for m in handle.model.modules()):
+            raise TailorError("qat: the model is still being trained (fake-quantised); it is saved "
+                              "once training converts it to int8")
         save_int8(handle.model, directory)
 
     def load_model(self, methods: list[Method], base: ModelHandle, directory: Path, nf4=None) -> ModelHandle:

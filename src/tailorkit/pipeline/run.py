@@ -112,7 +112,7 @@ def _progress(run_dir: Path) -> dict:
 
 def _summary(run: Run, threads: int, started: float) -> dict:
     recipe, s, trainer, state = run.recipe, run.setup, run.trainer, run.state
-    trainable, total = trainer.trained_parameter_count()
+    trainable, total = run.parameters
     trivial = None
     if getattr(s.splits["train"], "targets", None) is not None and s.test_targets is not None:
         trivial = baseline(s.handle.output, s.splits["train"].targets,

@@ -46,6 +46,7 @@ class Run:
     setup: Setup | None = None
     trainer: object = None  # the Trainer, or a method's own loop
     state: LoopState | None = None
+    parameters: tuple[int, int] = (0, 0)  # (trained, total) of the model as it trained
     test: dict = field(default_factory=dict)
 
 
@@ -90,6 +91,7 @@ class Train(Stage):
         run.trainer.on_evaluate = run.on_evaluate
         started = time.perf_counter()
         run.state = run.trainer.fit(resume=run.resume and find_checkpoint(run.run_dir) is not None)
+        run.parameters = run.trainer.trained_parameter_count()  # before a method converts the model
         for method in run.setup.methods:
             method.on_fit_end(run.setup, time.perf_counter() - started)
 
