@@ -48,6 +48,8 @@ CASES = {
     "features": Case([{"features": {"head_epochs": 1}}], lambda n: n.startswith("head.")),
     # fused conv-bn-relu with fake quantisers; saved and loaded as real int8
     "qat": Case(["qat"], lambda n: True, fake_quant_state),
+    # TEACHER: a finished image run of the same recipe (the module's teacher fixture)
+    "distill": Case([{"distill": {"teacher": "TEACHER"}}], lambda n: True),
 }
 IMAGE_METHODS = sorted(name for name, cls in METHODS.items() if "image" in cls.modalities)
 
@@ -66,10 +68,26 @@ def _recipe(out, methods) -> dict:
             "output_dir": str(out)}
 
 
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    from tailorkit import api
+
+    out = tmp_path_factory.mktemp("vision-teacher") / "run"
+    raw = _recipe(out, ["full"])
+    return api.train(recipe_from_dict({**raw, "train": {**raw["train"], "max_steps": 2}}))
+
+
+def _with_teacher(methods: list, teacher) -> list:
+    return [{n: {**c, "teacher": str(teacher)}} if n == "distill" else m
+            for m in methods for n, c in ([(m, {})] if isinstance(m, str) else m.items())]
+
+
 @pytest.mark.parametrize("name", IMAGE_METHODS)
-def test_vision_method_contract(name, tmp_path):
+def test_vision_method_contract(name, tmp_path, request):
     case = CASES[name]
-    recipe = recipe_from_dict(_recipe(tmp_path / "run", case.methods))
+    methods = _with_teacher(case.methods, request.getfixturevalue("teacher")) if name == "distill" \
+        else case.methods
+    recipe = recipe_from_dict(_recipe(tmp_path / "run", methods))
     s = setup_run(recipe, tmp_path)
     trainer = Trainer(s.handle, s.methods, s.splits["train"], s.splits["validation"], recipe.train,
                       s.loss_fn, s.labels, tmp_path, recipe.seed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -112,3 +113,30 @@ def test_token_term_is_the_full_kl_when_k_covers_the_vocabulary_and_at_most_it_o
         assert 0 < float(term) < float(full_kl)
     hard = F.cross_entropy(student[:, :-1][mask], teacher[:, :-1][mask].argmax(-1))
     torch.testing.assert_close(token_term(student, labels, cached, "hard", t), hard)
+
+
+def test_an_image_teacher_scores_each_batch_as_it_comes():
+    """Augmented images differ every epoch: the teacher's logits are those of this very batch."""
+    from tailorkit.methods.distill import LiveTargets, WithTeacher
+    from tailorkit.models.mobilenet_v2 import MobileNetV2
+    from tailorkit.models.vision import vision_handle
+
+    torch.manual_seed(0)
+    teacher = vision_handle(MobileNetV2(num_classes=3).eval())
+
+    class Augmented:  # a split whose collate draws new pixels every call
+        targets = np.array([0, 1, 2, 0])
+
+        def __len__(self):
+            return 4
+
+        def collate(self, indices):
+            return {"pixel_values": torch.randn(len(indices), 3, 32, 32), "labels": torch.tensor(indices)}
+
+    split = WithTeacher(Augmented(), LiveTargets(teacher, bf16=False))
+    first, second = split.collate([0, 1]), split.collate([0, 1])
+    for batch in (first, second):
+        with torch.no_grad():
+            torch.testing.assert_close(batch["teacher_logits"], teacher.forward(batch))
+    assert not torch.equal(first["teacher_logits"], second["teacher_logits"])
+    assert split.targets.tolist() == [0, 1, 2, 0]  # the labels stay the split's

@@ -7,17 +7,21 @@ the labels (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural N
 
 A temperature T > 1 softens both distributions so the student also learns which wrong classes
 the teacher finds likely; the T^2 factor keeps the term's gradients the same size whatever T.
-For classification the teacher is any finished run with the same classes (its own model,
-tokenizer and max_length); its logits on the training split are computed once, before
-training, and ride along with each batch. For causal LMs the term is per supervised token, and
-the teacher must share the student's vocabulary: its `top_k` likeliest next tokens per position
-are cached with the rest of its probability mass as one more outcome (the full distributions,
-N x L x 49k floats for SmolLM2, would not fit). The soft term is the KL over those k + 1
-outcomes: exactly the full KL when k covers the vocabulary, and never more than it otherwise
-(grouping outcomes cannot raise a KL), so the tail keeps its weight instead of being spread
-over the top k. Self-distillation
-("born-again networks", Furlanello et al. 2018) is the same recipe with a teacher that is an
-earlier run of the student's own model.
+
+- Text classification: the teacher is any finished run with the same classes (its own model,
+  tokenizer and max_length); its logits on the training split are computed once, before
+  training, and ride along with each batch.
+- Image classification: the teacher (an image run that reads images as the student's recipe
+  does) scores each batch as it comes, since training images are augmented afresh each epoch.
+- Causal LMs: the term is per supervised token, and the teacher must share the student's
+  vocabulary. Its `top_k` likeliest next tokens per position are cached with the rest of its
+  probability mass as one more outcome (the full distributions, N x L x 49k floats for
+  SmolLM2, would not fit). The soft term is the KL over those k + 1 outcomes: exactly the
+  full KL when k covers the vocabulary, and never more than it otherwise (grouping outcomes
+  cannot raise a KL), so the tail keeps its weight instead of being spread over the top k.
+
+Self-distillation ("born-again networks", Furlanello et al. 2018) is the same recipe with a
+teacher that is an earlier run of the student's own model.
 """
 
 from __future__ import annotations
@@ -99,8 +103,21 @@ class ClassTargets:
     def __init__(self, logits: torch.Tensor) -> None:
         self.logits = logits
 
-    def batch(self, indices: list[int], width: int) -> dict[str, torch.Tensor]:
+    def batch(self, indices: list[int], batch: dict) -> dict[str, torch.Tensor]:
         return {"teacher_logits": self.logits[indices]}
+
+
+class LiveTargets:
+    """Image models: the teacher scores each batch as it comes. Training images are augmented
+    afresh every epoch, so logits cached once would belong to other pixels."""
+
+    def __init__(self, teacher: ModelHandle, bf16: bool) -> None:
+        self.teacher, self.bf16 = teacher, bf16
+
+    @torch.no_grad()  # not inference_mode: the logits enter the student's autograd graph
+    def batch(self, indices: list[int], batch: dict) -> dict[str, torch.Tensor]:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            return {"teacher_logits": self.teacher.forward(batch).float()}
 
 
 class TokenTargets:
@@ -111,7 +128,8 @@ class TokenTargets:
                  k: int) -> None:
         self.positions, self.logprobs, self.tokens, self.k = positions, logprobs, tokens, k
 
-    def batch(self, indices: list[int], width: int) -> dict[str, torch.Tensor]:
+    def batch(self, indices: list[int], batch: dict) -> dict[str, torch.Tensor]:
+        width = batch["input_ids"].size(1)
         logprobs = torch.full((len(indices), width, self.k), -1e4)
         tokens = torch.zeros(len(indices), width, self.k, dtype=torch.long)
         for row, i in enumerate(indices):
@@ -123,7 +141,7 @@ class TokenTargets:
 class WithTeacher:
     """A training split whose batches also carry the teacher's targets."""
 
-    def __init__(self, split, teacher: ClassTargets | TokenTargets) -> None:
+    def __init__(self, split, teacher: ClassTargets | TokenTargets | LiveTargets) -> None:
         self.split, self.teacher = split, teacher  # split.targets stay the labels
 
     def __len__(self) -> int:
@@ -134,7 +152,7 @@ class WithTeacher:
 
     def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
         batch = self.split.collate(indices)
-        return {**batch, **self.teacher.batch(indices, batch["input_ids"].size(1))}
+        return {**batch, **self.teacher.batch(indices, batch)}
 
 
 def class_targets(teacher: ModelHandle, teacher_recipe, train) -> tuple[ClassTargets, dict]:
@@ -173,8 +191,7 @@ class Distill(Method):
     name = "distill"
     Config = DistillConfig
     summary = "knowledge distillation from a finished run: classes or (causal LMs) next tokens, soft or hard"
-    modalities = frozenset({"text"})
-    needs = "the teacher re-reads the training texts with its own tokenizer"
+    needs = "a teacher of the same kind"
 
     def apply(self, handle: ModelHandle) -> None:
         """The model is the student as the other methods leave it; only the objective changes."""
@@ -194,10 +211,16 @@ class Distill(Method):
         started = time.perf_counter()
         teacher_recipe, teacher, labels, _ = setup.load_run(c.teacher)
         train = setup.splits["train"]
-        if student.output == "classes":
-            if teacher.output != "classes" or labels != setup.labels:
-                raise TailorError(f"distill.teacher: {c.teacher} predicts {labels}, the data has "
-                                  f"{setup.labels}; the teacher needs the same classes in the same order")
+        if student.output == "classes" and (teacher.output != "classes" or labels != setup.labels):
+            raise TailorError(f"distill.teacher: {c.teacher} predicts {labels}, the data has "
+                              f"{setup.labels}; the teacher needs the same classes in the same order")
+        if student.modality == "image":
+            if teacher.modality != "image" or teacher_recipe.data.image != recipe.data.image:
+                raise TailorError(f"distill.teacher: {c.teacher} must be an image run that reads images as "
+                                  "this recipe does (the same data.image settings)")
+            teacher.model.eval()
+            targets, facts = LiveTargets(teacher, recipe.train.bf16), {}
+        elif student.output == "classes":
             print(f"distill: teacher {c.teacher} predicts the {len(train)} training examples",
                   file=sys.stderr)
             targets, facts = class_targets(teacher, teacher_recipe, train)
