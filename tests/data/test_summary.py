@@ -11,6 +11,16 @@ class Split(list):
     def __init__(self, targets, lengths=None):
         super().__init__(targets)
         self.targets, self.lengths = np.asarray(targets), lengths
+        if lengths is not None:
+            self.input_ids = [[0] * n for n in lengths]  # a text split
+
+
+class Images(list):
+    """An image split: every 'length' is 1, and there are no tokens."""
+
+    def __init__(self, targets):
+        super().__init__(targets)
+        self.targets, self.lengths = np.asarray(targets), np.ones(len(targets), dtype=int)
 
 
 def test_rows_classes_and_lengths():
@@ -26,3 +36,8 @@ def test_rows_classes_and_lengths():
 def test_regression_targets_have_no_class_line():
     lines = data_summary({"train": Split([0.5, 2.0])}, [], max_length=16)
     assert len(lines) == 1
+
+
+def test_image_splits_have_no_token_line():
+    lines = data_summary({"train": Images([0, 1, 1])}, ["a", "b"], max_length=128)
+    assert lines == ["data: train 3", "classes (train): a 1, b 2"]

@@ -14,7 +14,7 @@ def data_summary(splits: dict, labels: list[str], max_length: int | None) -> lis
         counts = np.bincount(targets, minlength=len(labels))
         lines.append("classes (train): " + ", ".join(f"{name} {n:,}" for name, n in zip(labels, counts,
                                                                                          strict=True)))
-    lengths = getattr(train, "lengths", None)
+    lengths = getattr(train, "lengths", None) if hasattr(train, "input_ids") else None  # text only
     if lengths is not None and len(lengths) and max_length:
         median, p95 = np.percentile(lengths, [50, 95])
         cut = float(np.mean(np.asarray(lengths) >= max_length))
