@@ -302,3 +302,39 @@ def test_dynamic_int8_keeps_the_named_layers_in_fp32_and_reloads_them_so(make_ha
     assert sorted(n for n, m in loaded.model.named_modules() if type(m) is nn.Linear) == sorted(kept)
     with torch.no_grad():
         assert torch.equal(loaded.model(**batch).logits, before)
+
+
+def _tiny_llama(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from conftest import build_bpe_tokenizer
+    from tailorkit.models.handle import handle_for
+
+    tokenizer = build_bpe_tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    return handle_for(LlamaForCausalLM(config).eval(), tokenizer, "next_token")
+
+
+def test_grouped_query_heads_go_with_their_key_value_head_and_reload(tmp_path):
+    """Llama: 4 query heads share 2 key/value heads. Zeroing the output columns of group 1's
+    query heads makes it the weakest; pruning half the groups removes exactly it, so the
+    logits stay, and the model saves and loads back through structure.json."""
+    handle = _tiny_llama(tmp_path)
+    ids = torch.tensor([[3, 7, 11, 5]])
+    with torch.no_grad():
+        for layer in handle.model.model.layers:
+            layer.self_attn.o_proj.weight[:, 16:] = 0  # query heads 2 and 3 (head size 8)
+        before = handle.model(input_ids=ids).logits
+    report = step({"prune_heads": {"amount": 0.5}}).apply(handle)
+    assert report["heads"] == {"before": 8, "after": 4} and report["head_size"] == 8
+    for layer in handle.model.model.layers:
+        a = layer.self_attn
+        assert (a.q_proj.out_features, a.k_proj.out_features, a.o_proj.in_features) == (16, 8, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(handle.model(input_ids=ids).logits, before, atol=1e-5, rtol=0)
+    handle.save(tmp_path)
+    loaded, _ = TASKS["causal_lm"].load_model(_recipe_stub(), tmp_path, [])
+    with torch.no_grad():
+        assert torch.equal(loaded.model.eval()(input_ids=ids).logits, handle.model(input_ids=ids).logits)

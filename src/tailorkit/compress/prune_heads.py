@@ -1,5 +1,6 @@
 """Structured pruning of attention heads: the query, key and value projections and the output
-projection lose the pruned heads' rows and columns.
+projection lose the pruned heads' rows and columns. With grouped-query attention (Llama) a
+key/value head goes together with the query heads that read it.
 
 A head h of a BERT-style layer reads the input through its slices of W_query, W_key and
 W_value and writes through its columns of W_output. What it can add to the layer's output is
@@ -13,6 +14,8 @@ from the pruned model folder, as for prune_ffn.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from pydantic import Field
@@ -29,15 +32,35 @@ class PruneHeadsConfig(StepConfig):
                                                             "removed (the same in every layer).")
 
 
-def attention_of(block: nn.Module) -> tuple[nn.Module, nn.Linear]:
-    """A BERT-style block's self-attention (query, key, value) and its output projection."""
+@dataclass
+class Attention:
+    """Where a block's attention keeps its projections, in the terms pruning needs."""
+
+    module: nn.Module
+    names: tuple[str, str, str]  # the query, key and value projections' attribute names
+    out_holder: nn.Module  # the module holding the output projection
+    out_name: str
+    head_size: int
+    group: int  # query heads per key/value head (grouped-query attention; 1 for BERT)
+
+
+def attention_of(block: nn.Module, config) -> Attention:
+    """A BERT-style block (query, key, value; attention.output.dense) or a Llama-style one
+    (q_proj, k_proj, v_proj, o_proj; grouped-query heads)."""
+    def has(module: nn.Module, *names: str) -> bool:
+        return all(isinstance(getattr(module, n, None), nn.Linear) for n in names)
+
     for module in block.modules():
-        if all(isinstance(getattr(module, n, None), nn.Linear) for n in ("query", "key", "value")):
-            out = block.get_submodule("attention.output.dense") if hasattr(block, "attention") else None
-            if isinstance(out, nn.Linear):
-                return module, out
-    raise TailorError(f"prune_heads: {type(block).__name__} is not a BERT-style attention block "
-                      "(query, key, value and attention.output.dense)")
+        if has(module, "q_proj", "k_proj", "v_proj", "o_proj"):
+            return Attention(module, ("q_proj", "k_proj", "v_proj"), module, "o_proj", module.head_dim,
+                             module.num_key_value_groups)
+        if has(module, "query", "key", "value"):
+            out = block.get_submodule("attention.output") if hasattr(block, "attention") else None
+            if isinstance(getattr(out, "dense", None), nn.Linear):
+                return Attention(module, ("query", "key", "value"), out, "dense",
+                                 config.hidden_size // config.num_attention_heads, 1)
+    raise TailorError(f"prune_heads: {type(block).__name__} has no attention this step knows (BERT's "
+                      "query/key/value or Llama's q_proj/k_proj/v_proj/o_proj)")
 
 
 def _take(layer: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
@@ -62,24 +85,26 @@ class PruneHeads(Step):
 
     @torch.no_grad()
     def apply(self, handle: ModelHandle, calibration=None) -> dict:
-        size = getattr(handle.model.config, "hidden_size", 0) // max(
-            getattr(handle.model.config, "num_attention_heads", 1), 1)
         blocks = handle.model.get_submodule(handle.blocks_prefix.rstrip("."))
         before = after = 0
         for block in blocks:
-            attention, output = attention_of(block)
-            heads = attention.query.out_features // size
-            keep = heads - int(round(self.config.amount * heads))
-            value = attention.value.weight.view(heads, size, -1)
-            written = output.weight.view(output.out_features, heads, size)
-            importance = value.flatten(1).norm(dim=1) * written.transpose(0, 1).flatten(1).norm(dim=1)
-            kept = importance.topk(keep).indices.sort().values
-            rows = (kept[:, None] * size + torch.arange(size)).flatten()
-            for name in ("query", "key", "value"):
-                setattr(attention, name, _take(getattr(attention, name), rows, dim=0))
-            parent = block.get_submodule("attention.output")
-            parent.dense = _take(output, rows, dim=1)
-            before, after = before + heads, after + keep
+            a = attention_of(block, handle.model.config)
+            q, k, v = (getattr(a.module, n) for n in a.names)
+            out = getattr(a.out_holder, a.out_name)
+            size, groups = a.head_size, k.out_features // a.head_size
+            keep = groups - int(round(self.config.amount * groups))
+            if keep < 1:
+                raise TailorError(f"prune_heads.amount: {self.config.amount} leaves no head of {groups}")
+            # a key/value head and the query heads that read it go together
+            value = v.weight.view(groups, -1).norm(dim=1)
+            written = out.weight.view(out.out_features, groups, a.group * size).transpose(0, 1)
+            kept = (value * written.flatten(1).norm(dim=1)).topk(keep).indices.sort().values
+            kv_rows = (kept[:, None] * size + torch.arange(size)).flatten()
+            q_rows = (kept[:, None] * a.group * size + torch.arange(a.group * size)).flatten()
+            for name, layer, rows in zip(a.names, (q, k, v), (q_rows, kv_rows, kv_rows), strict=True):
+                setattr(a.module, name, _take(layer, rows, dim=0))
+            setattr(a.out_holder, a.out_name, _take(out, q_rows, dim=1))
+            before, after = before + groups * a.group, after + keep * a.group
         handle.reshaped = True
         return {"amount": self.config.amount, "heads": {"before": before, "after": after},
                 "head_size": size}

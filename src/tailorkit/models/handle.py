@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from tailorkit.errors import TailorError
-from tailorkit.models.structure import write_structure
+from tailorkit.models.structure import has_structure, load_restructured, write_structure
 
 # What a batch carries for the loss rather than for the model: the targets, and a teacher's
 # logits when a method distils (methods/distill.py).
@@ -197,8 +197,11 @@ def load_causal_lm(path: Path, trust_remote_code: bool = False) -> ModelHandle:
     _check_weights(path)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code,
-                                                 dtype=torch.float32)
+    if has_structure(path):  # attention heads pruned: the config no longer says the shapes
+        model = load_restructured("AutoModelForCausalLM", path, trust_remote_code)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                                     dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:  # padding positions are masked out of the loss anyway
         tokenizer.pad_token = tokenizer.eos_token
