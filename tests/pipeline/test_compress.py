@@ -123,3 +123,19 @@ def test_structured_steps_chain_and_every_step_loads(finished_run, tmp_path):
     sizes = [_check_compressed(run, labels)["parameters"]["total"] for run in runs]
     assert sizes[0] > sizes[1] > sizes[2] == sizes[3]
     assert all((run / "model" / "structure.json").is_file() for run in runs)
+
+
+def test_a_head_pruned_model_recovers_by_training_from_its_folder(finished_run, tiny_recipe, tmp_path):
+    """Recovery is a fine-tune from the pruned step's model folder: it loads through its
+    structure.json, trains, and saves its structure again."""
+    from tailorkit.config.compress import CompressConfig
+
+    plan = CompressConfig(steps=[{"prune_heads": {"amount": 0.5}}], output_dir=str(tmp_path / "out"),
+                          latency_examples=8)
+    (pruned,) = api.compress(finished_run, plan)
+    raw = {**tiny_recipe, "model": {**tiny_recipe["model"], "name": str(pruned / "model")},
+           "train": {**tiny_recipe["train"], "epochs": 1}}
+    run = api.train(recipe_from_dict(raw))
+    assert (run / "model" / "structure.json").is_file()
+    table = pd.read_csv(run / "predictions_test.csv")
+    assert api.predict(run, table["text"].tolist())["prediction"].tolist() == table["prediction"].tolist()

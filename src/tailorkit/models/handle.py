@@ -163,15 +163,24 @@ def load_text_classifier(
         kwargs["problem_type"] = "single_label_classification"
     else:
         kwargs["problem_type"] = "regression"
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, trust_remote_code=trust_remote_code, ignore_mismatched_sizes=not same_head,
-        dtype=torch.float32, **kwargs
-    )
+    if has_structure(path):  # a head-pruned model (recovery): its shapes are in structure.json
+        if not same_head and output == "classes":
+            classes = [existing.get(i) for i in range(len(existing))]
+            raise TailorError(f"model.name: {path} had its attention heads pruned for the classes "
+                              f"{classes}; train it on the same classes")
+        model = load_restructured("AutoModelForSequenceClassification", path, trust_remote_code)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, trust_remote_code=trust_remote_code, ignore_mismatched_sizes=not same_head,
+            dtype=torch.float32, **kwargs
+        )
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:  # decoder tokenisers often lack one
         tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
-    return handle_for(model, tokenizer, output)
+    handle = handle_for(model, tokenizer, output)
+    handle.reshaped = has_structure(path)  # saved again with its structure
+    return handle
 
 
 def load_masked_lm(path: Path, trust_remote_code: bool = False) -> ModelHandle:
@@ -205,7 +214,9 @@ def load_causal_lm(path: Path, trust_remote_code: bool = False) -> ModelHandle:
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:  # padding positions are masked out of the loss anyway
         tokenizer.pad_token = tokenizer.eos_token
-    return handle_for(model, tokenizer, "next_token")
+    handle = handle_for(model, tokenizer, "next_token")
+    handle.reshaped = has_structure(path)  # saved again with its structure
+    return handle
 
 
 def handle_for(model: nn.Module, tokenizer: object, output: str) -> ModelHandle:
