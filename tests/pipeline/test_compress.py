@@ -139,3 +139,10 @@ def test_a_head_pruned_model_recovers_by_training_from_its_folder(finished_run, 
     assert (run / "model" / "structure.json").is_file()
     table = pd.read_csv(run / "predictions_test.csv")
     assert api.predict(run, table["text"].tolist())["prediction"].tolist() == table["prediction"].tolist()
+    # compressed further, from the recovered run: every step keeps the structure
+    labels = json.loads((run / "summary.json").read_text())["labels"]
+    plan = CompressConfig(steps=[{"prune_ffn": {"amount": 0.25}}, "quantize"],
+                          output_dir=str(tmp_path / "more"), latency_batches=[1, 8], latency_examples=8)
+    for step_run in api.compress(run, plan):
+        assert (step_run / "model" / "structure.json").is_file()
+        _check_compressed(step_run, labels)

@@ -132,7 +132,9 @@ class Quantize(Step):
                 int8[f"{name}.weight.int8"], scale, torch.zeros_like(scale, dtype=torch.int64), 0)
             module.set_weight_bias(weight, int8.get(f"{name}.bias"))
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory, trust_remote_code=trust)
-        return handle_for(model.eval(), tokenizer, task.output)
+        handle = handle_for(model.eval(), tokenizer, task.output)
+        handle.reshaped = has_structure(directory)
+        return handle
 
 
 def _untied(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

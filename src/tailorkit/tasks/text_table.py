@@ -53,7 +53,9 @@ class TextTableTask(Task):
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust)
         if self.output == "classes":
             labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        return handle_for(model, tokenizer, self.output), labels
+        handle = handle_for(model, tokenizer, self.output)
+        handle.reshaped = has_structure(directory)  # a later compression step saves it again
+        return handle, labels
 
     def weights_identity(self, recipe: Recipe) -> dict:
         return {"files": files_identity(resolve_model(recipe.model.name))}
