@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tailorkit.evaluate.baseline import baseline, warnings
+from tailorkit.evaluate.baseline import baseline, shortfalls
 from tailorkit.evaluate.metrics import classification_metrics
 
 LABELS = ["a", "b", "c"]
@@ -30,18 +30,18 @@ def test_a_classifier_that_predicts_one_class_is_called_out():
     y = np.array([0, 0, 1, 2])
     trivial = baseline("classes", np.array([0, 0, 1]), {"test": y}, LABELS)
     lazy = classification_metrics(y, np.zeros(4, dtype=int), LABELS)
-    found = warnings("classes", lazy, trivial)
+    found = shortfalls("classes", lazy, trivial)
     assert found[0].startswith("the model predicts 'a' for every test example; train longer")
     assert found[1].startswith("test accuracy 0.5000 does not beat the majority class 'a' (0.5000)")
     good = classification_metrics(y, y, LABELS)
-    assert warnings("classes", good, trivial) == []
+    assert shortfalls("classes", good, trivial) == []
 
 
 def test_a_regressor_worse_than_the_mean_is_called_out():
     trivial = baseline("scalar", np.array([1.0, 3.0]), {"test": np.array([1.0, 3.0])}, [])
-    assert warnings("scalar", {"mse": 5.0}, trivial)[0].startswith(
+    assert shortfalls("scalar", {"mse": 5.0}, trivial)[0].startswith(
         "test mse 5 does not beat the training mean 2")
-    assert warnings("scalar", {"mse": 0.5}, trivial) == []
+    assert shortfalls("scalar", {"mse": 0.5}, trivial) == []
 
 
 def test_every_run_reports_its_baseline(finished_run):

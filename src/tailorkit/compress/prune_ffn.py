@@ -19,6 +19,7 @@ from tailorkit.compress.base import Step, register
 from tailorkit.config.compress import StepConfig
 from tailorkit.errors import TailorError
 from tailorkit.models.handle import ModelHandle
+from tailorkit.models.structure import shrink_linear
 
 
 class PruneFFNConfig(StepConfig):
@@ -51,8 +52,8 @@ class PruneFFN(Step):
             importance = torch.stack([u.weight.norm(dim=1) for u in ups]).prod(0) * down.weight.norm(dim=0)
             kept = importance.topk(keep).indices.sort().values
             for up in ups:
-                _take(up, kept, dim=0)
-            _take(down, kept, dim=1)
+                shrink_linear(up, kept, dim=0)
+            shrink_linear(down, kept, dim=1)
         config.intermediate_size = keep
         return {"amount": self.config.amount, "neurons": {"before": size, "after": keep},
                 "blocks": len(blocks)}
@@ -67,13 +68,3 @@ def ffn_of(block: nn.Module, size: int) -> tuple[list[nn.Linear], nn.Linear]:
         raise TailorError(f"prune_ffn: cannot find the feed-forward pair of size {size} in "
                           f"{type(block).__name__}")
     return ups, downs[0]
-
-
-def _take(layer: nn.Linear, index: torch.Tensor, dim: int) -> None:
-    layer.weight = nn.Parameter(layer.weight.index_select(dim, index).clone())
-    if dim == 0:
-        layer.out_features = len(index)
-        if layer.bias is not None:
-            layer.bias = nn.Parameter(layer.bias.index_select(0, index).clone())
-    else:
-        layer.in_features = len(index)

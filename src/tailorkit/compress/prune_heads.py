@@ -25,6 +25,7 @@ from tailorkit.compress.base import Step, register
 from tailorkit.config.compress import StepConfig
 from tailorkit.errors import TailorError
 from tailorkit.models.handle import ModelHandle
+from tailorkit.models.structure import shrink_linear
 
 
 class PruneHeadsConfig(StepConfig):
@@ -34,12 +35,12 @@ class PruneHeadsConfig(StepConfig):
 
 @dataclass
 class Attention:
-    """Where a block's attention keeps its projections, in the terms pruning needs."""
+    """A block's attention projections, in the terms pruning needs."""
 
-    module: nn.Module
-    names: tuple[str, str, str]  # the query, key and value projections' attribute names
-    out_holder: nn.Module  # the module holding the output projection
-    out_name: str
+    q: nn.Linear
+    k: nn.Linear
+    v: nn.Linear
+    out: nn.Linear
     head_size: int
     group: int  # query heads per key/value head (grouped-query attention; 1 for BERT)
 
@@ -50,26 +51,16 @@ def attention_of(block: nn.Module, config) -> Attention:
     def has(module: nn.Module, *names: str) -> bool:
         return all(isinstance(getattr(module, n, None), nn.Linear) for n in names)
 
-    for module in block.modules():
-        if has(module, "q_proj", "k_proj", "v_proj", "o_proj"):
-            return Attention(module, ("q_proj", "k_proj", "v_proj"), module, "o_proj", module.head_dim,
-                             module.num_key_value_groups)
-        if has(module, "query", "key", "value"):
+    for m in block.modules():
+        if has(m, "q_proj", "k_proj", "v_proj", "o_proj"):
+            return Attention(m.q_proj, m.k_proj, m.v_proj, m.o_proj, m.head_dim, m.num_key_value_groups)
+        if has(m, "query", "key", "value"):
             out = block.get_submodule("attention.output") if hasattr(block, "attention") else None
             if isinstance(getattr(out, "dense", None), nn.Linear):
-                return Attention(module, ("query", "key", "value"), out, "dense",
+                return Attention(m.query, m.key, m.value, out.dense,
                                  config.hidden_size // config.num_attention_heads, 1)
     raise TailorError(f"prune_heads: {type(block).__name__} has no attention this step knows (BERT's "
                       "query/key/value or Llama's q_proj/k_proj/v_proj/o_proj)")
-
-
-def _take(layer: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
-    weight = layer.weight.index_select(dim, index)
-    new = nn.Linear(weight.shape[1], weight.shape[0], bias=layer.bias is not None)
-    new.weight.data.copy_(weight)
-    if layer.bias is not None:
-        new.bias.data.copy_(layer.bias if dim == 1 else layer.bias.index_select(0, index))
-    return new
 
 
 @register
@@ -89,21 +80,19 @@ class PruneHeads(Step):
         before = after = 0
         for block in blocks:
             a = attention_of(block, handle.model.config)
-            q, k, v = (getattr(a.module, n) for n in a.names)
-            out = getattr(a.out_holder, a.out_name)
-            size, groups = a.head_size, k.out_features // a.head_size
+            size, groups = a.head_size, a.k.out_features // a.head_size
             keep = groups - int(round(self.config.amount * groups))
             if keep < 1:
                 raise TailorError(f"prune_heads.amount: {self.config.amount} leaves no head of {groups}")
             # a key/value head and the query heads that read it go together
-            value = v.weight.view(groups, -1).norm(dim=1)
-            written = out.weight.view(out.out_features, groups, a.group * size).transpose(0, 1)
+            value = a.v.weight.view(groups, -1).norm(dim=1)
+            written = a.out.weight.view(a.out.out_features, groups, a.group * size).transpose(0, 1)
             kept = (value * written.flatten(1).norm(dim=1)).topk(keep).indices.sort().values
             kv_rows = (kept[:, None] * size + torch.arange(size)).flatten()
             q_rows = (kept[:, None] * a.group * size + torch.arange(a.group * size)).flatten()
-            for name, layer, rows in zip(a.names, (q, k, v), (q_rows, kv_rows, kv_rows), strict=True):
-                setattr(a.module, name, _take(layer, rows, dim=0))
-            setattr(a.out_holder, a.out_name, _take(out, q_rows, dim=1))
+            for layer, rows in ((a.q, q_rows), (a.k, kv_rows), (a.v, kv_rows)):
+                shrink_linear(layer, rows, dim=0)
+            shrink_linear(a.out, q_rows, dim=1)
             before, after = before + groups * a.group, after + keep * a.group
         handle.reshaped = True
         return {"amount": self.config.amount, "heads": {"before": before, "after": after},

@@ -33,7 +33,7 @@ def baseline(output: str, train_targets: np.ndarray, splits: dict[str, np.ndarra
     return {"rule": rule, **{name: scalar_metrics(m) for name, m in scores.items()}}
 
 
-def warnings(output: str, test: dict, trivial: dict | None) -> list[str]:
+def shortfalls(output: str, test: dict, trivial: dict | None) -> list[str]:
     """What the summary must not let pass silently."""
     if trivial is None or "test" not in trivial:
         return []

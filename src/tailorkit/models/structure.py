@@ -12,12 +12,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file
 from torch import nn
 
 from tailorkit.errors import TailorError
 
 STRUCTURE = "structure.json"
+
+
+def shrink_linear(layer: nn.Linear, index: torch.Tensor, dim: int) -> None:
+    """Keep only the output rows (`dim` 0) or input columns (`dim` 1) of `layer` in `index`,
+    in place: what structured pruning of neurons and heads does to each projection."""
+    layer.weight = nn.Parameter(layer.weight.index_select(dim, index).clone())
+    if dim == 0:
+        layer.out_features = len(index)
+        if layer.bias is not None:
+            layer.bias = nn.Parameter(layer.bias.index_select(0, index).clone())
+    else:
+        layer.in_features = len(index)
 
 
 def write_structure(model: nn.Module, directory: Path) -> None:

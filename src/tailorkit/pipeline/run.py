@@ -23,7 +23,7 @@ import torch
 from tailorkit.compress.measure import weights_mb
 from tailorkit.config.recipe import Recipe
 from tailorkit.errors import TailorError
-from tailorkit.evaluate.baseline import baseline, warnings
+from tailorkit.evaluate.baseline import baseline, shortfalls
 from tailorkit.models.quantize import linear_weight_bytes
 from tailorkit.pipeline.compress import Compress
 from tailorkit.pipeline.run_dir import (
@@ -127,7 +127,7 @@ def _summary(run: Run, threads: int, started: float) -> dict:
         "test": run.test,
         "validation": trainer.last_val,
         "baseline": trivial,  # the trivial predictor's scores, to read the two above against
-        "warnings": warnings(s.handle.output, run.test, trivial),
+        "warnings": shortfalls(s.handle.output, run.test, trivial),
         "parameters": {"trainable": trainable, "total": total,
                        "trainable_pct": round(100 * trainable / total, 4)},
         "artefact_mb": weights_mb(run.run_dir / MODEL),
