@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -33,12 +36,20 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=4)
     p.add_argument("--tokens", type=int, default=32, help="new tokens per answer")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--peak-rss", action="store_true", help="answer once with the first run, print the "
+                                                            "process's peak RSS in MB, and stop")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     loaded = [load_generator(run) for run in args.runs]
     recipe, first = loaded[0]
     data = prepare_chat_data(recipe.data, first.tokenizer, recipe.model.max_length)
     prompts = [chat[:-1] for chat in data.conversations["validation"][: args.prompts]]
+    if args.peak_rss:
+        for messages in prompts:
+            generate(first, messages, args.tokens, 1.0, 1.0, True, 0)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        return
+    peaks = [_peak_rss(run, args) for run in args.runs]
     seconds: list[list[float]] = [[] for _ in loaded]
     produced = [0 for _ in loaded]
     for _ in range(args.repeats):
@@ -50,13 +61,20 @@ def main() -> None:
             seconds[n].append(time.perf_counter() - started)
     print(f"{len(prompts)} prompts x {args.tokens} new tokens (greedy), {args.repeats} repeats, "
           f"{args.threads} threads, torch {torch.__version__}")
-    print("| run | test loss | weights MB | tokens / s | × first |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print("| run | test loss | weights MB | peak RSS MB | tokens / s | × first |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     rates = [produced[n] / args.repeats / statistics.median(seconds[n]) for n in range(len(loaded))]
-    for run, rate in zip(args.runs, rates, strict=True):
+    for run, rate, peak in zip(args.runs, rates, peaks, strict=True):
         loss = json.loads((Path(run) / "summary.json").read_text())["test"]["loss"]
         size = weights_mb(Path(run) / MODEL)
-        print(f"| `{run}` | {loss:.4f} | {size} | {rate:.1f} | {rate / rates[0]:.2f}× |")
+        print(f"| `{run}` | {loss:.4f} | {size} | {peak:.0f} | {rate:.1f} | {rate / rates[0]:.2f}× |")
+
+
+def _peak_rss(run: str, args) -> float:
+    out = subprocess.run([sys.executable, __file__, run, "--peak-rss", "--threads", str(args.threads),
+                          "--prompts", str(args.prompts), "--tokens", str(args.tokens)],
+                         capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

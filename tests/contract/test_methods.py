@@ -17,9 +17,11 @@ For every case on the tiny 2-block BERT:
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -127,6 +129,10 @@ CASES: dict[str, list[Case]] = {
                 Case("hard-top1", [{"freeze": {"top": 1}},
                                    {"distill": {"teacher": "TEACHER", "targets": "hard", "alpha": 0.7}}],
                      lambda n: head(n) or block(1)(n))],
+    # linear layers fake-quantised as dynamic int8 rounds; saved and loaded as real int8
+    "qat": [Case("all-linear", ["qat"], everything),
+            Case("top1-head-fp32", [{"freeze": {"top": 1}}, {"qat": {"keep_fp32": ["classifier"]}}],
+                 lambda n: head(n) or block(1)(n))],
     "bottleneck": [
         Case("houlsby", [{"bottleneck": {"placement": "houlsby", "size": 4}}],
              lambda n: ".adapter." in n or n.startswith("classifier.")),
@@ -150,7 +156,7 @@ COMPOSITIONS = [
 ]
 
 MISSING = Case("missing", [], everything)
-# Methods for text models run here; image-only ones (qat) in test_vision_methods.py.
+# Methods for text models run here; image methods in test_vision_methods.py.
 TEXT_METHODS = sorted(name for name, cls in METHODS.items() if "text" in cls.modalities)
 
 
@@ -187,8 +193,11 @@ def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _reload(trainer, recipe: dict, run_dir: Path):
-    """Save the model/ folder as a run does, then load the run back as `tailor predict` does:
-    the same dispatch (whole model, adapter folder or feature head) the pipeline uses."""
+    """End training as the Fit stage does (qat converts to int8), save the model/ folder as a run
+    does, then load the run back as `tailor predict` does: the same dispatch (whole model,
+    adapter folder or feature head) the pipeline uses."""
+    for method in trainer.methods:
+        method.on_fit_end(SimpleNamespace(handle=trainer.handle, info=defaultdict(dict)), 0.0)
     run_dir.mkdir(parents=True)
     (run_dir / "recipe.yaml").write_text(dump_recipe(recipe_from_dict(recipe)))
     save_model_atomically(trainer.handle, model_owner(trainer.methods), trainer.labels, run_dir / "model")

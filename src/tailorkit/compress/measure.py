@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from tailorkit.compress.quantize import quantized_layers
+from tailorkit.compress.quantize_weights import WeightOnlyLinear
 from tailorkit.data.batching import eval_batches
 from tailorkit.models.handle import ModelHandle
 
@@ -20,11 +21,14 @@ def weights_mb(folder: Path) -> float:
 
 
 def parameter_counts(handle: ModelHandle) -> dict:
-    """Floating-point parameters, and how many are not zero (int8 layers count by their weights)."""
+    """Floating-point parameters, and how many are not zero (int8 and int4 layers count by their
+    weights)."""
     total = nonzero = 0
     int8 = set(quantized_layers(handle.model).values())
     for module in handle.model.modules():
         tensors = [module.weight().int_repr(), module.bias()] if module in int8 else []
+        if isinstance(module, WeightOnlyLinear):
+            tensors = [module.dequantized()]
         tensors += [p for p in module.parameters(recurse=False)]
         tensors = [t for t in tensors if t is not None]
         for t in tensors:

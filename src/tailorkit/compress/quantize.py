@@ -85,59 +85,76 @@ class Quantize(Step):
                 "kept_fp32": self.config.keep_fp32}
 
     def save_model(self, handle: ModelHandle, directory: Path) -> None:
-        model = handle.model
-        quantized = quantized_layers(model)
-        tensors = {}
-        for name, module in quantized.items():
-            weight, bias = module.weight(), module.bias()
-            tensors[f"{name}.weight.int8"] = weight.int_repr().contiguous()
-            tensors[f"{name}.weight.scale"] = weight.q_per_channel_scales().float().contiguous()
-            if bias is not None:
-                tensors[f"{name}.bias"] = bias.detach().contiguous()
-        inside = tuple(f"{name}." for name in quantized)
-        for name, value in model.state_dict().items():
-            if not name.startswith(inside):
-                tensors[name] = value.detach().contiguous()
-        save_file(_untied(tensors), str(directory / WEIGHTS))
-        model.config.save_pretrained(directory)
-        if handle.reshaped:
-            write_structure(model, directory)
-        (directory / SPEC).write_text(json.dumps({"mode": self.config.mode, "layers": sorted(quantized)}))
-        if handle.tokenizer is not None:
-            handle.tokenizer.save_pretrained(directory)
+        save_dynamic_int8(handle, directory)
 
     def load_model(self, task, recipe, directory: Path, labels: list[str]) -> ModelHandle:
-        import transformers
-
-        trust = recipe.model.trust_remote_code
-        config = transformers.AutoConfig.from_pretrained(directory, trust_remote_code=trust)
-        model = getattr(transformers, task.auto_class).from_config(config, trust_remote_code=trust)
-        if has_structure(directory):  # an earlier step shrank layers (attention heads)
-            apply_structure(model, directory)
-        stored = load_file(str(directory / WEIGHTS))
-        layers = json.loads((directory / SPEC).read_text())["layers"]
-        int8 = {k: stored.pop(k) for k in [k for k in stored if k.startswith(tuple(f"{n}." for n in layers))]}
-        missing, unexpected = model.load_state_dict(stored, strict=False)  # what stays fp32
-        left = [k for k in missing if not k.startswith(tuple(f"{n}." for n in layers))]
-        if left or unexpected:
-            raise TailorError(f"{directory / WEIGHTS}: does not fit the model (missing {left[:3]}, "
-                              f"unexpected {unexpected[:3]})")
-        model = quantize_linears(model.eval(), only=layers)
-        quantized = quantized_layers(model)
-        if sorted(quantized) != layers:
-            raise TailorError(f"{directory}: the stored int8 layers do not match the model's linear layers")
-        for name, module in quantized.items():
-            scale = int8[f"{name}.weight.scale"].double()
-            weight = torch._make_per_channel_quantized_tensor(
-                int8[f"{name}.weight.int8"], scale, torch.zeros_like(scale, dtype=torch.int64), 0)
-            module.set_weight_bias(weight, int8.get(f"{name}.bias"))
-        tokenizer = transformers.AutoTokenizer.from_pretrained(directory, trust_remote_code=trust)
-        handle = handle_for(model.eval(), tokenizer, task.output)
-        handle.reshaped = has_structure(directory)
+        handle = float_architecture(task, recipe, directory)
+        handle.model = load_dynamic_int8(handle.model, directory)
         return handle
 
 
-def _untied(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def float_architecture(task, recipe, directory: Path) -> ModelHandle:
+    """The model a quantised folder was made from, built from its config (and the shapes an
+    earlier step shrank) with untrained weights, and its tokenizer: what loading fills in."""
+    import transformers
+
+    trust = recipe.model.trust_remote_code
+    config = transformers.AutoConfig.from_pretrained(directory, trust_remote_code=trust)
+    model = getattr(transformers, task.auto_class).from_config(config, trust_remote_code=trust)
+    if has_structure(directory):  # an earlier step shrank layers (attention heads)
+        apply_structure(model, directory)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory, trust_remote_code=trust)
+    handle = handle_for(model.eval(), tokenizer, task.output)
+    handle.reshaped = has_structure(directory)
+    return handle
+
+
+def save_dynamic_int8(handle: ModelHandle, directory: Path) -> None:
+    """The int8 weights, their scales and the fp32 rest, with the config and tokenizer."""
+    model = handle.model
+    quantized = quantized_layers(model)
+    tensors = {}
+    for name, module in quantized.items():
+        weight, bias = module.weight(), module.bias()
+        tensors[f"{name}.weight.int8"] = weight.int_repr().contiguous()
+        tensors[f"{name}.weight.scale"] = weight.q_per_channel_scales().float().contiguous()
+        if bias is not None:
+            tensors[f"{name}.bias"] = bias.detach().contiguous()
+    inside = tuple(f"{name}." for name in quantized)
+    for name, value in model.state_dict().items():
+        if not name.startswith(inside):
+            tensors[name] = value.detach().contiguous()
+    save_file(untied(tensors), str(directory / WEIGHTS))
+    model.config.save_pretrained(directory)
+    if handle.reshaped:
+        write_structure(model, directory)
+    (directory / SPEC).write_text(json.dumps({"mode": "dynamic_int8", "layers": sorted(quantized)}))
+    if handle.tokenizer is not None:
+        handle.tokenizer.save_pretrained(directory)
+
+
+def load_dynamic_int8(model: nn.Module, directory: Path) -> nn.Module:
+    """`model` (the float architecture) with what `save_dynamic_int8` stored in `directory`."""
+    stored = load_file(str(directory / WEIGHTS))
+    layers = json.loads((directory / SPEC).read_text())["layers"]
+    int8 = {k: stored.pop(k) for k in [k for k in stored if k.startswith(tuple(f"{n}." for n in layers))]}
+    missing, unexpected = model.load_state_dict(stored, strict=False)  # what stays fp32
+    left = [k for k in missing if not k.startswith(tuple(f"{n}." for n in layers))]
+    if left or unexpected:
+        raise TailorError(f"{directory / WEIGHTS}: does not fit the model (missing {left[:3]}, "
+                          f"unexpected {unexpected[:3]})")
+    model = quantize_linears(model.eval(), only=layers)
+    quantized = quantized_layers(model)
+    if sorted(quantized) != layers:
+        raise TailorError(f"{directory}: the stored int8 layers do not match the model's linear layers")
+    for name, module in quantized.items():
+        scale = int8[f"{name}.weight.scale"].double()
+        weight = torch._make_per_channel_quantized_tensor(
+            int8[f"{name}.weight.int8"], scale, torch.zeros_like(scale, dtype=torch.int64), 0)
+        module.set_weight_bias(weight, int8.get(f"{name}.bias"))
+    return model
+
+def untied(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """safetensors refuses two names for one storage (tied embeddings): give each its own copy."""
     seen, out = set(), {}
     for name, value in tensors.items():

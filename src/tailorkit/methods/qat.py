@@ -1,14 +1,17 @@
-"""Quantization-aware training for CNNs: fine-tune with int8 simulated, save the int8 model.
+"""Quantization-aware training: fine-tune with int8 simulated, save the int8 model.
 
-Static int8 after training (`compress: [quantize_static]`) rounds weights and activations the
-network never saw rounded. Here conv -> batch norm -> ReLU are fused and every weight and
-activation passes through a fake quantiser during fine-tuning (Jacob et al. 2018, "Quantization
-and Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference"): the forward
-pass rounds as int8 will, the backward pass goes straight through the rounding, so the weights
-learn to sit well on the int8 grid. The run's model is then converted to real int8 and saved in
-the format of `quantize_static` (compress/quantize_static.py); the test metrics are those of
-the int8 model. PyTorch's FX graph mode (`prepare_qat_fx`, x86 defaults) does the work; it is
-set up for tailorkit's MobileNetV2.
+Int8 after training rounds weights and activations the network never saw rounded. Here every
+weight and activation that int8 will round passes through a fake quantiser during fine-tuning
+(Jacob et al. 2018, "Quantization and Training of Neural Networks for Efficient
+Integer-Arithmetic-Only Inference"): the forward pass rounds as int8 will, the backward pass
+goes straight through the rounding, so the weights learn to sit well on the int8 grid. When
+training ends the model is converted to real int8 and saved; the test metrics are those of the
+int8 model.
+- CNNs (tailorkit's MobileNetV2): conv -> batch norm -> ReLU fused, weights and activations
+  fake-quantised by PyTorch's FX graph mode (`prepare_qat_fx`, x86 defaults); saved as static
+  int8 (compress/quantize_static.py).
+- Text models: every linear layer rounds as the dynamic int8 kernel does (compress/fake_int8.py:
+  per-channel weights, per-batch activations); saved as dynamic int8 (compress/quantize.py).
 """
 
 from __future__ import annotations
@@ -18,20 +21,28 @@ import warnings
 from pathlib import Path
 
 import torch
+from pydantic import Field
 
+from tailorkit.compress.fake_int8 import FakeInt8Linear, fake_quantize_linears, real_linears
+from tailorkit.compress.quantize import load_dynamic_int8, quantize_linears, save_dynamic_int8
 from tailorkit.compress.quantize_static import load_int8, save_int8
 from tailorkit.errors import TailorError
-from tailorkit.methods.base import METHODS, Method, register
+from tailorkit.methods.base import METHODS, Method, MethodConfig, register
 from tailorkit.models.handle import ModelHandle
 from tailorkit.models.mobilenet_v2 import MobileNetV2
+
+
+class QATConfig(MethodConfig):
+    keep_fp32: list[str] = Field([], description="Text models: linear layers left in fp32 (not simulated, "
+                                                 "not quantised): those whose name has one of these parts, "
+                                                 "as in compress's quantize.keep_fp32.")
 
 
 @register
 class QAT(Method):
     name = "qat"
-    summary = "quantization-aware training of a CNN: int8 simulated while it fine-tunes, int8 saved"
-    modalities = frozenset({"image"})
-    needs = "FX quantization-aware training is set up for MobileNetV2"
+    Config = QATConfig
+    summary = "quantization-aware training: int8 simulated while it fine-tunes, int8 saved"
 
     @property
     def saves_model(self) -> bool:
@@ -42,15 +53,21 @@ class QAT(Method):
         if any(cls.adapter or cls.fixed_inputs for cls in others):
             raise ValueError(f"{where}: qat trains the whole network's int8 behaviour; it does not combine "
                              "with adapters or feature extraction")
+        if task.modality == "image" and self.config.keep_fp32:
+            raise ValueError(f"{where}.keep_fp32: CNNs are quantised whole; keep_fp32 is for text models")
 
     def apply(self, handle: ModelHandle) -> None:
-        """The network, fused and with fake quantisers on every weight and activation."""
+        if handle.modality == "text":
+            if not fake_quantize_linears(handle.model, self.config.keep_fp32):
+                raise TailorError("qat: no linear layer is left to quantise; check keep_fp32")
+            return
         from torch.ao.quantization import get_default_qat_qconfig_mapping
         from torch.ao.quantization.quantize_fx import prepare_qat_fx
 
         model = handle.model
         if not isinstance(model, MobileNetV2):
-            raise TailorError("qat: the model is not tailorkit's MobileNetV2")
+            raise TailorError("qat: the image model is not tailorkit's MobileNetV2 (the one FX "
+                              "quantization-aware training is set up for)")
         classes, hidden = model.num_classes, model.hidden_widths
         with warnings.catch_warnings():  # torch.ao's deprecation notices
             warnings.simplefilter("ignore")
@@ -62,9 +79,13 @@ class QAT(Method):
     def on_fit_end(self, setup, seconds: float) -> None:
         """Training is over: the model becomes real int8, so the test split is scored, and the
         run saved, as the int8 model it is (a resumed run converts its restored model again)."""
+        handle = setup.handle
+        if handle.modality == "text":
+            layers = real_linears(handle.model)
+            handle.model = quantize_linears(handle.model.eval(), only=layers)
+            return
         from torch.ao.quantization.quantize_fx import convert_fx
 
-        handle = setup.handle
         classes, hidden = handle.model.num_classes, handle.model.hidden_widths
         with warnings.catch_warnings():  # torch.ao's deprecation notices
             warnings.simplefilter("ignore")
@@ -74,10 +95,16 @@ class QAT(Method):
     def save_model(self, handle: ModelHandle, directory: Path) -> None:
         from torch.ao.quantization import FakeQuantizeBase
 
-        if any(isinstance(m, FakeQuantizeBase) for m in handle.model.modules()):
+        if any(isinstance(m, FakeQuantizeBase | FakeInt8Linear) for m in handle.model.modules()):
             raise TailorError("qat: the model is still being trained (fake-quantised); it is saved "
                               "once training converts it to int8")
-        save_int8(handle.model, directory)
+        if handle.modality == "text":
+            save_dynamic_int8(handle, directory)
+        else:
+            save_int8(handle.model, directory)
 
     def load_model(self, methods: list[Method], base: ModelHandle, directory: Path, nf4=None) -> ModelHandle:
+        if base.modality == "text":
+            base.model = load_dynamic_int8(base.model, directory)
+            return base
         return load_int8(directory)
