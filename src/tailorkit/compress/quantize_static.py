@@ -1,9 +1,10 @@
-"""Post-training static int8 for CNNs, calibrated on training images.
+"""Post-training static int8, calibrated on training batches: CNNs here, text models' linear
+layers in compress/static_linear.py.
 
 Unlike dynamic int8, activations are int8 too, with scales fixed in advance from the ranges
-seen on `calibration_batches` batches of training images (PyTorch's x86 defaults: histogram
-observers for activations, per-channel min/max for weights); conv -> batch norm -> ReLU are
-fused into one int8 op first. This is PyTorch's FX graph mode quantisation
+seen on `calibration_batches` batches of training examples (PyTorch's x86 defaults: histogram
+observers for activations, per-channel min/max for weights). For CNNs conv -> batch norm ->
+ReLU are fused into one int8 op first. This is PyTorch's FX graph mode quantisation
 (`torch.ao.quantization.quantize_fx`), the path PyTorch documents for CNNs. It traces the
 model, so it serves models whose forward traces: tailorkit's MobileNetV2.
 
@@ -25,7 +26,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tailorkit.compress.base import Step, register
+from tailorkit.compress.int8_state import fill_int8_state, int8_tensors
 from tailorkit.compress.quantize import quantized_layers
+from tailorkit.compress.static_linear import (
+    calibrate_text,
+    linear_names,
+    load_static_text,
+    save_static_text,
+    static_int8,
+)
 from tailorkit.config.compress import StepConfig
 from tailorkit.errors import TailorError
 from tailorkit.models.handle import ModelHandle
@@ -38,8 +47,10 @@ BATCH = 32
 
 
 class QuantizeStaticConfig(StepConfig):
-    calibration_batches: int = Field(16, ge=1, description=f"Batches of {BATCH} training images whose "
+    calibration_batches: int = Field(16, ge=1, description=f"Batches of {BATCH} training examples whose "
                                                            "activation ranges fix the int8 scales.")
+    keep_fp32: list[str] = Field([], description="Text models: linear layers left in fp32, by a part of "
+                                                 "their name (as quantize.keep_fp32).")
 
 
 def _traced_int8(model: nn.Module, batches) -> nn.Module:
@@ -68,20 +79,27 @@ def _calibration(data, batches: int):
 class QuantizeStatic(Step):
     name = "quantize_static"
     Config = QuantizeStaticConfig
-    summary = "post-training static int8 (weights and activations) of a CNN, calibrated on training images"
+    summary = "post-training static int8 (weights and activations), calibrated on training batches"
     saves_model = True
 
     def check_recipe(self, recipe, task, where: str) -> None:
-        if task.modality != "image":
-            raise ValueError(f"{where}.quantize_static: static int8 serves CNNs (image models); for "
-                             f"text models use quantize (dynamic int8)")
+        if task.modality == "image" and self.config.keep_fp32:
+            raise ValueError(f"{where}.quantize_static.keep_fp32: CNNs are quantised whole; keep_fp32 is "
+                             "for text models")
 
     def apply(self, handle: ModelHandle, calibration=None) -> dict:
-        if not isinstance(handle.model, MobileNetV2):
-            raise TailorError("quantize_static: the model is not tailorkit's MobileNetV2; FX static "
-                              "quantisation is only set up for it")
         if calibration is None:
-            raise TailorError("quantize_static: needs training images to calibrate on")
+            raise TailorError("quantize_static: needs training examples to calibrate on")
+        if handle.modality == "text":
+            layers = linear_names(handle.model, self.config.keep_fp32)
+            n = min(len(calibration), self.config.calibration_batches * BATCH)
+            handle.model = static_int8(handle.model, layers,
+                                       lambda: calibrate_text(handle, calibration, n, BATCH))
+            return {"mode": "static_int8", "calibration_examples": n, "quantized_layers": len(layers),
+                    "kept_fp32": self.config.keep_fp32}
+        if not isinstance(handle.model, MobileNetV2):
+            raise TailorError("quantize_static: the image model is not tailorkit's MobileNetV2; FX static "
+                              "quantisation is only set up for it")
         images = min(len(calibration), self.config.calibration_batches * BATCH)
         num_classes, hidden = handle.model.num_classes, handle.model.hidden_widths
         handle.model = _traced_int8(handle.model, _calibration(calibration, self.config.calibration_batches))
@@ -91,29 +109,21 @@ class QuantizeStatic(Step):
                 "quantized_layers": len(quantized_layers(handle.model))}
 
     def save_model(self, handle: ModelHandle, directory: Path) -> None:
-        save_int8(handle.model, directory)
+        if handle.modality == "text":
+            save_static_text(handle, directory)
+        else:
+            save_int8(handle.model, directory)
 
     def load_model(self, task, recipe, directory: Path, labels: list[str]) -> ModelHandle:
+        if task.modality == "text":
+            return load_static_text(task, recipe, directory)
         return load_int8(directory)
 
 
 def save_int8(model: nn.Module, directory: Path) -> None:
     """An int8 MobileNetV2 (FX-converted; `num_classes`, `hidden_widths` set on it) as
     safetensors: each int8 tensor as integers, scales and zero points."""
-    tensors, per_channel = {}, {}
-    for key, value in model.state_dict().items():
-        if key.endswith("._packed_params.dtype"):
-            continue
-        if key.endswith("._packed_params._packed_params"):  # a quantized Linear: (weight, bias)
-            prefix = key.removesuffix("._packed_params._packed_params")
-            weight, bias = value
-            _put(tensors, per_channel, f"{prefix}.weight", weight)
-            if bias is not None:
-                tensors[f"{prefix}.bias"] = bias.detach().contiguous()
-        elif isinstance(value, torch.Tensor) and value.is_quantized:
-            _put(tensors, per_channel, key, value)
-        else:
-            tensors[key] = value.detach().contiguous()
+    tensors, per_channel = int8_tensors(model)
     save_file(tensors, str(directory / WEIGHTS))
     (directory / SPEC).write_text(json.dumps({"mode": "static_int8", "architecture": "mobilenet_v2",
                                               "num_classes": model.num_classes, "hidden": model.hidden_widths,
@@ -126,42 +136,8 @@ def load_int8(directory: Path) -> ModelHandle:
     spec = json.loads((directory / SPEC).read_text())
     float_model = MobileNetV2(num_classes=spec["num_classes"], hidden=spec.get("hidden"))
     model = _traced_int8(float_model, [torch.zeros(1, 3, 32, 32)])
-    stored = load_file(str(directory / WEIGHTS))
-    state = model.state_dict()  # filled in place: it carries the modules' format versions
-    for key, value in list(state.items()):
-        if key.endswith("._packed_params.dtype"):
-            continue
-        if key.endswith("._packed_params._packed_params"):
-            prefix = key.removesuffix("._packed_params._packed_params")
-            state[key] = (_get(stored, spec["per_channel_axis"], f"{prefix}.weight"),
-                          stored.get(f"{prefix}.bias"))
-        elif isinstance(value, torch.Tensor) and value.is_quantized:
-            state[key] = _get(stored, spec["per_channel_axis"], key)
-        elif key in stored:
-            state[key] = stored[key]
-        else:
-            raise TailorError(f"{directory / WEIGHTS}: does not fit the model (no {key})")
-    model.load_state_dict(state)
+    fill_int8_state(model, load_file(str(directory / WEIGHTS)), spec["per_channel_axis"], directory / WEIGHTS)
     model.num_classes, model.hidden_widths = spec["num_classes"], spec.get("hidden")
     handle = vision_handle(float_model)
     handle.model, handle.save_fn = model.eval(), None
     return handle
-
-
-def _put(tensors: dict, per_channel: dict, name: str, q: torch.Tensor) -> None:
-    """An int8 tensor as its integers plus its scale(s) and zero point(s)."""
-    tensors[f"{name}.int8"] = q.int_repr().contiguous()
-    if q.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
-        tensors[f"{name}.scale"] = q.q_per_channel_scales().double().contiguous()
-        tensors[f"{name}.zero_point"] = q.q_per_channel_zero_points().contiguous()
-        per_channel[name] = q.q_per_channel_axis()
-    else:
-        tensors[f"{name}.scale"] = torch.tensor([q.q_scale()], dtype=torch.float64)
-        tensors[f"{name}.zero_point"] = torch.tensor([q.q_zero_point()])
-
-
-def _get(stored: dict, per_channel: dict, name: str) -> torch.Tensor:
-    ints, scale, zero = stored[f"{name}.int8"], stored[f"{name}.scale"], stored[f"{name}.zero_point"]
-    if name in per_channel:
-        return torch._make_per_channel_quantized_tensor(ints, scale, zero, per_channel[name])
-    return torch._make_per_tensor_quantized_tensor(ints, float(scale[0]), int(zero[0]))
