@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,14 @@ from tailorkit.data.chat import prepare_chat_data
 from tailorkit.generate import generate
 from tailorkit.inference import load_generator
 from tailorkit.pipeline.run_dir import MODEL
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS since it started. Not ru_maxrss: Linux carries that over from the
+    parent through fork and exec, so a child would report its parent's peak."""
+    with open("/proc/self/status") as status:
+        line = next(x for x in status if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 def main() -> None:
@@ -47,7 +54,7 @@ def main() -> None:
     if args.peak_rss:
         for messages in prompts:
             generate(first, messages, args.tokens, 1.0, 1.0, True, 0)
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        print(peak_rss_mb())
         return
     peaks = [_peak_rss(run, args) for run in args.runs]
     seconds: list[list[float]] = [[] for _ in loaded]

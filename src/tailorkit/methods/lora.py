@@ -17,6 +17,7 @@ from tailorkit.methods.base import register
 from tailorkit.methods.peft_wrap import PeftMethod, PeftMethodConfig, head_modules, task_type
 from tailorkit.models.quantize import NF4Spec, quantize_frozen_linears
 from tailorkit.models.vision import lora_targets
+from tailorkit.train.fused_lora import use_fused_lora
 
 
 class LoraConfig(PeftMethodConfig):
@@ -42,6 +43,12 @@ class Lora(PeftMethod):
     default_lr = 1e-3  # sources: methods.base.default_lr_of
     mergeable = True
     trains_on_quantized_base = True
+
+    def apply(self, handle) -> None:
+        """PEFT's LoRA, with its plain linear layers on the fused training path
+        (train/fused_lora.py): the same weights and adapter files, a cheaper step."""
+        super().apply(handle)
+        use_fused_lora(handle.model)
 
     def peft_config(self, handle):
         from peft import LoraConfig as PeftLoraConfig
