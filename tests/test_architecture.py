@@ -24,7 +24,7 @@ from tailorkit.tasks import TASKS
 SRC = Path(tailorkit.__file__).parent
 # Imported inside functions on purpose: heavy, and not needed by every command.
 HEAVY = {"peft", "transformers", "bitsandbytes", "sklearn", "skops", "optuna", "matplotlib",
-         "sqlalchemy", "datasets",
+         "sqlalchemy", "datasets", "cleanlab", "nltk", "datasketch",
          "torch.ao"}  # deprecated, and warns as soon as it is imported: only where it is used
 
 

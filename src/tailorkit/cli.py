@@ -15,6 +15,7 @@ from pydantic_core import to_jsonable_python
 
 from tailorkit import api
 from tailorkit.adapter_set import AdapterSet
+from tailorkit.cli_data import add_data_commands, cmd_data
 from tailorkit.config import GenerationConfig
 from tailorkit.data.tables import read_table
 from tailorkit.errors import TailorError
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--out", required=True, help="new folder for the merged model")
     _add_trust(p)
+    add_data_commands(sub)  # tailor data inspect | clean | augment (cli_data.py)
     return parser
 
 
@@ -399,7 +401,7 @@ def _cmd_chat(args) -> None:
 
 COMMANDS = {"train": _cmd_train, "tune": _cmd_tune, "recipe": _cmd_recipe, "methods": _cmd_methods,
             "eval": _cmd_eval, "predict": _cmd_predict, "merge": _cmd_merge, "compress": _cmd_compress,
-            "generate": _cmd_generate, "chat": _cmd_chat}
+            "generate": _cmd_generate, "chat": _cmd_chat, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ train       train:            generation generation:
 methods     methods: (MethodSpec; each method registers its own options)
 tasks       the registered task names
 search      search:           space     its dotted paths, checked and applied
+quality     data.clean, data.augment
 compress    compress: (StepSpec; each compression step registers its own options)
 plugins     the name + typed options entries of methods: and compress.steps:
 metrics     metric names and their direction
@@ -18,12 +19,13 @@ from tailorkit.config.data import ChatColumns, DataConfig, ImageTransformConfig,
 from tailorkit.config.generation import GenerationConfig
 from tailorkit.config.methods import METHOD_CONFIGS, MethodConfig, MethodSpec
 from tailorkit.config.model import ModelConfig
+from tailorkit.config.quality import AugmentConfig, CleanConfig
 from tailorkit.config.recipe import Recipe
 from tailorkit.config.search import CategoricalParam, FloatParam, IntParam, PruningConfig, SearchConfig
 from tailorkit.config.train import EarlyStopping, TrainConfig
 
-__all__ = ["COMPRESS_CONFIGS", "METHOD_CONFIGS", "CategoricalParam", "ChatColumns",
-           "CompressConfig", "DataConfig", "EarlyStopping", "FloatParam", "GenerationConfig",
+__all__ = ["COMPRESS_CONFIGS", "METHOD_CONFIGS", "AugmentConfig", "CategoricalParam", "ChatColumns",
+           "CleanConfig", "CompressConfig", "DataConfig", "EarlyStopping", "FloatParam", "GenerationConfig",
            "ImageTransformConfig", "IntParam", "MethodConfig", "MethodSpec", "ModelConfig",
            "PruningConfig", "Recipe", "SearchConfig", "SplitConfig", "StepConfig", "StepSpec",
            "Strict", "TrainConfig", "format_validation_error"]

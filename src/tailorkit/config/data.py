@@ -1,4 +1,5 @@
-"""`data:` — where the examples come from, how splits are carved, chat columns, image transforms."""
+"""`data:` — where the examples come from, how splits are carved, chat columns, image transforms,
+and the data-quality sections (config/quality.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tailorkit.config.base import Strict
+from tailorkit.config.quality import AugmentConfig, CleanConfig
 
 FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion", "text")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -127,6 +129,11 @@ class DataConfig(Strict):
                                                "10% kept).")
     max_train_samples: int | None = Field(None, ge=1, description="Seeded subset of train.")
     max_eval_samples: int | None = Field(None, ge=1, description="Seeded subset of validation/test.")
+    clean: CleanConfig | None = Field(None, description="classification, regression: repair and filter "
+                                                        "the data, each change recorded (section; "
+                                                        "`clean: {}` takes the defaults).")
+    augment: AugmentConfig | None = Field(None, description="classification, regression: add edited "
+                                                            "copies of training rows (section).")
 
     @field_validator("encoding")
     @classmethod

@@ -15,6 +15,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from tailorkit.config.data import DataConfig
+from tailorkit.data.quality import DataQuality
 from tailorkit.data.tables import read_table
 from tailorkit.errors import TailorError
 from tailorkit.sources import load_catalogue_dataset
@@ -40,6 +41,7 @@ class TaskData:
     classes: bool  # targets are class names (else numbers)
     splits: dict[str, Split]
     labels: list[str] = field(default_factory=list)  # class names; empty for regression
+    quality: DataQuality | None = None  # what data.clean and data.augment did, when they ran
 
     @property
     def num_labels(self) -> int:
@@ -194,10 +196,12 @@ def read_splits(cfg: DataConfig) -> dict[str, tuple[str, pd.DataFrame]]:
 
 
 def prepare_data(cfg: DataConfig, classes: bool, labels: list[str] | None = None,
-                 flags: dict[str, str] | None = None) -> TaskData:
+                 flags: dict[str, str] | None = None, quality: DataQuality | None = None) -> TaskData:
     """Load, check and split; `classes`: the label column holds class names, else numbers.
     `labels` fixes the class list (when re-evaluating a run); `flags` names the command-line
-    flag of each column option in messages (`tailor eval`)."""
+    flag of each column option in messages (`tailor eval`). With `quality` (a run's data stage),
+    `data.clean` cleans the carved splits and `data.augment` the training subset, and `quality`
+    records what they did."""
     raw = read_splits(cfg)
     noted: set[str] = set()
     for source, frame in raw.values():
@@ -214,6 +218,8 @@ def prepare_data(cfg: DataConfig, classes: bool, labels: list[str] | None = None
 
     stratify = cfg.label_column if classes and cfg.split.stratify else None
     raw = carve_missing_splits(raw, cfg, stratify)
+    if quality is not None:
+        raw = quality.clean(raw, classes)
 
     if classes and labels is None:
         train_source, train = raw["train"]
@@ -223,10 +229,16 @@ def prepare_data(cfg: DataConfig, classes: bool, labels: list[str] | None = None
         source, frame = raw[name]
         limit = cfg.max_train_samples if name == "train" else cfg.max_eval_samples
         frame = subset(frame, limit, cfg.split.seed)  # keeps the file's row index for messages
+        if quality is not None:
+            if name == "train":
+                frame = quality.augment(frame, classes)
+            quality.keep(name, frame)
         splits[name] = _to_split(source, frame, cfg, classes, labels, unseen)
         if len(splits[name]) == 0:
             raise TailorError(f"{source}: the {name} split is empty")
-    return TaskData(classes=classes, splits=splits, labels=labels or [])
+    if quality is not None:
+        quality.write()
+    return TaskData(classes=classes, splits=splits, labels=labels or [], quality=quality)
 
 
 def class_names(source: str, column: pd.Series, note: bool = True) -> pd.Series:

@@ -20,10 +20,10 @@ READERS = {  # path, text encoding -> DataFrame
 }
 
 
-def read_table(path: str | Path, field: str, encoding: str = "utf-8"
+def read_table(path: str | Path, field: str, encoding: str = "utf-8", encoding_flag: str | None = None
                ) -> pd.DataFrame | dict[str, pd.DataFrame]:
     """A DataFrame, or for a saved `DatasetDict` folder a DataFrame per split. `encoding` is the
-    text encoding of CSV, TSV and JSON files (`data.encoding`)."""
+    text encoding of CSV, TSV and JSON files (`data.encoding`, or the command's `encoding_flag`)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise TailorError(f"{field}: file not found: {path}")
@@ -41,6 +41,8 @@ def read_table(path: str | Path, field: str, encoding: str = "utf-8"
         fix = "save it as UTF-8"
         if field.startswith("data."):  # a recipe's file: the recipe can name its encoding
             fix = "set data.encoding to the file's encoding (e.g. cp1252) or " + fix
+        elif encoding_flag:
+            fix = f"name the file's encoding with {encoding_flag} (e.g. cp1252) or " + fix
         raise TailorError(f"{field}: {path}: {_undecodable(path, encoding, err)}; {fix}") from None
     except NotATable as err:
         raise TailorError(f"{field}: {path}: holds {err}; a JSON table is one object per line (JSON Lines) "

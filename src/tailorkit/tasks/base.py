@@ -48,6 +48,11 @@ class Task:
         if es is not None and es.metric not in self.metrics:
             problems.append(f"train.early_stopping.metric: '{es.metric}' is not a {self.name} "
                             f"metric (allowed: {', '.join(self.metrics)})")
+        for section in ("clean", "augment"):  # the data-quality steps of tasks that run them
+            if getattr(recipe.data, section) is not None and f"data.{section}" not in self.reads:
+                doing = sorted(t.name for t in TASKS.values() if f"data.{section}" in t.reads)
+                problems.append(f"data.{section}: task {self.name} does not run it (tasks that do: "
+                                f"{', '.join(doing)})")
         if problems:
             raise ValueError("\n".join(problems))
 

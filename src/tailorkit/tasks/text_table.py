@@ -3,12 +3,14 @@ target column, a sequence-classification model, and a predictions table for the 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from tailorkit.config.recipe import Recipe
 from tailorkit.data.batching import EncodedSplit
 from tailorkit.data.feature_cache import files_identity
 from tailorkit.data.prepare import TaskData, prepare_data
+from tailorkit.data.quality import DATA_DIR, DataQuality
 from tailorkit.models.handle import ModelHandle, handle_for, load_text_classifier
 from tailorkit.models.structure import has_structure, load_restructured
 from tailorkit.sources import resolve_model
@@ -22,7 +24,8 @@ from tailorkit.train.setup import Setup
 class TextTableTask(Task):
     table = True
     auto_class = "AutoModelForSequenceClassification"
-    reads = frozenset({"model.max_length", "data.text_column", "data.text_pair_column", "data.label_column"})
+    reads = frozenset({"model.max_length", "data.text_column", "data.text_pair_column", "data.label_column",
+                       "data.clean", "data.augment"})
 
     def loss(self, recipe: Recipe, data: TaskData) -> TaskLoss:
         return TaskLoss(self.output, recipe.train, None)
@@ -33,13 +36,19 @@ class TextTableTask(Task):
         return load_text_classifier(resolve_model(m.name), self.output, labels, m.trust_remote_code)
 
     def prepare(self, recipe: Recipe, run_dir: Path, augment: bool = True) -> Setup:
-        data = prepare_data(recipe.data, classes=self.output == "classes")
+        model_path = resolve_model(recipe.model.name) if recipe.data.augment else None  # synonyms
+        quality = DataQuality(recipe.data, run_dir / DATA_DIR, model_path)
+        data = prepare_data(recipe.data, classes=self.output == "classes",
+                            quality=quality if quality.enabled else None)
+        if data.quality is not None and recipe.train.progress:
+            print("\n".join(data.quality.lines()), file=sys.stderr)
         handle = self.build_base(recipe, data.labels)
         splits = {name: EncodedSplit(split, handle.tokenizer, recipe.model.max_length)
                   for name, split in data.splits.items()}
         test = data.splits["test"]
+        info = {"data_quality": data.quality.summary()} if data.quality is not None else {}
         return Setup(handle, splits, data.labels, self.loss(recipe, data), recipe.train,
-                     test_names=test.texts, test_pairs=test.pairs, test_targets=test.targets)
+                     test_names=test.texts, test_pairs=test.pairs, test_targets=test.targets, info=info)
 
     def write_test_outputs(self, setup: Setup, recipe: Recipe, run_dir: Path) -> dict:
         return write_predictions(setup, recipe, run_dir)

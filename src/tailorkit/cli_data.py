@@ -1,0 +1,220 @@
+"""`tailor data inspect | clean | augment`: look at a table and fix it before training. Each reads
+a file (or a catalogue dataset) and writes only new files; the flags of clean and augment are the
+fields of `data.clean` and `data.augment` (config/quality.py), with the same defaults."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel, ValidationError
+
+from tailorkit.config.base import format_validation_error
+from tailorkit.config.model import ModelConfig
+from tailorkit.config.quality import AugmentConfig, CleanConfig
+from tailorkit.data.augment.augment import augment_frame
+from tailorkit.data.augment.synonyms import synonym_source
+from tailorkit.data.cleaning.changes import count_lines, write_changes
+from tailorkit.data.cleaning.clean import TableColumns, clean_frames
+from tailorkit.data.inspection import CLASS_LIMIT, inspect_table
+from tailorkit.data.inspection_render import html_report, text_report
+from tailorkit.data.tables import read_table
+from tailorkit.errors import TailorError
+from tailorkit.inference import check_output_file
+from tailorkit.sources import DATASETS, load_catalogue_dataset, resolve_model
+
+
+def add_data_commands(sub: argparse._SubParsersAction) -> None:
+    """The `data` command and its subcommands, on `tailor`'s subparsers."""
+    p = sub.add_parser("data", help="inspect, clean or augment a data table (writes new files only)")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+
+    i = dsub.add_parser("inspect", help="size, classes, lengths, garbled rows, duplicates, label "
+                                        "conflicts, train/test overlap")
+    _add_input(i)
+    i.add_argument("--test", help="a test table: report its overlap with DATA (leakage)")
+    i.add_argument("--model", help="count tokens with this model's tokenizer (catalogue name or folder)")
+    i.add_argument("--max-length", type=int, default=ModelConfig.model_fields["max_length"].default,
+                   help="with --model: report the share of rows longer than this (default %(default)s)")
+    i.add_argument("--near", type=float, default=0.9, metavar="JACCARD",
+                   help="near-duplicate threshold, 0 turns the search off (default %(default)s)")
+    i.add_argument("--json", help="also write the report as JSON to this new file")
+    i.add_argument("--html", help="also write the report as an HTML page to this new file")
+    i.add_argument("--force", action="store_true", help="replace existing --json/--html files")
+
+    c = dsub.add_parser("clean", help="write a cleaned copy of DATA and a per-row record of changes")
+    _add_input(c)
+    c.add_argument("--test", help="a test table: rows of DATA found in it are removed (leakage)")
+    _add_output(c)
+    _add_config_flags(c, CleanConfig, skip={"splits"})
+
+    a = dsub.add_parser("augment", help="write DATA plus EDA-edited copies of its rows, each recorded")
+    _add_input(a)
+    _add_output(a)
+    a.add_argument("--model", help="synonyms from this model's embeddings (with --synonyms embeddings, or "
+                                   "auto without WordNet)")
+    _add_config_flags(a, AugmentConfig, skip=set())
+
+
+def _add_input(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", metavar="DATA",
+                   help=f"CSV/TSV/JSONL/Parquet file, or a catalogue dataset ({', '.join(DATASETS)})")
+    p.add_argument("--text-column", default="text", metavar="COL", help="default: text")
+    p.add_argument("--label-column", default="label", metavar="COL",
+                   help="default: label; a table without it is read as unlabelled text")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of CSV/TSV/JSON files (default utf-8)")
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", required=True, help="the new table (CSV); the record of changes goes "
+                                                   "beside it as <name>.changes.csv")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
+
+
+def _add_config_flags(p: argparse.ArgumentParser, model: type[BaseModel], skip: set[str]) -> None:
+    """One flag per field of `model`: its description is the help, its default the config's."""
+    for name, info in model.model_fields.items():
+        if name in skip:
+            continue
+        flag = "--" + name.replace("_", "-")
+        kind = _scalar(info.annotation)
+        default = info.get_default(call_default_factory=True)
+        text = f"{info.description} (default: {default})"
+        if kind is bool:
+            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif typing.get_origin(info.annotation) is list:
+            choices = typing.get_args(typing.get_args(info.annotation)[0])
+            p.add_argument(flag, dest=name, nargs="+", choices=choices, default=None, help=text)
+        elif typing.get_origin(kind) is typing.Literal:
+            p.add_argument(flag, dest=name, choices=typing.get_args(kind), default=None, help=text)
+        else:
+            p.add_argument(flag, dest=name, type=kind, default=None, help=text)
+
+
+def _scalar(annotation):
+    """`float | None` -> float; other annotations as they are."""
+    if isinstance(annotation, types.UnionType):
+        return next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def _config(args, model: type[BaseModel]):
+    given = {name: getattr(args, name) for name in model.model_fields
+             if getattr(args, name, None) is not None}
+    try:
+        return model(**given)
+    except ValidationError as err:
+        flags = format_validation_error(err, None, model)
+        raise TailorError(flags.replace("\n", "; ").replace("_", "-")) from None
+
+
+def _read(args, flag: str = "DATA", path: str | None = None) -> tuple[str, pd.DataFrame]:
+    """(source name, table) of DATA (a file, else a catalogue name) or of `path`."""
+    path = path or args.data
+    if not Path(path).exists() and path in DATASETS:
+        return path, load_catalogue_dataset(path).reset_index(drop=True)
+    if not Path(path).exists():
+        raise TailorError(f"{flag}: {path}: no such file, and not a catalogue dataset "
+                          f"({', '.join(DATASETS)})")
+    table = read_table(path, flag, args.encoding, "--encoding")
+    if isinstance(table, dict):
+        raise TailorError(f"{flag}: {path} holds several splits ({', '.join(table)}); give one table")
+    return path, table.reset_index(drop=True)
+
+
+def _columns(source: str, frame: pd.DataFrame, args) -> TableColumns:
+    if args.text_column not in frame.columns:
+        raise TailorError(f"{source}: no column '{args.text_column}' (columns: "
+                          f"{', '.join(map(str, frame.columns))}); name the text column with --text-column")
+    label = args.label_column if args.label_column in frame.columns else None
+    return TableColumns(args.text_column, label)
+
+
+def _is_classes(frame: pd.DataFrame, columns: TableColumns) -> bool:
+    if columns.label is None:
+        return False
+    numeric = pd.to_numeric(frame[columns.label], errors="coerce")
+    return not (numeric.notna().all() and frame[columns.label].nunique() > CLASS_LIMIT)
+
+
+def _cmd_inspect(args) -> None:
+    for flag in ("json", "html"):
+        if getattr(args, flag):
+            check_output_file(getattr(args, flag), {"DATA": args.data, "--test": args.test}, args.force)
+    source, frame = _read(args)
+    columns = _columns(source, frame, args)
+    test_source, test = _read(args, "--test", args.test) if args.test else (None, None)
+    if test is not None:
+        _columns(test_source, test, args)
+    tokenizer = None
+    if args.model:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
+    report = inspect_table(frame, source, columns, test, test_source, tokenizer, args.model,
+                           args.max_length if args.model else None, args.near or None)
+    print(text_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.html:
+        Path(args.html).write_text(html_report(report), encoding="utf-8")
+        print(f"wrote {args.html}", file=sys.stderr)
+
+
+def _changes_path(output: str) -> Path:
+    out = Path(output)
+    return out.with_name(out.stem + ".changes.csv")
+
+
+def _check_outputs(args, inputs: dict[str, str | None]) -> None:
+    check_output_file(args.output, inputs, args.force)
+    changes = _changes_path(args.output)
+    if changes.exists() and not args.force:
+        raise TailorError(f"{changes} already exists; choose another --output, or pass --force")
+
+
+def _cmd_clean(args) -> None:
+    cfg = _config(args, CleanConfig)
+    _check_outputs(args, {"DATA": args.data, "--test": args.test})
+    source, frame = _read(args)
+    columns = _columns(source, frame, args)
+    frames = {"train": frame}
+    if args.test:
+        test_source, frames["test"] = _read(args, "--test", args.test)
+        _columns(test_source, frames["test"], args)
+    cleaned = clean_frames(frames, cfg.model_copy(update={"splits": ["train"]}), columns,
+                           numeric=not _is_classes(frame, columns))
+    cleaned.frames["train"].to_csv(args.output, index=False)
+    write_changes(cleaned.changes, _changes_path(args.output))
+    for line in count_lines(cleaned.changes) + cleaned.notes:
+        print(line.removeprefix("train "))
+    print(f"wrote {len(cleaned.frames['train']):,} of {len(frame):,} rows to {args.output}; "
+          f"changes: {_changes_path(args.output)}")
+
+
+def _cmd_augment(args) -> None:
+    cfg = _config(args, AugmentConfig)
+    _check_outputs(args, {"DATA": args.data})
+    source, frame = _read(args)
+    columns = _columns(source, frame, args)
+    synonyms = synonym_source(cfg, resolve_model(args.model) if args.model else None)
+    out, added = augment_frame(frame, cfg, columns.text, columns.label, _is_classes(frame, columns), synonyms)
+    out.to_csv(args.output, index=False)
+    write_changes(added, _changes_path(args.output))
+    for line in count_lines(added):
+        print(line.removeprefix("train "))
+    print(f"wrote {len(out):,} rows ({len(added):,} new) to {args.output}; "
+          f"changes: {_changes_path(args.output)}")
+
+
+SUBCOMMANDS = {"inspect": _cmd_inspect, "clean": _cmd_clean, "augment": _cmd_augment}
+
+
+def cmd_data(args) -> None:
+    SUBCOMMANDS[args.data_command](args)

@@ -1,0 +1,80 @@
+"""`data.clean:` and `data.augment:` — data quality steps run in the data stage, before encoding.
+
+Cleaning runs in a fixed order (repair, garbled, length, duplicates and label conflicts, near
+duplicates, leakage, label errors) on the splits it names, after the splits are carved, so no
+decision about one split reads another except leakage removal, which only ever removes rows of
+the training side. Augmentation touches the training split only, after `max_train_samples`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from tailorkit.config.base import Strict
+
+EDA_OPS = ("synonym", "insert", "swap", "delete")
+
+
+class CleanConfig(Strict):
+    """What `data.clean` removes or repairs; every removal is recorded with its reason."""
+
+    splits: list[Literal["train", "validation", "test"]] = Field(
+        ["train", "validation"], description="Splits cleaned. The test split is left as given by "
+                                             "default, so runs on raw and cleaned data score the same rows.")
+    fix_text: bool = Field(True, description="Repair mojibake and odd Unicode with ftfy; NFC-normalise.")
+    strip_html: bool = Field(True, description="Unescape HTML entities (&amp;) and remove tags.")
+    whitespace: bool = Field(True, description="Remove control characters; collapse runs of whitespace.")
+    garbled: Literal["keep", "strip", "drop"] = Field(
+        "strip", description="Characters no repair recovers (U+FFFD, private-use, unassigned): strip "
+                             "removes them (a row left empty is dropped), drop removes the row.")
+    min_words: int = Field(1, ge=0, description="Drop rows with fewer words (after repair).")
+    max_words: int | None = Field(None, ge=1, description="Drop rows with more words.")
+    min_chars: int = Field(1, ge=0, description="Drop rows with fewer characters.")
+    max_chars: int | None = Field(None, ge=1, description="Drop rows with more characters.")
+    dedupe: bool = Field(True, description="Exact duplicates on normalised text (case, accents, "
+                                           "HTML escapes and spacing ignored): keep the first.")
+    near_duplicates: float | None = Field(
+        None, gt=0.0, le=1.0, description="Also drop near duplicates: estimated Jaccard similarity of "
+                                          "character 5-grams at or above this (MinHash LSH), e.g. 0.8.")
+    label_conflicts: Literal["drop", "majority", "keep"] = Field(
+        "majority", description="Duplicates with different labels: drop all, keep one with the majority "
+                                "label (a tie drops all; regression: the median), or keep one per label.")
+    leakage: bool = Field(True, description="Remove training and validation rows whose text (exactly, "
+                                            "or nearly with near_duplicates) is in the test split; "
+                                            "training rows also against validation.")
+    label_errors: Literal["off", "flag", "remove"] = Field(
+        "flag", description="classification: likely label errors of the training split by confident "
+                            "learning (cleanlab) on out-of-fold TF-IDF + logistic-regression "
+                            "probabilities; flag records them, remove drops them.")
+    label_error_folds: int = Field(5, ge=2, le=20, description="Cross-validation folds of the "
+                                                                "out-of-fold probabilities.")
+    seed: int = Field(0, description="Seed of MinHash and of the label-error folds.")
+
+
+class AugmentConfig(Strict):
+    """EDA (Wei & Zou 2019): new training rows made by small word edits of existing ones."""
+
+    ops: list[Literal["synonym", "insert", "swap", "delete"]] = Field(
+        list(EDA_OPS), min_length=1, description="EDA operations; each new row applies one, drawn at "
+                                                 "random: synonym replacement, random insertion of a "
+                                                 "synonym, random swap, random deletion.")
+    alpha: float = Field(0.1, gt=0.0, le=0.5, description="Share of a row's words each operation "
+                                                           "changes (at least one).")
+    per_example: int = Field(1, ge=0, le=32, description="New rows made from each training row.")
+    balance: bool = Field(False, description="Give rarer classes more new rows, up to the size of the "
+                                             "largest class (classification).")
+    max_per_class: int | None = Field(None, ge=1, description="Cap on a class's rows after augmentation "
+                                                              "(originals are never removed).")
+    synonyms: Literal["auto", "wordnet", "embeddings"] = Field(
+        "auto", description="Where synonyms come from: WordNet when its data is installed (Debian "
+                            "wordnet-base), else the nearest neighbours in the model's embedding matrix.")
+    wordnet_dir: str = Field("/usr/share/wordnet", description="The WordNet 3.0 database folder.")
+    seed: int = Field(0, description="Seed of every random choice: the same seed gives the same rows.")
+
+    @model_validator(mode="after")
+    def _something_to_add(self) -> AugmentConfig:
+        if self.per_example == 0 and not self.balance:
+            raise ValueError("per_example is 0 and balance is off: nothing would be added")
+        return self

@@ -1,0 +1,97 @@
+"""New training rows made from existing ones by EDA edits; the training split only.
+
+How many: `per_example` new rows per row; with `balance`, each class gets as many new rows as
+it takes to reach the largest class's size (times 1 + per_example); `max_per_class` caps any
+class. Every random choice comes from one `random.Random(seed)`, in row order, so the same seed,
+data and synonyms give the same rows.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pandas as pd
+
+from tailorkit.config.quality import AugmentConfig
+from tailorkit.data.augment.eda import (
+    Synonyms,
+    random_deletion,
+    random_insertion,
+    random_swap,
+    synonym_replacement,
+)
+from tailorkit.data.cleaning.changes import Change
+
+ATTEMPTS = 4  # ops tried per new row before giving up on a row that no op changes (one word, no synonyms)
+
+
+def stop_words() -> frozenset[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS)
+
+
+def edit(text: str, op: str, cfg: AugmentConfig, rng: random.Random, synonyms: Synonyms | None,
+         stops: frozenset[str]) -> str:
+    words = text.split()
+    n = max(1, int(cfg.alpha * len(words)))
+    if op == "synonym" and synonyms is not None:
+        words = synonym_replacement(words, n, rng, synonyms, stops)
+    elif op == "insert" and synonyms is not None:
+        words = random_insertion(words, n, rng, synonyms, stops)
+    elif op == "swap":
+        words = random_swap(words, n, rng)
+    elif op == "delete":
+        words = random_deletion(words, cfg.alpha, rng)
+    return " ".join(words)
+
+
+def new_rows_per_row(labels: list[str], cfg: AugmentConfig, rng: random.Random) -> list[int]:
+    """How many new rows each row of a classification table makes."""
+    counts = Counter(labels)
+    largest = max(counts.values())
+    out = [0] * len(labels)
+    for label, n in counts.items():
+        target = (largest if cfg.balance else n) * (1 + cfg.per_example)
+        if cfg.max_per_class is not None:
+            target = min(target, max(cfg.max_per_class, n))
+        extra = target - n
+        positions = [i for i, value in enumerate(labels) if value == label]
+        order = positions[:]
+        rng.shuffle(order)  # who gets the remainder
+        for k, i in enumerate(order):
+            out[i] = extra // n + (1 if k < extra % n else 0)
+    return out
+
+
+def augment_frame(frame: pd.DataFrame, cfg: AugmentConfig, text_column: str, label_column: str | None,
+                  classes: bool, synonyms: Synonyms | None) -> tuple[pd.DataFrame, list[Change]]:
+    """`frame` with the new rows appended (index continuing after the largest), and one `added`
+    change per new row. Regression targets are copied with their row; classes may be balanced."""
+    rng = random.Random(cfg.seed)
+    stops = stop_words()
+    if classes and label_column is not None:
+        counts = new_rows_per_row(frame[label_column].astype(str).tolist(), cfg, rng)
+    else:
+        counts = [cfg.per_example] * len(frame)
+    ops = [op for op in cfg.ops if synonyms is not None or op not in ("synonym", "insert")]
+    if not ops:
+        return frame, []
+    added, changes = [], []
+    for (index, row), copies in zip(frame.iterrows(), counts, strict=True):
+        text = str(row[text_column])
+        for _ in range(copies):
+            for _ in range(ATTEMPTS):
+                op = rng.choice(ops)
+                new = edit(text, op, cfg, rng, synonyms, stops)
+                if new != text and new.strip():
+                    added.append({**row.to_dict(), text_column: new})
+                    changes.append(Change("train", int(index) + 1, "added", f"eda:{op}",
+                                          f"from row {int(index) + 1}", new))
+                    break
+    if not added:
+        return frame, changes
+    start = int(frame.index.max()) + 1 if len(frame) else 0
+    extra = pd.DataFrame(added, index=range(start, start + len(added)), columns=frame.columns)
+    return pd.concat([frame, extra]), changes

@@ -1,0 +1,53 @@
+"""data.clean and data.augment as the run's data stage: the recipe fields, the files a run
+leaves, and the tasks that refuse them."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import make_sentences, recipe_dict
+from tailorkit.api import train
+from tailorkit.errors import TailorError
+from tailorkit.recipe import recipe_from_dict
+
+
+def test_a_run_cleans_augments_and_records(tiny_model_dir, tmp_path):
+    frame = make_sentences(120)
+    frame.loc[5, "text"] = "caf\u00e9 food was good".encode().decode("cp1252")  # mojibake
+    frame = pd.concat([frame, frame.iloc[:10]], ignore_index=True)  # 10 exact duplicates
+    path = tmp_path / "train.csv"
+    frame.to_csv(path, index=False)
+    before = path.read_bytes()
+    raw = recipe_dict(tiny_model_dir, path, tmp_path / "run", epochs=1)
+    raw["data"] |= {"clean": {"label_errors": "off", "splits": ["train"]},
+                    "augment": {"per_example": 1, "ops": ["swap"], "seed": 1}}
+    run = train(recipe_from_dict(raw))
+    assert path.read_bytes() == before
+    summary = json.loads((run / "summary.json").read_text())
+    counts = summary["data_quality"]["counts"]["train"]
+    removed = counts["removed"]["duplicate"] + counts["removed"].get("leakage", 0)
+    assert removed >= 1 and counts["repaired"]["text_repaired"] >= 1
+    written = pd.read_csv(run / "data" / "train.csv")
+    assert summary["data"]["train"] == len(written) == 2 * counts["added"]["eda:swap"]  # one copy each
+    assert not written["text"].str.contains("\u00c3").any()  # no mojibake left in what it trained on
+    changes = pd.read_csv(run / "data" / "changes.csv")
+    assert {"repaired", "removed", "added"} <= set(changes["action"])
+    assert not (run / "data" / "test.csv").exists()  # the test split was not touched
+
+
+def test_tasks_that_do_not_clean_refuse_the_sections(tiny_model_dir, sentiment_csv, tmp_path):
+    raw = recipe_dict(tiny_model_dir, sentiment_csv, tmp_path / "run")
+    raw |= {"task": "mlm"}
+    raw["data"] |= {"clean": {}}
+    with pytest.raises(TailorError, match=r"data.clean: task mlm does not run it .*classification"):
+        recipe_from_dict(raw)
+
+
+def test_a_typo_in_the_sections_is_named(tiny_model_dir, sentiment_csv, tmp_path):
+    raw = recipe_dict(tiny_model_dir, sentiment_csv, tmp_path / "run")
+    raw["data"] |= {"clean": {"near_duplicate": 0.8}}
+    with pytest.raises(TailorError, match=r"data.clean.near_duplicate: unknown field; did you mean"):
+        recipe_from_dict(raw)
