@@ -111,7 +111,8 @@ def make_recipe(args: argparse.Namespace, output_dir: Path):
         "methods": methods,
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "eval_batch_size": 64,
                   "lr": args.lr, "weight_decay": 0.01, "max_grad_norm": 1.0, "schedule": "linear",
-                  "warmup_ratio": 0.0, "bf16": args.bf16, "threads": args.threads, "progress": False},
+                  "warmup_ratio": 0.0, "precision": "bf16" if args.bf16 else "fp32", "threads": args.threads,
+                  "progress": False},
         "seed": args.seed,
         "output_dir": str(output_dir),
     }, source="bench/compare.py")

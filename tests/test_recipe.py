@@ -68,7 +68,8 @@ def test_unknown_field_lists_the_allowed_fields():
 @pytest.mark.parametrize(("sections", "path", "words"), [
     ({"train": {"batch_size": "many"}}, "train.batch_size", "integer"),
     ({"train": {"lr": "fast"}}, "train.lr", "number"),
-    ({"train": {"bf16": "maybe"}}, "train.bf16", "boolean"),
+    ({"train": {"precision": "fp8"}}, "train.precision", "must be one of"),
+    ({"train": {"device": "gpu"}}, "train.device", "cuda:N"),
     ({"model": {"max_length": 4}}, "model.max_length", "greater than or equal to 8"),
     ({"train": {"class_weights": "balancd"}}, "train.class_weights", "'balanced' or a list"),
     ({"train": {"class_weights": [1, "x"]}}, "train.class_weights", "'balanced' or a list"),

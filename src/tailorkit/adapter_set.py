@@ -25,9 +25,9 @@ from tailorkit.errors import TailorError
 from tailorkit.inference import predict_with
 from tailorkit.methods.peft_wrap import TRAINED_BASE, quiet_peft
 from tailorkit.models.handle import ModelHandle, handle_for, load_text_classifier
-from tailorkit.pipeline.load import check_trust
+from tailorkit.pipeline.load import check_trust, run_recipe
 from tailorkit.pipeline.run_dir import LABELS
-from tailorkit.recipe import Recipe, load_recipe
+from tailorkit.recipe import Recipe
 from tailorkit.sources import resolve_model
 from tailorkit.tasks import task_of
 
@@ -93,7 +93,7 @@ def _adapter_run(run_dir: Path) -> tuple[Recipe, list[str], Path]:
     if (folder / TRAINED_BASE).is_file():
         raise TailorError(f"{run_dir}: this run also trained base weights ({TRAINED_BASE}), so its "
                           "base differs from the shared one; merge it or use it alone")
-    return load_recipe(run_dir / "recipe.yaml"), json.loads((folder / LABELS).read_text()), folder
+    return run_recipe(run_dir), json.loads((folder / LABELS).read_text()), folder
 
 
 def _peft_type(folder: Path) -> str:

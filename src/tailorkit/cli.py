@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import yaml
@@ -27,6 +28,7 @@ from tailorkit.pipeline.run_dir import PROGRESS
 from tailorkit.recipe import dump_recipe, load_compress_file, load_recipe, reference_markdown
 from tailorkit.search.worker import StudyInterrupted
 from tailorkit.tasks import TASKS
+from tailorkit.train import distributed
 from tailorkit.train.checkpoint import find_checkpoint
 from tailorkit.train.loop import Interrupted
 
@@ -82,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reuse output_dir; the previous run is moved to a .bak folder")
     p.add_argument("--allow-data-change", action="store_true",
                    help="with --resume: continue although the data files now read differently")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data-parallel training on N processes of this machine, through torchrun "
+                        "(each batch is split over them; default 1)")
     _add_set(p)
 
     p = sub.add_parser("tune", help="hyperparameter search: run or resume the recipe's search: block")
@@ -159,6 +164,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_train(args) -> None:
+    if args.nproc != 1:
+        _launch_train(args)
+        return
+    try:
+        _train(args)
+    finally:
+        distributed.close()
+
+
+def _launch_train(args) -> None:
+    """`--nproc N`: this same command on N processes, started by torchrun."""
+    if args.nproc < 1:
+        raise TailorError(f"train --nproc: give 1 or more processes, got {args.nproc}")
+    if distributed.world().size > 1:
+        raise TailorError("train --nproc starts processes through torchrun; under torchrun (or "
+                          "accelerate launch) already, leave --nproc out")
+    argv = ["train", *([args.recipe] if args.recipe else ["--resume", args.resume])]
+    argv += ["--overwrite"] * args.overwrite + ["--allow-data-change"] * args.allow_data_change
+    for override in args.overrides:
+        argv += ["--set", override]
+    code = distributed.launch(args.nproc, argv)
+    if code:
+        raise SystemExit(code)
+
+
+def _train(args) -> None:
+    main = distributed.world().main  # under torchrun only rank 0 talks
     if bool(args.recipe) == bool(args.resume):
         raise TailorError("train: give a recipe file or --resume RUN_DIR (one of them)")
     if args.resume and (args.overrides or args.overwrite):
@@ -174,8 +206,9 @@ def _cmd_train(args) -> None:
             run_dir = api.train(recipe, overwrite=args.overwrite)
     except Interrupted as stop:
         target = args.resume or load_recipe(args.recipe, args.overrides).output_dir
-        print(f"\ninterrupted at step {stop.step}: checkpoint saved; continue with: "
-              f"tailor train --resume {target}", file=sys.stderr)
+        if main:
+            print(f"\ninterrupted at step {stop.step}: checkpoint saved; continue with: "
+                  f"tailor train --resume {target}", file=sys.stderr)
         raise SystemExit(130) from None
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
         target = args.resume or load_recipe(args.recipe, args.overrides).output_dir
@@ -183,7 +216,8 @@ def _cmd_train(args) -> None:
         print("\ninterrupted: " + (f"continue from the last checkpoint with: tailor train --resume {target}"
                                    if kept else "nothing to resume; nothing was kept"), file=sys.stderr)
         raise SystemExit(130) from None
-    _print_summary(run_dir)
+    if main:
+        _print_summary(run_dir)
 
 
 def _cmd_tune(args) -> None:
@@ -360,7 +394,7 @@ def _compressed_line(run_dir: Path) -> str:
 
 def _cmd_merge(args) -> None:
     out = api.merge(args.run_dir, args.out, trust_remote_code=args.trust_remote_code)
-    task = TASKS[load_recipe(Path(args.run_dir) / "recipe.yaml").task]
+    task = TASKS[api.run_recipe(args.run_dir).task]
     print(f"merged model written to {out}; load it with {task.auto_class}.from_pretrained, or use "
           f"the folder as a run: tailor predict {out} ...")
 
@@ -404,7 +438,19 @@ COMMANDS = {"train": _cmd_train, "tune": _cmd_tune, "recipe": _cmd_recipe, "meth
             "generate": _cmd_generate, "chat": _cmd_chat, "data": cmd_data}
 
 
+_format_warning = warnings.formatwarning
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A recipe field's deprecation (config: FutureWarning) reads as the project's other
+    warnings, on one line; library warnings keep Python's format."""
+    if issubclass(category, FutureWarning) and str(message).startswith("train."):
+        return f"warning: {message}\n"
+    return _format_warning(message, category, filename, lineno, line)
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)

@@ -24,7 +24,7 @@ def generate(handle: ModelHandle, messages: Conversation, max_new_tokens: int = 
              seed: int | None = None) -> str:
     """The model's next assistant turn after `messages` (a final assistant turn is dropped)."""
     tokenizer = handle.tokenizer
-    ids = torch.tensor([prompt_ids(messages, tokenizer, None)])
+    ids = torch.tensor([prompt_ids(messages, tokenizer, None)], device=handle.device)
     if seed is not None:
         torch.manual_seed(seed)
     was_training = handle.model.training

@@ -104,7 +104,7 @@ def evaluate(run_dir: str | Path, data_path: str, output: str | None = None, tex
     split = prepare_data(cfg, classes=handle.output == "classes", labels=labels or None,
                          flags=flags).splits["test"]
     encoded = EncodedSplit(split, handle.tokenizer, recipe.model.max_length)
-    logits = predict_logits(handle, encoded, recipe.train.eval_batch_size, recipe.train.bf16)
+    logits = predict_logits(handle, encoded, recipe.train.eval_batch_size, recipe.train.precision)
     metrics = score(handle.output, logits, split.targets, labels, TaskLoss(handle.output, recipe.train, None))
     if output:
         frame = prediction_frame(handle.output, split.texts, logits, labels, split.targets, split.pairs)
@@ -141,7 +141,7 @@ def predict_with(handle: ModelHandle, recipe: Recipe, labels: list[str], texts: 
     pairs = None if pairs is None else [str(p) for p in pairs]
     split = Split("input", list(texts), pairs, np.zeros(len(texts), dtype=np.int64))
     encoded = EncodedSplit(split, handle.tokenizer, recipe.model.max_length)
-    logits = predict_logits(handle, encoded, recipe.train.eval_batch_size, recipe.train.bf16)
+    logits = predict_logits(handle, encoded, recipe.train.eval_batch_size, recipe.train.precision)
     return prediction_frame(handle.output, list(texts), logits, labels, pairs=pairs)
 
 
@@ -172,7 +172,7 @@ def predict_images(run_dir: str | Path, paths: list[str], *, trust_remote_code: 
     names = [str(f) for f in files]
     data = EncodedImages(ImageSet("--image", images, np.zeros(len(images), dtype=np.int64), labels, names),
                          ImageTransform(recipe.data.image, train=False))
-    logits = predict_logits(handle, data, recipe.train.eval_batch_size, recipe.train.bf16)
+    logits = predict_logits(handle, data, recipe.train.eval_batch_size, recipe.train.precision)
     return prediction_frame(handle.output, names, logits, labels).rename(columns={"text": "image"})
 
 

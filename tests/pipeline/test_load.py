@@ -34,3 +34,23 @@ def test_a_distillation_teacher_is_trusted_as_far_as_the_recipe_trusts(student_t
             api.train(recipe_from_dict(raw))
     else:
         assert (api.train(recipe_from_dict(raw)) / "summary.json").is_file()
+
+
+def test_a_run_recorded_before_train_precision_reads_without_the_authors_warning(finished_run, tmp_path):
+    """Runs written before `train.bf16` became `train.precision` hold `bf16:` in recipe.yaml;
+    tailorkit wrote that file, so reading it must not tell the user to edit it."""
+    import shutil
+    import warnings
+
+    import yaml
+
+    old = tmp_path / "old-run"
+    shutil.copytree(finished_run, old)
+    recipe = yaml.safe_load((old / "recipe.yaml").read_text())
+    recipe["train"].pop("precision", None)
+    recipe["train"]["bf16"] = False
+    (old / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        assert api.run_recipe(old).train.precision == "fp32"
+        assert api.load_run(old)[2] == ["neg", "pos"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
+import warnings
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from tailorkit.config.base import Strict
 
@@ -59,7 +61,11 @@ class TrainConfig(Strict):
     checkpoint_steps: int = Field(50, ge=1, description="Write a resumable checkpoint every N steps.")
     early_stopping: EarlyStopping | None = Field(
         None, description="Stop when a validation metric stops improving; keeps the best weights.")
-    bf16: bool = Field(False, description="bf16 autocast for forward and backward.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Autocast dtype of forward, backward and evaluation; fp16 adds a gradient "
+                            "scaler (saved in checkpoints). Replaces the deprecated bf16: true.")
+    device: str = Field("auto", description="auto (CUDA if present, then Apple MPS, then CPU), cpu, "
+                                            "cuda, cuda:N or mps.")
     threads: int | None = Field(None, ge=1, description="torch threads; default: free cores.")
     length_grouping: bool = Field(True, description="Batch similar lengths to avoid padding.")
     frozen_prefix: Literal["cache", "eval", "train"] = Field(
@@ -69,6 +75,37 @@ class TrainConfig(Strict):
         4096, ge=0, description="frozen_prefix cache: beyond this, states go to a memory-mapped "
                                 "file in the run directory.")
     progress: bool = Field(True, description="Show a progress bar.")
+
+    @property
+    def bf16(self) -> bool:
+        """precision: bf16 (what the deprecated field `bf16` said; many readers still ask this)."""
+        return self.precision == "bf16"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bf16_alias(cls, data: Any) -> Any:
+        """`bf16: true|false` is read as `precision: bf16|fp32`, with a deprecation warning."""
+        if not isinstance(data, dict) or "bf16" not in data:
+            return data
+        data = dict(data)
+        bf16 = data.pop("bf16")
+        if not isinstance(bf16, bool):
+            raise ValueError(f"bf16 (deprecated: use precision: bf16) must be a boolean, got {bf16!r}")
+        wanted = "bf16" if bf16 else "fp32"
+        if data.get("precision", wanted) != wanted and bf16:
+            raise ValueError(f"bf16: true and precision: {data['precision']} disagree; drop bf16 "
+                             "(deprecated) and keep precision")
+        data.setdefault("precision", wanted)
+        warnings.warn(f"train.bf16 is deprecated: write train.precision: {wanted} instead "
+                      "(read as that now)", FutureWarning, stacklevel=2)
+        return data
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError(f"must be auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps, got {value!r}")
+        return value
 
     @property
     def peak_lr(self) -> float:

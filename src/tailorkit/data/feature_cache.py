@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tailorkit.data.batching import eval_batches
+from tailorkit.device import autocast, model_device, to_device
 from tailorkit.sources import cache_dir
 
 MEMORY_ENTRIES = 32  # splits kept in memory (least recently used go first)
@@ -86,11 +87,12 @@ def cache_key(identity: dict, data) -> str:
 def extract(model, data, batch_size: int, bf16: bool) -> torch.Tensor:
     """Features of every example, in the split's order (batches are length-sorted inside)."""
     model.eval()
+    device = model_device(model)  # computed where the model is; kept in host memory
     out: torch.Tensor | None = None
     for indices in eval_batches(data.lengths, batch_size):
-        batch = {k: v for k, v in data.collate(indices).items() if k != "labels"}
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            features = model.extract(**batch).float()
+        batch = {k: v for k, v in to_device(data.collate(indices), device).items() if k != "labels"}
+        with autocast(device, bf16):
+            features = model.extract(**batch).float().cpu()
         if out is None:
             out = torch.empty((len(data), features.shape[-1]), dtype=torch.float32)
         out[indices] = features

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from tailorkit.data.batching import EncodedSplit, eval_batches
+from tailorkit.device import autocast, to_device
 from tailorkit.evaluate.metrics import classification_metrics, regression_metrics
 from tailorkit.evaluate.token_loss import token_loss_sum
 from tailorkit.models.handle import ModelHandle
@@ -20,15 +21,18 @@ Forward = Callable[[object, list[int], dict], torch.Tensor]
 
 @torch.inference_mode()
 def predict_logits(handle: ModelHandle, data: EncodedSplit, batch_size: int,
-                   bf16: bool = False, forward: Forward | None = None) -> np.ndarray:
-    """Logits in the split's original order (batches are length-sorted internally)."""
+                   precision: str | bool = "fp32", forward: Forward | None = None) -> np.ndarray:
+    """Logits in the split's original order (batches are length-sorted internally), computed on
+    the model's device under `precision`'s autocast (True: bf16, the old flag)."""
     was_training = handle.model.training
     handle.model.eval()
     out: np.ndarray | None = None
+    device = handle.device
     for indices in eval_batches(data.lengths, batch_size):
-        batch = data.collate(indices)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = (forward(data, indices, batch) if forward else handle.forward(batch)).float().numpy()
+        batch = to_device(data.collate(indices), device)
+        with autocast(device, precision):
+            logits = forward(data, indices, batch) if forward else handle.forward(batch)
+        logits = logits.float().cpu().numpy()
         if out is None:
             out = np.empty((len(data), logits.shape[-1]), dtype=np.float32)
         out[indices] = logits
@@ -38,12 +42,12 @@ def predict_logits(handle: ModelHandle, data: EncodedSplit, batch_size: int,
 
 
 def evaluate_split(handle: ModelHandle, data, labels: list[str], loss_fn, batch_size: int,
-                   bf16: bool = False, forward: Forward | None = None) -> dict:
+                   precision: str | bool = "fp32", forward: Forward | None = None) -> dict:
     """The metrics of a split: for causal LMs a streaming token loss (all logits of a split
     would not fit in memory), otherwise the logits scored at once."""
     if handle.output in ("next_token", "masked_token"):
-        return language_model_metrics(handle, data, batch_size, bf16)
-    logits = predict_logits(handle, data, batch_size, bf16, forward)
+        return language_model_metrics(handle, data, batch_size, precision)
+    logits = predict_logits(handle, data, batch_size, precision, forward)
     return score(handle.output, logits, data.targets, labels, loss_fn)
 
 
@@ -51,15 +55,16 @@ LM_EVAL_ROWS = 8
 
 
 @torch.inference_mode()
-def language_model_metrics(handle: ModelHandle, data, batch_size: int, bf16: bool = False) -> dict:
+def language_model_metrics(handle: ModelHandle, data, batch_size: int,
+                           precision: str | bool = "fp32") -> dict:
     was_training = handle.model.training
     handle.model.eval()
     total, tokens = 0.0, 0
     # A batch's logits are rows x length x vocabulary floats (64 x 128 x 49k = 1.6 GB for
     # SmolLM2): a few rows at a time keep evaluation from dominating peak memory.
     for indices in eval_batches(data.lengths, min(batch_size, LM_EVAL_ROWS)):
-        batch = data.collate(indices)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        batch = to_device(data.collate(indices), handle.device)
+        with autocast(handle.device, precision):
             logits = handle.forward(batch)
         loss_sum, count = token_loss_sum(logits, batch["labels"], shift=handle.output == "next_token")
         total, tokens = total + float(loss_sum), tokens + int(count)

@@ -104,8 +104,16 @@ class ModelHandle:
         params = list(self.model.parameters())
         return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters are (train.device moved them there)."""
+        first = next(self.model.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        inputs = {k: v for k, v in batch.items() if k not in LOSS_KEYS}
+        device = self.device  # inputs follow the model (a no-op where they already are)
+        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                  for k, v in batch.items() if k not in LOSS_KEYS}
         out = self.model(**inputs)
         return getattr(out, "logits", out)  # Hugging Face models wrap logits; plain modules do not
 

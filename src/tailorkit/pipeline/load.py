@@ -6,10 +6,12 @@ teacher (the pipeline hands it to methods as `Setup.load_run`: methods sit below
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from tailorkit.compress import build_steps, model_writer
 from tailorkit.config.recipe import Recipe
+from tailorkit.device import resolve
 from tailorkit.errors import TailorError
 from tailorkit.methods import Method, build_methods, model_owner
 from tailorkit.models.handle import ModelHandle
@@ -52,16 +54,21 @@ def load_run(run_dir: str | Path, dequantize: bool = False, *, trust_remote_code
         handle = owner.load_model(methods, task.build_base(recipe, labels), model_dir, NF4Spec.of(recipe))
         if dequantize:
             dequantize_in_place(handle.model)
+    # The run's train.device where this machine has it (a GPU run read on a laptop: auto's pick).
+    handle.model.to(resolve(recipe.train.device, fallback=True))
     handle.model.eval()
     return recipe, handle, labels, methods
 
 
 def run_recipe(run_dir: str | Path) -> Recipe:
-    """The resolved recipe a run recorded (cheap: no model is loaded)."""
+    """The resolved recipe a run recorded (cheap: no model is loaded). tailorkit wrote it, so a
+    field it has since renamed (train.bf16) is read without the warning meant for recipe authors."""
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.yaml").is_file():
         raise TailorError(f"{run_dir}: not a tailorkit run directory (no recipe.yaml)")
-    return load_recipe(run_dir / "recipe.yaml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return load_recipe(run_dir / "recipe.yaml")
 
 
 def check_trust(run_dir: str | Path, recipe: Recipe, trust_remote_code: bool) -> None:

@@ -8,12 +8,18 @@
 Each finished stage is recorded in progress.json, so `tailor train --resume` knows where the
 run stopped: inside training it continues from the checkpoint; after training it restores the
 final checkpoint and goes on with the stages after it.
+
+Under torchrun (`tailor train --nproc N`) every process runs this file: rank 0 claims the run
+directory and writes recipe.yaml, the others read it back from there (one resolved recipe);
+all prepare and train, and rank 0 alone writes the model, the test outputs and the summary.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,10 +28,12 @@ import torch
 
 from tailorkit.compress.measure import weights_mb
 from tailorkit.config.recipe import Recipe
+from tailorkit.device import peak_memory_mb, resolve
 from tailorkit.errors import TailorError
 from tailorkit.evaluate.baseline import baseline, shortfalls
 from tailorkit.models.quantize import linear_weight_bytes
 from tailorkit.pipeline.compress import Compress
+from tailorkit.pipeline.load import run_recipe
 from tailorkit.pipeline.run_dir import (
     MODEL,
     PROGRESS,
@@ -34,10 +42,11 @@ from tailorkit.pipeline.run_dir import (
     write_json_atomically,
 )
 from tailorkit.pipeline.stages import Evaluate, Prepare, Run, Save, Stage, Train
-from tailorkit.recipe import dump_recipe, load_recipe, resolve_defaults
+from tailorkit.recipe import dump_recipe, resolve_defaults
 from tailorkit.runtime import bound_onednn_cache, default_threads, peak_rss_mb, versions
 from tailorkit.tasks import task_of
 from tailorkit.track.jsonl import METRICS
+from tailorkit.train import distributed
 from tailorkit.train.checkpoint import find_checkpoint, remove_checkpoints
 from tailorkit.train.loop import throughput
 
@@ -48,13 +57,21 @@ def train(recipe: Recipe, overwrite: bool = False,
           on_evaluate: Callable[[int, dict], None] | None = None) -> Path:
     """Run a recipe; `on_evaluate(step, metrics)` is called after each validation (a search
     trial reports there, and may raise to stop the run)."""
+    w = distributed.init(resolve(recipe.train.device))
+    if not w.main:  # rank 0 claims the directory and resolves the recipe; the rest follow it
+        distributed.barrier()
+        run_dir = Path(recipe.output_dir)
+        recipe = run_recipe(run_dir)
+        return _run(Run(recipe, run_dir, task_of(recipe), on_evaluate=on_evaluate))
     created = not Path(recipe.output_dir).exists()
     run_dir = claim_run_dir(Path(recipe.output_dir), overwrite)
     recipe = resolve_defaults(recipe)  # a Recipe built in Python, not read by recipe_from_dict
     if recipe.train.threads is None:  # recorded, so a resume computes with the same threads
-        threads = recipe.train.model_copy(update={"threads": default_threads()})
+        # the free cores, shared by the processes of this machine
+        threads = recipe.train.model_copy(update={"threads": max(1, default_threads() // w.local_size)})
         recipe = recipe.model_copy(update={"train": threads})
     (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+    distributed.barrier()
     try:
         return _run(Run(recipe, run_dir, task_of(recipe), on_evaluate=on_evaluate))
     except BaseException:
@@ -80,9 +97,24 @@ def resume(run_dir: str | Path, allow_data_change: bool = False) -> Path:
         raise TailorError(f"{run_dir}: this run already finished; nothing to resume")
     if find_checkpoint(run_dir) is None and not (run_dir / PROGRESS).is_file():
         raise TailorError(f"{run_dir}: no checkpoint found; start the run again with tailor train")
-    recipe = load_recipe(run_dir / "recipe.yaml")
+    recipe = _device_here(run_recipe(run_dir))
+    distributed.init(resolve(recipe.train.device))
     recorded = _progress(run_dir).get("data") if not allow_data_change else None
     return _run(Run(recipe, run_dir, task_of(recipe), resume=True, recorded_data=recorded))
+
+
+def _device_here(recipe: Recipe) -> Recipe:
+    """A run resumes on whatever this machine has: the checkpoint holds no device, so a run
+    started on a GPU continues on a CPU (`auto`'s pick), with a warning."""
+    try:
+        resolve(recipe.train.device)
+        return recipe
+    except TailorError:
+        here = resolve("auto")
+        if distributed.world().main:
+            print(f"warning: the run trained on train.device: {recipe.train.device}, which is not here; "
+                  f"resuming on {here}", file=sys.stderr)
+        return recipe.model_copy(update={"train": recipe.train.model_copy(update={"device": "auto"})})
 
 
 def _run(run: Run) -> Path:
@@ -91,13 +123,25 @@ def _run(run: Run) -> Path:
     threads = recipe.train.threads or default_threads()  # older runs' recipe.yaml may lack it
     torch.set_num_threads(threads)
     bound_onednn_cache(recipe.train.bf16, run.task.modality)
+    main = distributed.world().main
+    if not main:
+        run.scratch_dir = Path(tempfile.mkdtemp(prefix="tailor-rank-"))
     done = _progress(run_dir).get("finished", []) if run.resume else []
-    for stage in STAGES:
-        if not stage.enabled(recipe) or (stage.skip_when_done and stage.name in done):
-            continue
-        stage.run(run)
-        done = [*dict.fromkeys([*done, stage.name])]
-        write_json_atomically(run_dir / PROGRESS, {"finished": done, "data": run.setup.fingerprint})
+    try:
+        for stage in STAGES:
+            if not stage.enabled(recipe) or (stage.skip_when_done and stage.name in done):
+                continue
+            if not main and not stage.all_processes:
+                continue
+            stage.run(run)
+            done = [*dict.fromkeys([*done, stage.name])]
+            if main:
+                write_json_atomically(run_dir / PROGRESS, {"finished": done, "data": run.setup.fingerprint})
+    finally:
+        if run.scratch_dir is not None:
+            shutil.rmtree(run.scratch_dir, ignore_errors=True)
+    if not main:
+        return run_dir
     write_json_atomically(run_dir / SUMMARY, _summary(run, threads, started))
     remove_checkpoints(run_dir)  # the final model supersedes them
     (run_dir / PROGRESS).unlink(missing_ok=True)
@@ -141,9 +185,14 @@ def _summary(run: Run, threads: int, started: float) -> dict:
         "train_seconds": round(state.train_seconds, 2),
         "wall_seconds": round(time.time() - started, 2),
         "samples_per_second": throughput(state),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),  # of rank 0's process
+        "peak_memory": peak_memory_mb(s.handle.device),  # on CUDA: peak allocated and reserved
         "threads": threads,
+        "precision": recipe.train.precision,
         "bf16": recipe.train.bf16,
+        "device": str(s.handle.device),
+        "processes": distributed.world().size,
+        "effective_batch_size": recipe.train.batch_size * recipe.train.grad_accum,
         "resumed": run.resume,
         "versions": versions(),
     }

@@ -48,6 +48,9 @@ class Run:
     state: LoopState | None = None
     parameters: tuple[int, int] = (0, 0)  # (trained, total) of the model as it trained
     test: dict = field(default_factory=dict)
+    # Where `prepare` may write (generations before training): the run directory, except on a
+    # process other than rank 0, which writes nothing there.
+    scratch_dir: Path | None = None
 
 
 class Stage:
@@ -56,6 +59,9 @@ class Stage:
     # from; an optional section that the recipe leaves out turns the stage off.
     section: ClassVar[str | None] = None
     skip_when_done: ClassVar[bool] = False  # on resume, a finished stage's output on disk stands
+    # Several processes (torchrun): every one prepares and trains; the stages after training
+    # (writing the model, test outputs, compression) are rank 0's alone.
+    all_processes: ClassVar[bool] = False
 
     def enabled(self, recipe: Recipe) -> bool:
         return self.section is None or getattr(recipe, self.section) is not None
@@ -67,16 +73,17 @@ class Stage:
 class Prepare(Stage):
     name = "prepare"
     section = "data"
+    all_processes = True
 
     def run(self, run: Run) -> None:
-        run.setup = assemble.setup_run(run.recipe, run.run_dir)
+        run.setup = assemble.setup_run(run.recipe, run.scratch_dir or run.run_dir)
         changed = [name for name, value in (run.recorded_data or {}).items()
                    if run.setup.fingerprint.get(name) != value]
         if changed:
             raise TailorError(f"{run.run_dir}: the {', '.join(changed)} data changed since the run started "
                               "(files or the catalogue read differently now); resuming would mix the two. "
                               "Start a new run, or resume anyway with --allow-data-change")
-        if run.recipe.train.progress:
+        if run.recipe.train.progress and run.scratch_dir is None:
             s = run.setup
             for line in data_summary(s.splits, s.labels, run.recipe.model.max_length):
                 print(line, file=sys.stderr)
@@ -85,6 +92,7 @@ class Prepare(Stage):
 class Train(Stage):
     name = "train"
     section = "train"
+    all_processes = True
 
     def run(self, run: Run) -> None:
         run.trainer = assemble.make_trainer(run.setup, run.recipe, run.run_dir)

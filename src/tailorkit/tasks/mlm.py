@@ -49,7 +49,7 @@ class MaskedLM(Task):
     def write_test_outputs(self, setup: Setup, recipe: Recipe, run_dir: Path) -> dict:
         t = recipe.train
         return evaluate_split(setup.handle, setup.splits["test"], [], setup.loss_fn, t.eval_batch_size,
-                              t.bf16)
+                              t.precision)
 
     def load_model(self, recipe: Recipe, directory: Path, labels: list[str]) -> tuple[ModelHandle, list[str]]:
         return load_masked_lm(directory, recipe.model.trust_remote_code), []

@@ -14,7 +14,7 @@ PREDICTIONS = "predictions_test.csv"
 def write_predictions(setup: Setup, recipe: Recipe, run_dir: Path, name_column: str = "text") -> dict:
     """Test metrics; writes predictions_test.csv (one row per test example)."""
     t, handle = recipe.train, setup.handle
-    logits = predict_logits(handle, setup.splits["test"], t.eval_batch_size, t.bf16)
+    logits = predict_logits(handle, setup.splits["test"], t.eval_batch_size, t.precision)
     frame = prediction_frame(handle.output, setup.test_names, logits, setup.labels, setup.test_targets,
                              setup.test_pairs)
     frame.rename(columns={"text": name_column}).to_csv(run_dir / PREDICTIONS, index=False)

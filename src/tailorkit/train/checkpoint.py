@@ -5,6 +5,11 @@ any moment leaves the old or the new checkpoint whole. It holds what training ch
 parameters that train or have trained, and all buffers), the optimiser and scheduler, the RNG
 states and the loop position; the frozen rest is rebuilt from the base model on resume.
 
+Checkpoints are device-independent: tensors are written from CPU copies and read onto the CPU
+(`map_location`), and loading puts them where the live parameters are, so a run started on a GPU
+resumes on a CPU and the reverse. On several processes rank 0 writes it, holding every process's
+RNG states; with fp16 the gradient scaler's state is saved too.
+
 Its manifest (each file's size and SHA-256) is written last, so a folder with a manifest that
 matches its files is complete and undamaged. The previous checkpoint stays beside the live one
 (checkpoint.old/): a resume that finds the newest damaged (a disk error, a truncated copy)
@@ -92,17 +97,32 @@ def changed_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> d
     return {n: t.contiguous().clone() for n, t in out.items()}
 
 
+def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {n: t.cpu() for n, t in tensors.items()}
+
+
 def save_checkpoint(run_dir: Path, model, optimizer, scheduler, loop_state: dict,
-                    rng_state: dict, best_state: dict[str, torch.Tensor] | None) -> None:
+                    rng_state: dict | list[dict], best_state: dict[str, torch.Tensor] | None,
+                    scaler: torch.amp.GradScaler | None = None) -> None:
+    """`rng_state`: capture_rng() of this process, or of every process in rank order."""
+    ranks = rng_state if isinstance(rng_state, list) else [rng_state]
     tmp = run_dir / NEW
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file(changed_state(model, optimizer), str(tmp / "model.safetensors"))
+    save_file(_cpu(changed_state(model, optimizer)), str(tmp / "model.safetensors"))
     if best_state is not None:
-        save_file(best_state, str(tmp / "best.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": rng_state["torch"]}, tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps({**loop_state, "python_rng": rng_state["python"]}))
+        save_file(_cpu(best_state), str(tmp / "best.safetensors"))
+    blob = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "torch_rng": ranks[0]["torch"]}
+    if "cuda" in ranks[0]:
+        blob["cuda_rng"] = ranks[0]["cuda"]
+    if len(ranks) > 1:
+        blob["ranks_rng"] = [{k: v for k, v in r.items() if k != "python"} for r in ranks]
+    if scaler is not None and scaler.is_enabled():
+        blob["scaler"] = scaler.state_dict()
+    torch.save(blob, tmp / "optimizer.pt")
+    extra = {"python_rng_ranks": [r["python"] for r in ranks]} if len(ranks) > 1 else {}
+    (tmp / "state.json").write_text(json.dumps({**loop_state, "python_rng": ranks[0]["python"], **extra}))
     _fsync_files(tmp)
     _write_manifest(tmp)  # last: a folder with a matching manifest is whole
     live, old = run_dir / LIVE, run_dir / OLD
@@ -132,15 +152,17 @@ def find_checkpoint(run_dir: Path) -> Path | None:
     return next(iter(candidates(run_dir)), None)
 
 
-def load_checkpoint(run_dir: Path, model, optimizer, scheduler) -> tuple[dict, dict | None]:
+def load_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler: torch.amp.GradScaler | None = None,
+                    rank: int = 0) -> tuple[dict, dict | None]:
     """Restore the newest undamaged checkpoint in place; returns the loop state and the best
-    weights (if kept). A damaged one is skipped with a warning."""
+    weights (if kept). A damaged one is skipped with a warning. `rank` picks this process's RNG
+    states from a multi-process checkpoint (a process the checkpoint does not know keeps its own)."""
     problems = []
     for path in candidates(run_dir):
         reason = damage(path)
         if reason is None:
             try:
-                return _restore(path, model, optimizer, scheduler)
+                return _restore(path, model, optimizer, scheduler, scaler, rank)
             except Exception as err:  # a damaged pre-manifest checkpoint: a library's reader error
                 reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         problems.append(f"{path.name}: {reason}")
@@ -149,24 +171,43 @@ def load_checkpoint(run_dir: Path, model, optimizer, scheduler) -> tuple[dict, d
                       "start the run again (tailor train RECIPE --overwrite)")
 
 
-def _restore(path: Path, model, optimizer, scheduler) -> tuple[dict, dict | None]:
+def _restore(path: Path, model, optimizer, scheduler, scaler, rank: int) -> tuple[dict, dict | None]:
     tensors = load_file(str(path / "model.safetensors"))
     unknown = set(tensors) - set(model.state_dict())
     if unknown:
         raise RuntimeError(f"{path}: checkpoint has tensors the model lacks: {sorted(unknown)[:3]}")
-    model.load_state_dict(tensors, strict=False)
-    blob = torch.load(path / "optimizer.pt", weights_only=True)
+    model.load_state_dict(tensors, strict=False)  # copies onto the parameters' device
+    # On the CPU whatever device wrote it; the optimiser moves its state to its parameters.
+    blob = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
-    torch.set_rng_state(blob["torch_rng"])
+    if scaler is not None and "scaler" in blob:
+        scaler.load_state_dict(blob["scaler"])
     state = json.loads((path / "state.json").read_text())
-    random.setstate(_as_tuple(state.pop("python_rng")))
+    python_rng = state.pop("python_rng")
+    ranks_python = state.pop("python_rng_ranks", None)
+    ranks = blob.get("ranks_rng")
+    if ranks is not None and rank < len(ranks):
+        _set_rng({**ranks[rank], "python": ranks_python[rank]})
+    elif rank == 0:
+        _set_rng({"torch": blob["torch_rng"], "python": python_rng,
+                  **({"cuda": blob["cuda_rng"]} if "cuda_rng" in blob else {})})
     best = path / "best.safetensors"
     return state, (load_file(str(best)) if best.exists() else None)
 
 
 def capture_rng() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on the GPU draws here
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():  # a CPU resume of a GPU run draws anew
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def _as_tuple(value):

@@ -140,7 +140,7 @@ class FrozenPrefix:
         store = self._store(data)
         if not store.filled[indices].all():
             store.put(indices, self.states(batch))
-        return self.top(batch, store.batch(indices))
+        return self.top(batch, store.batch(indices).to(self.handle.device))  # kept in host memory
 
     @torch.no_grad()
     def states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -153,7 +153,8 @@ class FrozenPrefix:
         modules = list(self.handle.model.modules())
         was_training = [m.training for m in modules]
         self.handle.model.eval()
-        inputs = {k: v for k, v in batch.items() if k not in LOSS_KEYS}
+        device = self.handle.device
+        inputs = {k: v.to(device) for k, v in batch.items() if k not in LOSS_KEYS}
         taken: list[torch.Tensor] = []
         hook = self._lower[-1].register_forward_hook(
             lambda module, args, out: taken.append(out[0] if isinstance(out, tuple) else out))

@@ -4,6 +4,10 @@ Data order is a pure function of (seed, epoch) and the RNG state is saved at
 step boundaries, so a run resumed from a checkpoint replays exactly what the
 uninterrupted run would have done. Ctrl-C or SIGTERM finishes the current
 step, writes a checkpoint and stops; a second Ctrl-C stops at once.
+
+On several processes (torchrun) every process walks the same batches and takes its share of
+each (train/distributed.py); the loss, the gradients and a stop request are summed over them,
+so they all take the same steps and stop at the same one. Rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import math
 import random
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,11 +28,13 @@ from tqdm import tqdm
 
 from tailorkit.config.train import TrainConfig
 from tailorkit.data.batching import EncodedSplit, epoch_batches
+from tailorkit.device import autocast, grad_scaler, model_device, to_device
 from tailorkit.errors import TailorError
 from tailorkit.evaluate.evaluator import evaluate_split, metric_line, scalar_metrics
 from tailorkit.evaluate.metrics import is_better
 from tailorkit.models.handle import ModelHandle
 from tailorkit.track.jsonl import METRICS, JsonlSink
+from tailorkit.train import distributed
 from tailorkit.train.checkpoint import (
     capture_rng,
     changed_state,
@@ -60,6 +67,7 @@ class LoopState:
     stopped_early: bool = False
     last_eval_step: int = -1
     skipped_steps: int = 0  # updates skipped for a NaN/inf loss (train.on_nonfinite: skip_batch)
+    overflow_steps: int = 0  # fp16: updates the gradient scaler skipped (inf gradients; it backs off)
 
 
 class Diverged(TailorError):
@@ -88,6 +96,16 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+class _NoSink:
+    """What a process other than rank 0 logs to: nothing."""
+
+    def log(self, kind: str, step: int, values: dict) -> None:
+        pass
+
+    def truncate_after(self, step: int) -> None:
+        pass
+
+
 class Trainer:
     def __init__(self, handle: ModelHandle, methods: list[TrainingHooks], train: EncodedSplit,
                  validation: EncodedSplit, cfg: TrainConfig, loss_fn: TaskLoss, labels: list[str],
@@ -96,7 +114,13 @@ class Trainer:
         self.headline = headline  # the metrics a validation line shows (the task's)
         self.train_data, self.val_data = train, validation
         self.loss_fn, self.labels, self.run_dir, self.seed = loss_fn, labels, run_dir, seed
-        self.sink = JsonlSink(run_dir / METRICS)
+        self.world = distributed.world()
+        self.device = model_device(handle.model)
+        self.scaler = grad_scaler(self.device, cfg.precision)
+        if cfg.batch_size < self.world.size:
+            raise TailorError(f"train.batch_size: {cfg.batch_size} examples cannot be split over "
+                              f"{self.world.size} processes; give at least {self.world.size}")
+        self.sink = JsonlSink(run_dir / METRICS) if self.world.main else _NoSink()
         scales: dict[str, float] = {}
         for m in methods:
             for name, factor in m.lr_scales(handle).items():
@@ -120,10 +144,15 @@ class Trainer:
     def fit(self, resume: bool = False) -> LoopState:
         if resume:
             self._restore()
+        elif self.world.rank:  # dropout masks differ between processes, as between batches
+            torch.manual_seed(self.seed * 1009 + self.world.rank)
+        distributed.broadcast_model(self.handle.model)
+        if self.world.size > 1 and self.world.main:
+            self._tell_batch_size()
         try:
             with _StopFlag() as stop, tqdm(
                 total=self.total_steps, initial=self.state.step, unit="step", desc="train",
-                disable=not self.cfg.progress, dynamic_ncols=True,
+                disable=not self.cfg.progress or not self.world.main, dynamic_ncols=True,
             ) as bar:
                 while self.state.step < self.total_steps and not self.state.stopped_early:
                     self._run_epoch(stop, bar)
@@ -153,8 +182,10 @@ class Trainer:
         mode = self.cfg.frozen_prefix
         reason = "train.frozen_prefix: train" if mode == "train" else why_not(self.handle, self.methods)
         if reason is None:
-            prefix = FrozenPrefix(self.handle, self.cfg.cache_memory_mb, self.run_dir, mode == "cache")
-            probe = self.val_data.collate(list(range(min(4, len(self.val_data)))))
+            # Only rank 0 writes in the run directory: the others spill their caches elsewhere.
+            spill = self.run_dir if self.world.main else Path(tempfile.mkdtemp(prefix="tailor-prefix-"))
+            prefix = FrozenPrefix(self.handle, self.cfg.cache_memory_mb, spill, mode == "cache")
+            probe = to_device(self.val_data.collate(list(range(min(4, len(self.val_data))))), self.device)
             if mode == "eval" or prefix.agrees(probe):
                 return prefix, {"mode": mode}
             reason = "self-check: the cached path differs from the whole model"
@@ -196,9 +227,12 @@ class Trainer:
                     self._evaluate()
                 self._checkpoint()
                 return
-            if s.step % cfg.checkpoint_steps == 0 or stop.requested:
+            stopping = stop.requested
+            if self.world.size > 1:  # all stop at the same step, whichever process got the signal
+                stopping = distributed.sum_floats([float(stopping)], self.device)[0] > 0
+            if s.step % cfg.checkpoint_steps == 0 or stopping:
                 self._checkpoint()
-            if stop.requested:
+            if stopping:
                 raise Interrupted(s.step)
             if s.stopped_early:
                 return
@@ -206,30 +240,44 @@ class Trainer:
     def _step(self, group: list[list[int]], trainable: list[torch.nn.Parameter]) -> float:
         cfg = self.cfg
         total = 0.0
-        n_examples = sum(len(b) for b in group)
+        n_examples = sum(len(b) for b in group)  # over all processes
         for indices in group:
-            batch = self.train_data.collate(indices)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                logits = (self.prefix.logits(self.train_data, indices, batch) if self.prefix
+            mine = distributed.share(indices, self.world)  # all of it on one process
+            if not mine:  # a last batch smaller than the number of processes
+                continue
+            batch = to_device(self.train_data.collate(mine), self.device)
+            with autocast(self.device, cfg.precision):
+                logits = (self.prefix.logits(self.train_data, mine, batch) if self.prefix
                           else self.handle.forward(batch))
-            # Weight each micro-batch by its size so accumulation equals one big batch.
-            share = len(indices) / n_examples
+            # Weight each micro-batch by its size so accumulation (and the sum over processes)
+            # equals one big batch.
+            share = len(mine) / n_examples
             loss = self.loss_fn(logits, batch["labels"])
             objective = loss * self.loss_fn.objective_scale
             for method in self.methods:  # e.g. distillation adds its teacher term
                 objective = method.objective(objective, logits, batch)
             loss, objective = loss * share, objective * share
-            if cfg.l1 or cfg.l2:
+            if (cfg.l1 or cfg.l2) and self.world.main:  # rank 0 always has a share; counted once
                 extra = penalty(trainable, cfg.l1, cfg.l2) / len(group)
                 loss, objective = loss + extra, objective + extra
-            objective.backward()
+            self.scaler.scale(objective).backward()  # fp16: scaled so small gradients survive
             total += float(loss.detach())
+        if self.world.size > 1:
+            total = distributed.sum_floats([total], self.device)[0]
+            distributed.sum_gradients(trainable)
+        self.scaler.unscale_(self.optimizer)  # true gradients before clipping (no-op unless fp16)
         # The norm is needed anyway (with clipping off, an infinite bound clips nothing).
         norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm or math.inf))
-        if math.isfinite(total) and math.isfinite(norm):
+        if math.isfinite(total) and self.scaler.is_enabled():
+            # fp16: inf gradients mean the scale is too high; the scaler skips this update itself
+            # and halves the scale, which is not divergence.
+            self.scaler.step(self.optimizer)
+            self.state.overflow_steps += not math.isfinite(norm)
+        elif math.isfinite(total) and math.isfinite(norm):
             self.optimizer.step()
         else:
             self._nonfinite(total, norm)
+        self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total
@@ -254,7 +302,7 @@ class Trainer:
     def _evaluate(self) -> None:
         s, es = self.state, self.cfg.early_stopping
         metrics = evaluate_split(self.handle, self.val_data, self.labels, self.loss_fn,
-                                 self.cfg.eval_batch_size, self.cfg.bf16,
+                                 self.cfg.eval_batch_size, self.cfg.precision,
                                  self.prefix.logits if self.prefix else None)
         self.last_val = metrics
         s.last_eval_step = s.step
@@ -277,21 +325,31 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         self._checkpointed_step = self.state.step
+        rng = distributed.gather(capture_rng())  # every process's: each resumes its own dropout
+        if not self.world.main:
+            return
         save_checkpoint(self.run_dir, self.handle.model, self.optimizer, self.scheduler,
                         {**self.state.__dict__, "last_val": scalar_metrics(self.last_val),
                          "best_val": scalar_metrics(self.best_val)},
-                        capture_rng(), self.best_weights)
+                        rng, self.best_weights, self.scaler)
 
     def _restore(self) -> None:
         loop_state, self.best_weights = load_checkpoint(
-            self.run_dir, self.handle.model, self.optimizer, self.scheduler
+            self.run_dir, self.handle.model, self.optimizer, self.scheduler, self.scaler, self.world.rank
         )
         self.last_val = loop_state.pop("last_val", {})
         self.best_val = loop_state.pop("best_val", {})
         self.state = LoopState(**loop_state)
         self._checkpointed_step = self.state.step
         self.sink.truncate_after(self.state.step)
-        print(f"resuming at step {self.state.step} of {self.total_steps}", file=sys.stderr)
+        if self.world.main:
+            print(f"resuming at step {self.state.step} of {self.total_steps}", file=sys.stderr)
+
+    def _tell_batch_size(self) -> None:
+        cfg, w = self.cfg, self.world
+        print(f"data parallel: {w.size} processes; effective batch {cfg.batch_size * cfg.grad_accum} "
+              f"examples per step = batch_size {cfg.batch_size} split over {w.size} processes "
+              f"(~{math.ceil(cfg.batch_size / w.size)} each) x grad_accum {cfg.grad_accum}", file=sys.stderr)
 
 
 def throughput(state: LoopState) -> float | None:
