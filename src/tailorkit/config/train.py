@@ -75,6 +75,11 @@ class TrainConfig(Strict):
         4096, ge=0, description="frozen_prefix cache: beyond this, states go to a memory-mapped "
                                 "file in the run directory.")
     progress: bool = Field(True, description="Show a progress bar.")
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list, description="Also send metrics.jsonl's records and the recipe's values to "
+                                          "these trackers (TensorBoard, MLflow, W&B offline).")
+    mlflow_uri: str | None = Field(None, description="report_to mlflow: the tracking store; default "
+                                                     "$MLFLOW_TRACKING_URI, else RUN/mlflow.db (SQLite).")
 
     @property
     def bf16(self) -> bool:

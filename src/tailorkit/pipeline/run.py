@@ -46,6 +46,7 @@ from tailorkit.recipe import dump_recipe, resolve_defaults
 from tailorkit.runtime import bound_onednn_cache, default_threads, peak_rss_mb, versions
 from tailorkit.tasks import task_of
 from tailorkit.track.jsonl import METRICS
+from tailorkit.track.trackers import check_installed
 from tailorkit.train import distributed
 from tailorkit.train.checkpoint import find_checkpoint, remove_checkpoints
 from tailorkit.train.loop import throughput
@@ -63,6 +64,7 @@ def train(recipe: Recipe, overwrite: bool = False,
         run_dir = Path(recipe.output_dir)
         recipe = run_recipe(run_dir)
         return _run(Run(recipe, run_dir, task_of(recipe), on_evaluate=on_evaluate))
+    check_installed(recipe.train.report_to)  # before anything is written or loaded
     created = not Path(recipe.output_dir).exists()
     run_dir = claim_run_dir(Path(recipe.output_dir), overwrite)
     recipe = resolve_defaults(recipe)  # a Recipe built in Python, not read by recipe_from_dict
@@ -140,6 +142,8 @@ def _run(run: Run) -> Path:
     finally:
         if run.scratch_dir is not None:
             shutil.rmtree(run.scratch_dir, ignore_errors=True)
+        if getattr(run, "trainer", None) is not None and hasattr(run.trainer.sink, "close"):
+            run.trainer.sink.close()  # trackers (train.report_to) mark their runs finished
     if not main:
         return run_dir
     write_json_atomically(run_dir / SUMMARY, _summary(run, threads, started))

@@ -30,13 +30,23 @@ def dumps(value, **options) -> str:
 
 
 class JsonlSink:
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    """The log; `trackers` (track/trackers.py, from train.report_to) get every record too."""
+
+    def __init__(self, path: Path, trackers: list | None = None) -> None:
+        self.path, self.trackers = path, trackers or []
 
     def log(self, kind: str, step: int, values: dict) -> None:
         record = {"kind": kind, "step": step, "time": round(time.time(), 3), **values}
         with self.path.open("a") as f:
             f.write(dumps(record) + "\n")
+        for tracker in self.trackers:
+            tracker.log(kind, step, finite(values))
+
+    def close(self) -> None:
+        """The run is over: trackers mark their runs finished."""
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []
 
     def truncate_after(self, step: int) -> None:
         """On resume, drop records written after the checkpoint, so none appear twice; and a

@@ -14,6 +14,7 @@ from tailorkit.data.feature_cache import EncodedFeatures
 from tailorkit.evaluate.evaluator import evaluate_split, scalar_metrics
 from tailorkit.models.handle import ModelHandle
 from tailorkit.track.jsonl import METRICS, JsonlSink
+from tailorkit.track.trackers import open_trackers
 from tailorkit.train.loop import LoopState
 from tailorkit.train.losses import TaskLoss
 
@@ -25,7 +26,7 @@ class FitOnce:
                  cfg: TrainConfig, loss_fn: TaskLoss, labels: list[str], run_dir: Path, where: str) -> None:
         self.handle, self.train_data, self.val_data, self.cfg = handle, train, validation, cfg
         self.loss_fn, self.labels, self.where = loss_fn, labels, where
-        self.sink = JsonlSink(run_dir / METRICS)
+        self.sink = JsonlSink(run_dir / METRICS, open_trackers(run_dir, cfg.report_to, cfg.mlflow_uri))
         self.prefix_report = {"mode": "off", "why": "the head fits on cached features"}
         self.last_val: dict = {}
 

@@ -34,6 +34,7 @@ from tailorkit.evaluate.evaluator import evaluate_split, metric_line, scalar_met
 from tailorkit.evaluate.metrics import is_better
 from tailorkit.models.handle import ModelHandle
 from tailorkit.track.jsonl import METRICS, JsonlSink
+from tailorkit.track.trackers import open_trackers
 from tailorkit.train import distributed
 from tailorkit.train.checkpoint import (
     capture_rng,
@@ -105,6 +106,9 @@ class _NoSink:
     def truncate_after(self, step: int) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
 
 class Trainer:
     def __init__(self, handle: ModelHandle, methods: list[TrainingHooks], train: EncodedSplit,
@@ -120,7 +124,8 @@ class Trainer:
         if cfg.batch_size < self.world.size:
             raise TailorError(f"train.batch_size: {cfg.batch_size} examples cannot be split over "
                               f"{self.world.size} processes; give at least {self.world.size}")
-        self.sink = JsonlSink(run_dir / METRICS) if self.world.main else _NoSink()
+        self.sink = (JsonlSink(run_dir / METRICS, open_trackers(run_dir, cfg.report_to, cfg.mlflow_uri))
+                     if self.world.main else _NoSink())
         scales: dict[str, float] = {}
         for m in methods:
             for name, factor in m.lr_scales(handle).items():
