@@ -1,0 +1,201 @@
+"""The FastAPI app over the served runs. Errors are JSON `{"error": {"message", "type"}}` (the
+shape OpenAI clients read) with a 4xx status naming what was wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from tailorkit.errors import TailorError
+from tailorkit.serve import generation
+from tailorkit.serve.batching import Batcher
+from tailorkit.serve.models import Served, describe
+from tailorkit.serve.schemas import ChatRequest, CompletionRequest, PredictRequest
+from tailorkit.serve.settings import ServeSettings
+from tailorkit.serve.stats import Stats
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
+
+
+def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
+    stats = Stats()
+    batcher = Batcher(lambda name, texts: models[name].predict(texts), settings.max_batch_size,
+                      settings.max_wait_ms, stats)
+    api_key = os.environ.get(settings.api_key_env) or None
+    # the largest body a valid request can need (4 bytes per character at worst), checked before
+    # the body is read; a client sending more gets a 413 instead of filling the server's memory
+    max_body = 4 * settings.max_texts * settings.max_chars + 65_536
+    routes = {"/health", "/metrics", "/v1/models", "/v1/predict", "/v1/chat/completions", "/v1/completions"}
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="tailorkit", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def guard_and_count(request: Request, call_next):
+        started = time.perf_counter()
+        route = request.url.path if request.url.path in routes else "(other)"  # bounded metric keys
+        length = request.headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > max_body:
+            stats.request(route, 413, time.perf_counter() - started)
+            return _error(413, f"request body of {length} bytes; the limit is {max_body} "
+                               "(from --max-texts and --max-chars)")
+        if api_key and request.url.path.startswith("/v1/"):
+            given = request.headers.get("authorization", "")
+            if not secrets.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                response = _error(401, f"missing or wrong API key: send 'Authorization: Bearer <key>' "
+                                       f"(the key is in ${settings.api_key_env} on the server)",
+                                  "authentication_error")
+                stats.request(route, 401, time.perf_counter() - started)
+                return response
+        response = await call_next(request)
+        stats.request(route, response.status_code, time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_body(_request, err: RequestValidationError):
+        first = err.errors()[0]
+        if first.get("type") == "json_invalid":
+            return _error(400, f"malformed JSON body: {first.get('ctx', {}).get('error', first['msg'])}")
+        where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
+        if where == "body" and first.get("type") in ("model_attributes_type", "dict_type", "missing"):
+            return _error(400, "body: send a JSON object with header 'Content-Type: application/json' "
+                               f"({first['msg']})")
+        return _error(400, f"{where}: {first['msg']}")
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request, err: ApiError):
+        return _error(err.status, err.message, err.kind)
+
+    @app.exception_handler(TailorError)
+    async def tailor_error(_request, err: TailorError):
+        return _error(400, str(err))
+
+    def pick(name: str | None, generates: bool) -> Served:
+        fitting = {n: m for n, m in models.items() if m.generates == generates}
+        what = "causal-LM" if generates else "classification/regression"
+        if name is None:
+            if len(fitting) == 1:
+                return next(iter(fitting.values()))
+            raise ApiError(400, f"model: name one of the served {what} runs ({', '.join(fitting) or 'none'})")
+        if name not in models:
+            raise ApiError(404, f"model '{name}' is not served (served: {', '.join(models)})",
+                           "not_found_error")
+        if name not in fitting:
+            raise ApiError(400, f"model '{name}' is not a {what} run; this route does not fit it")
+        return models[name]
+
+    def check_text(text: str, where: str) -> None:
+        if not text.strip():
+            raise ApiError(400, f"{where}: empty text")
+        if len(text) > settings.max_chars:
+            raise ApiError(413, f"{where}: {len(text)} characters; the limit is {settings.max_chars}")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "models": list(models)}
+
+    @app.get("/metrics")
+    async def metrics():
+        return stats.snapshot() | {"settings": settings.model_dump(exclude={"api_key_env"})}
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"object": "list", "data": [describe(m) for m in models.values()]}
+
+    @app.post("/v1/predict")
+    async def predict(body: PredictRequest):
+        entry = pick(body.model, generates=False)
+        if len(body.texts) > settings.max_texts:
+            raise ApiError(413, f"texts: {len(body.texts)} texts; the limit is {settings.max_texts} "
+                                "per request")
+        for i, text in enumerate(body.texts):
+            check_text(text, f"texts.{i}")
+        rows = await batcher.submit(entry.name, body.texts)
+        return {"model": entry.name, "predictions": rows}
+
+    def generation_args(entry: Served, body, ids: list[int]) -> dict:
+        if len(ids) > settings.max_prompt_tokens:
+            raise ApiError(400, f"the prompt is {len(ids)} tokens; the limit is {settings.max_prompt_tokens}")
+        wanted = body.max_tokens or min(entry.recipe.generation.max_new_tokens, settings.max_new_tokens)
+        if wanted > settings.max_new_tokens:
+            raise ApiError(400, f"max_tokens: {wanted} asked; the limit is {settings.max_new_tokens}")
+        return {"max_tokens": wanted, "temperature": body.temperature, "top_p": body.top_p, "seed": body.seed}
+
+    def respond(entry: Served, body, ids: list[int], chat: bool):
+        args = generation_args(entry, body, ids)
+        ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+        kind = "chat.completion" if chat else "text_completion"
+        created = int(time.time())
+        if body.stream:
+            async def events():
+                async for piece in iterate_in_threadpool(generation.stream(entry, ids, **args)):
+                    yield _sse(ident, kind, created, entry.name, piece, None, chat)
+                yield _sse(ident, kind, created, entry.name, "", "stop", chat)
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+        return ident, kind, created, args
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatRequest):
+        entry = pick(body.model, generates=True)
+        for i, m in enumerate(body.messages):
+            if len(m.content) > settings.max_chars:
+                raise ApiError(413, f"messages.{i}.content: {len(m.content)} characters; the limit is "
+                                    f"{settings.max_chars}")
+        ids = generation.chat_ids(entry, [m.model_dump() for m in body.messages])
+        out = respond(entry, body, ids, chat=True)
+        if isinstance(out, StreamingResponse):
+            return out
+        ident, kind, created, args = out
+        text, n, finish = await run_in_threadpool(generation.complete, entry, ids, **args)
+        return {"id": ident, "object": kind, "created": created, "model": entry.name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text.strip()},
+                             "finish_reason": finish}],
+                "usage": {"prompt_tokens": len(ids), "completion_tokens": n, "total_tokens": len(ids) + n}}
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest):
+        entry = pick(body.model, generates=True)
+        check_text(body.prompt, "prompt")
+        ids = generation.text_ids(entry, body.prompt)
+        out = respond(entry, body, ids, chat=False)
+        if isinstance(out, StreamingResponse):
+            return out
+        ident, kind, created, args = out
+        text, n, finish = await run_in_threadpool(generation.complete, entry, ids, **args)
+        return {"id": ident, "object": kind, "created": created, "model": entry.name,
+                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+                "usage": {"prompt_tokens": len(ids), "completion_tokens": n, "total_tokens": len(ids) + n}}
+
+    return app
+
+
+def _sse(ident: str, kind: str, created: int, model: str, piece: str, finish: str | None, chat: bool) -> str:
+    choice = ({"index": 0, "delta": {"content": piece} if piece else {}, "finish_reason": finish} if chat
+              else {"index": 0, "text": piece, "finish_reason": finish, "logprobs": None})
+    chunk = {"id": ident, "object": kind + (".chunk" if chat else ""), "created": created, "model": model,
+             "choices": [choice]}
+    return f"data: {json.dumps(chunk)}\n\n"

@@ -1,0 +1,39 @@
+"""Request bodies. Field limits that depend on the server's settings are checked in app.py,
+which knows them; these models fix the shapes and the always-true bounds."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class PredictRequest(_Body):
+    model: str | None = Field(None, description="served run (folder name); optional with one text run")
+    texts: list[str] = Field(..., min_length=1)
+
+
+class Message(_Body):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class _Sampling(_Body):
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int | None = None
+    stream: bool = False
+
+
+class ChatRequest(_Sampling):
+    messages: list[Message] = Field(..., min_length=1)
+
+
+class CompletionRequest(_Sampling):
+    prompt: str

@@ -1,0 +1,89 @@
+"""OpenAI-compatible routes on a tiny causal-LM run, called by the official openai client."""
+
+from __future__ import annotations
+
+import pytest
+
+from tailorkit import api
+from tailorkit.generate import generate
+from tailorkit.serve.app import create_app
+from tailorkit.serve.models import load_served
+from tailorkit.serve.server import BackgroundServer
+from tailorkit.serve.settings import ServeSettings
+from test_causal_lm import _recipe, qa_csv, tiny_llama  # noqa: F401  (module fixtures)
+
+openai = pytest.importorskip("openai")
+
+
+@pytest.fixture(scope="module")
+def lm_server(tiny_llama, qa_csv, tmp_path_factory):  # noqa: F811
+    from tailorkit.recipe import recipe_from_dict
+
+    run = api.train(recipe_from_dict(_recipe(tiny_llama, qa_csv, tmp_path_factory.mktemp("lm") / "chatty",
+                                             ["full"], epochs=6)))
+    app = create_app(load_served([run]), ServeSettings(max_new_tokens=16, max_prompt_tokens=40))
+    with BackgroundServer(app) as url:
+        yield run, openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+
+def test_chat_matches_tailor_generate_and_streams_the_same_text(lm_server):
+    run, client = lm_server
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    _, handle = api.load_generator(run)
+    want = generate(handle, messages, max_new_tokens=12, greedy=True)
+    got = client.chat.completions.create(model="chatty", messages=messages, max_tokens=12, temperature=0)
+    assert got.choices[0].message.content == want and got.usage.completion_tokens <= 12
+    pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="chatty", messages=messages, max_tokens=12, temperature=0, stream=True)]
+    assert len(pieces) > 1 and "".join(pieces).strip() == want
+
+
+def test_completions_and_limits(lm_server):
+    _, client = lm_server
+    out = client.completions.create(model="chatty", prompt="The capital of France", max_tokens=5,
+                                    temperature=0)
+    assert out.choices[0].finish_reason in ("stop", "length") and out.usage.completion_tokens <= 5
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model="chatty", prompt="The capital of France", max_tokens=5, temperature=0, stream=True))
+    assert streamed == out.choices[0].text
+    with pytest.raises(openai.BadRequestError, match="limit is 16"):
+        client.chat.completions.create(model="chatty", messages=[{"role": "user", "content": "hi"}],
+                                       max_tokens=17)
+    with pytest.raises(openai.BadRequestError, match="tokens; the limit is 40"):
+        client.completions.create(model="chatty", prompt="Hello! " * 40, max_tokens=4)
+    with pytest.raises(openai.NotFoundError, match="not served"):
+        client.chat.completions.create(model="other", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_two_lm_adapters_on_one_base_answer_as_each_run_alone(tiny_llama, qa_csv, tmp_path):  # noqa: F811
+    import concurrent.futures
+
+    from tailorkit.recipe import recipe_from_dict
+
+    runs = {}
+    for name, lr in (("calm", 3e-2), ("bold", 1e-1)):
+        recipe = _recipe(tiny_llama, qa_csv, tmp_path / name, [{"lora": {"r": 8, "dropout": 0.0}}], epochs=3)
+        recipe["train"]["lr"] = lr
+        runs[name] = api.train(recipe_from_dict(recipe))
+    models = load_served(list(runs.values()))
+    assert models["calm"].handle is models["bold"].handle  # one base in memory
+    prompts = ["What is the capital of France?", "Hello!", "Translate good morning into German."]
+    want = {}
+    for name, run in runs.items():
+        _, handle = api.load_generator(run)
+        want[name] = {p: generate(handle, [{"role": "user", "content": p}], max_new_tokens=8, greedy=True)
+                      for p in prompts}
+    assert want["calm"] != want["bold"]  # the adapters really differ, so a mix-up would show
+    with BackgroundServer(create_app(models, ServeSettings())) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+        def ask(job):
+            name, prompt = job
+            out = client.chat.completions.create(model=name, messages=[{"role": "user", "content": prompt}],
+                                                 max_tokens=8, temperature=0)
+            return name, prompt, out.choices[0].message.content
+
+        jobs = [(n, p) for _ in range(3) for p in prompts for n in runs]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            for name, prompt, got in pool.map(ask, jobs):
+                assert got == want[name][prompt], (name, prompt)
