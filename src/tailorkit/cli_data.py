@@ -9,12 +9,14 @@ import json
 import sys
 import types
 import typing
+from html import escape
 from pathlib import Path
 
 import pandas as pd
 from pydantic import BaseModel, ValidationError
 
 from tailorkit.config.base import format_validation_error
+from tailorkit.config.data import ChatColumns, DataConfig
 from tailorkit.config.model import ModelConfig
 from tailorkit.config.quality import AugmentConfig, CleanConfig
 from tailorkit.data.augment.augment import augment_frame
@@ -22,6 +24,7 @@ from tailorkit.data.augment.synonyms import synonym_source
 from tailorkit.data.cleaning.changes import count_lines, write_changes
 from tailorkit.data.cleaning.clean import TableColumns, clean_frames
 from tailorkit.data.inspection import CLASS_LIMIT, inspect_table
+from tailorkit.data.inspection_chat import render_report, render_text
 from tailorkit.data.inspection_render import html_report, text_report
 from tailorkit.data.tables import read_table
 from tailorkit.errors import TailorError
@@ -46,6 +49,14 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--json", help="also write the report as JSON to this new file")
     i.add_argument("--html", help="also write the report as an HTML page to this new file")
     i.add_argument("--force", action="store_true", help="replace existing --json/--html files")
+    i.add_argument("--render", type=int, metavar="N",
+                   help="instruction data (causal LMs): show the first N examples as the model sees them "
+                        "(needs --model), supervised tokens marked, with warnings about the set-up")
+    i.add_argument("--template", help="with --render: the chat template (chatml, alpaca, plain or Jinja "
+                                      "text), as data.template; default: the tokenizer's own")
+    formats = typing.get_args(DataConfig.model_fields["format"].annotation)
+    i.add_argument("--format", default="auto", choices=formats,
+                   help="with --render: the instruction format, as data.format (default %(default)s)")
 
     c = dsub.add_parser("clean", help="write a cleaned copy of DATA and a per-row record of changes")
     _add_input(c)
@@ -58,7 +69,14 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     _add_output(a)
     a.add_argument("--model", help="synonyms from this model's embeddings (with --synonyms embeddings, or "
                                    "auto without WordNet)")
-    _add_config_flags(a, AugmentConfig, skip=set())
+    a.add_argument("--back-translate", nargs=2, metavar=("FORWARD", "BACKWARD"),
+                   help="also add a back-translated copy of each row: two local seq2seq model folders, "
+                        "to a pivot language and back (e.g. MarianMT en-de and de-en)")
+    a.add_argument("--paraphrase", metavar="MODEL",
+                   help="also add a paraphrase of each row written by this local chat model (catalogue name "
+                        "or folder, e.g. smollm2-135m); with labels, those a TF-IDF model labels otherwise "
+                        "are rejected")
+    _add_config_flags(a, AugmentConfig, skip={"back_translation", "paraphrase"})
 
 
 def _add_input(p: argparse.ArgumentParser) -> None:
@@ -146,6 +164,9 @@ def _cmd_inspect(args) -> None:
     for flag in ("json", "html"):
         if getattr(args, flag):
             check_output_file(getattr(args, flag), {"DATA": args.data, "--test": args.test}, args.force)
+    if args.render is not None:
+        _cmd_render(args)
+        return
     source, frame = _read(args)
     columns = _columns(source, frame, args)
     test_source, test = _read(args, "--test", args.test) if args.test else (None, None)
@@ -164,6 +185,30 @@ def _cmd_inspect(args) -> None:
         print(f"wrote {args.json}", file=sys.stderr)
     if args.html:
         Path(args.html).write_text(html_report(report), encoding="utf-8")
+        print(f"wrote {args.html}", file=sys.stderr)
+
+
+def _cmd_render(args) -> None:
+    """`inspect --render N`: instruction data through the training path, supervised tokens marked."""
+    from transformers import AutoTokenizer
+
+    if args.render < 1:
+        raise TailorError(f"--render: {args.render}: give the number of examples to show (1 or more)")
+    if not args.model:
+        raise TailorError("--render needs --model: the causal LM whose tokenizer and chat template "
+                          "render the examples (catalogue name or folder)")
+    source, frame = _read(args)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
+    report = render_report(frame, source, tokenizer, args.template, args.format, ChatColumns(),
+                           args.max_length, args.render)
+    print(render_text(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.html:
+        page = (f"<!doctype html><meta charset='utf-8'><title>{escape(source)}</title>"
+                f"<pre>{escape(render_text(report))}</pre>")
+        Path(args.html).write_text(page, encoding="utf-8")
         print(f"wrote {args.html}", file=sys.stderr)
 
 
@@ -199,6 +244,10 @@ def _cmd_clean(args) -> None:
 
 
 def _cmd_augment(args) -> None:
+    if args.back_translate:
+        args.back_translation = dict(zip(("forward", "backward"), args.back_translate, strict=True))
+    if args.paraphrase:
+        args.paraphrase = {"model": args.paraphrase}
     cfg = _config(args, AugmentConfig)
     _check_outputs(args, {"DATA": args.data})
     source, frame = _read(args)
@@ -209,7 +258,7 @@ def _cmd_augment(args) -> None:
     write_changes(added, _changes_path(args.output))
     for line in count_lines(added):
         print(line.removeprefix("train "))
-    print(f"wrote {len(out):,} rows ({len(added):,} new) to {args.output}; "
+    print(f"wrote {len(out):,} rows ({len(out) - len(frame):,} new) to {args.output}; "
           f"changes: {_changes_path(args.output)}")
 
 

@@ -5,17 +5,8 @@ from __future__ import annotations
 import torch
 
 from tailorkit.data.instructions import Conversation
-from tailorkit.data.templates import prompt_ids
+from tailorkit.data.templates import prompt_ids, stop_token_ids  # stop_token_ids: also imported from here
 from tailorkit.models.handle import ModelHandle
-
-
-def stop_token_ids(tokenizer) -> list[int]:
-    """EOS plus ChatML's end of turn, which chat models emit at the end of an answer."""
-    ids = {tokenizer.eos_token_id}
-    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id:
-        ids.add(end_of_turn)
-    return sorted(i for i in ids if i is not None)
 
 
 @torch.inference_mode()

@@ -53,6 +53,49 @@ class CleanConfig(Strict):
     seed: int = Field(0, description="Seed of MinHash and of the label-error folds.")
 
 
+class BackTranslationConfig(Strict):
+    """Paraphrases by translating each training row to a pivot language and back, through two
+    local seq2seq model folders (e.g. MarianMT en-de and de-en); greedy, so deterministic."""
+
+    forward: str = Field(description="Seq2seq model folder (or catalogue name) from the data's language "
+                                     "to the pivot language.")
+    backward: str = Field(description="Seq2seq model folder (or catalogue name) from the pivot language "
+                                      "back.")
+    max_length: int = Field(128, ge=8, le=1024, description="Tokens read from each row, and most generated "
+                                                            "per translation (also at most twice the "
+                                                            "source's tokens + 8).")
+    num_beams: int = Field(1, ge=1, le=8, description="Beam search width (1: greedy).")
+    batch_size: int = Field(16, ge=1, le=256, description="Rows translated at once.")
+
+
+class ParaphraseConfig(Strict):
+    """Paraphrases of each training row by a local instruction-tuned causal LM, sampled under a
+    seed; with label_filter, those a classifier of the original rows labels otherwise are dropped."""
+
+    model: str = Field("smollm2-135m", description="Chat model (catalogue name or folder) that writes "
+                                                  "the paraphrases.")
+    prompt: str = Field("Paraphrase the following text. Keep its meaning and reply with the paraphrase "
+                        "only.\n\n{text}", description="The user message; {text} is the row's text.")
+    max_new_tokens: int = Field(64, ge=1, le=1024, description="Most tokens generated per paraphrase.")
+    temperature: float = Field(0.7, gt=0.0, le=2.0, description="Sampling temperature.")
+    top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    label_filter: bool = Field(True, description="classification: drop paraphrases whose label a TF-IDF + "
+                                                 "logistic-regression model of the original rows disagrees "
+                                                 "with (recorded as rejected).")
+    seed: int = Field(0, description="Seed of the sampling.")
+
+    @model_validator(mode="after")
+    def _has_text(self) -> ParaphraseConfig:
+        if "{text}" not in self.prompt:
+            raise ValueError("prompt must contain {text}, where the row's text goes")
+        try:
+            self.prompt.format(text="")
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(f"prompt: only {{text}} may be in braces (write {{{{ }}}} for a brace): "
+                             f"{err}") from None
+        return self
+
+
 class AugmentConfig(Strict):
     """EDA (Wei & Zou 2019): new training rows made by small word edits of existing ones."""
 
@@ -72,9 +115,18 @@ class AugmentConfig(Strict):
                             "wordnet-base), else the nearest neighbours in the model's embedding matrix.")
     wordnet_dir: str = Field("/usr/share/wordnet", description="The WordNet 3.0 database folder.")
     seed: int = Field(0, description="Seed of every random choice: the same seed gives the same rows.")
+    back_translation: BackTranslationConfig | None = Field(
+        None, description="Also add one back-translated copy of each training row (section), on top of "
+                          "the EDA rows; per_example: 0 gives back-translation alone.")
+
+    paraphrase: ParaphraseConfig | None = Field(
+        None, description="Also add one paraphrase of each training row written by a local chat model "
+                          "(section), on top of the EDA rows.")
 
     @model_validator(mode="after")
     def _something_to_add(self) -> AugmentConfig:
-        if self.per_example == 0 and not self.balance:
-            raise ValueError("per_example is 0 and balance is off: nothing would be added")
+        if self.per_example == 0 and not self.balance and self.back_translation is None \
+                and self.paraphrase is None:
+            raise ValueError("per_example is 0, balance is off and there is no back_translation or "
+                             "paraphrase: nothing would be added")
         return self

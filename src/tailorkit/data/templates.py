@@ -102,6 +102,16 @@ def resolve_template(tokenizer, template: str | None) -> str:
     return ("{{ bos_token }}" if _adds_bos(tokenizer) else "") + TEMPLATES[template]
 
 
+def stop_token_ids(tokenizer) -> list[int]:
+    """EOS plus ChatML's end of turn, which chat models emit at the end of an answer: the tokens
+    generation stops on, so a trained reply must end with one of them."""
+    ids = {tokenizer.eos_token_id}
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id:
+        ids.add(end_of_turn)
+    return sorted(i for i in ids if i is not None)
+
+
 def add_template_tokens(tokenizer, template: str | None) -> int:
     """Add the special tokens a named template needs; returns how many were new.
 

@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,16 @@ RESUMABLE = ("n_trials", "timeout")
 
 def storage_url(cfg: SearchConfig, study_dir: Path) -> str:
     return cfg.storage or f"sqlite:///{(study_dir / DB).resolve()}"
+
+
+def driver_url(url: str) -> str:
+    """The URL SQLAlchemy opens: a plain `postgresql://` (or `postgres://`) would load psycopg2,
+    which tailorkit does not ship; it is given psycopg (v3), the driver tailorkit depends on.
+    A URL that names its driver (`postgresql+...://`) is left alone."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme):]
+    return url
 
 
 def study_name(cfg: SearchConfig, study_dir: Path) -> str:
@@ -87,12 +98,22 @@ def make_storage(url: str):
     write to one file, each briefly (a report per evaluation, a state per trial). Opened once
     per process: opening checks the schema, which takes a second."""
     import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except Exception as err:  # a bad URL or an unreachable server: say which
-        raise TailorError(f"search.storage: cannot open {url!r}: {err}".replace("\n", " ")) from None
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(driver_url(url), engine_kwargs=kwargs)
+        except (IntegrityError, ProgrammingError):
+            # Workers started together on an empty server database race to create Optuna's
+            # tables and types; the loser finds them there when it opens the storage again.
+            if attempt == 4:
+                raise TailorError(f"search.storage: cannot create the study tables in "
+                                  f"{describe_storage(url)}; another process keeps creating them") from None
+            time.sleep(0.5 * (attempt + 1))
+        except Exception as err:  # a bad URL or an unreachable server: say which
+            raise TailorError(f"search.storage: cannot open {describe_storage(url)}: {err}"  # no password
+                              .replace("\n", " ")) from None
 
 
 def make_sampler(cfg: SearchConfig, grid: dict[str, list] | None, seed: int):

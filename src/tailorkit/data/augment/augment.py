@@ -1,4 +1,5 @@
-"""New training rows made from existing ones by EDA edits; the training split only.
+"""New training rows made from existing ones by EDA edits (and, when asked, back-translation and
+paraphrases by a chat model: backtranslate.py, paraphrase.py); the training split only.
 
 How many: `per_example` new rows per row; with `balance`, each class gets as many new rows as
 it takes to reach the largest class's size (times 1 + per_example); `max_per_class` caps any
@@ -14,6 +15,7 @@ from collections import Counter
 import pandas as pd
 
 from tailorkit.config.quality import AugmentConfig
+from tailorkit.data.augment.backtranslate import back_translated_rows
 from tailorkit.data.augment.eda import (
     Synonyms,
     random_deletion,
@@ -21,6 +23,7 @@ from tailorkit.data.augment.eda import (
     random_swap,
     synonym_replacement,
 )
+from tailorkit.data.augment.paraphrase import paraphrased_rows
 from tailorkit.data.cleaning.changes import Change
 
 ATTEMPTS = 4  # ops tried per new row before giving up on a row that no op changes (one word, no synonyms)
@@ -76,9 +79,14 @@ def augment_frame(frame: pd.DataFrame, cfg: AugmentConfig, text_column: str, lab
     else:
         counts = [cfg.per_example] * len(frame)
     ops = [op for op in cfg.ops if synonyms is not None or op not in ("synonym", "insert")]
-    if not ops:
-        return frame, []
     added, changes = [], []
+    if cfg.back_translation is not None:  # model output, no random choice: the EDA draws are unchanged
+        added, changes = back_translated_rows(frame, cfg.back_translation, text_column)
+    if cfg.paraphrase is not None:  # sampled from torch's own seeded generator, not from rng
+        rows, notes = paraphrased_rows(frame, cfg.paraphrase, text_column, label_column, classes)
+        added, changes = added + rows, changes + notes
+    if not ops:
+        counts = [0] * len(frame)
     for (index, row), copies in zip(frame.iterrows(), counts, strict=True):
         text = str(row[text_column])
         for _ in range(copies):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 CHANGES = "changes.csv"
-ACTIONS = ("removed", "repaired", "relabelled", "flagged", "added")
+# rejected: a row augmentation made and then did not add (recorded with why)
+ACTIONS = ("removed", "repaired", "relabelled", "flagged", "added", "rejected")
 
 
 @dataclass(frozen=True)
