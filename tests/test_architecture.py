@@ -25,7 +25,10 @@ SRC = Path(tailorkit.__file__).parent
 # Imported inside functions on purpose: heavy, and not needed by every command.
 HEAVY = {"peft", "transformers", "bitsandbytes", "sklearn", "skops", "optuna", "matplotlib",
          "sqlalchemy", "datasets", "cleanlab", "nltk", "datasketch",
-         "torch.ao"}  # deprecated, and warns as soon as it is imported: only where it is used
+         "torch.ao",  # deprecated, and warns as soon as it is imported: only where it is used
+         "mlflow", "wandb", "torch.utils",  # optional trackers (torch.utils.tensorboard needs tensorboard)
+         "onnx", "onnxruntime",  # tailor export --format onnx only
+         "gguf"}  # tailor export --format gguf only; an offline asset, installed --no-deps
 
 
 def modules(root: Path) -> dict[str, Path]:

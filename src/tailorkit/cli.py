@@ -17,6 +17,8 @@ from pydantic_core import to_jsonable_python
 from tailorkit import api
 from tailorkit.adapter_set import AdapterSet
 from tailorkit.cli_data import add_data_commands, cmd_data
+from tailorkit.cli_export import EXPORT_COMMANDS, add_export_commands
+from tailorkit.cli_study import STUDY_COMMANDS, add_study_commands
 from tailorkit.config import GenerationConfig
 from tailorkit.data.tables import read_table
 from tailorkit.errors import TailorError
@@ -160,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="new folder for the merged model")
     _add_trust(p)
     add_data_commands(sub)  # tailor data inspect | clean | augment (cli_data.py)
+    add_study_commands(sub)  # tailor study | report (cli_study.py)
+    add_export_commands(sub)  # tailor export | serve (cli_export.py)
     return parser
 
 
@@ -435,7 +439,8 @@ def _cmd_chat(args) -> None:
 
 COMMANDS = {"train": _cmd_train, "tune": _cmd_tune, "recipe": _cmd_recipe, "methods": _cmd_methods,
             "eval": _cmd_eval, "predict": _cmd_predict, "merge": _cmd_merge, "compress": _cmd_compress,
-            "generate": _cmd_generate, "chat": _cmd_chat, "data": cmd_data}
+            "generate": _cmd_generate, "chat": _cmd_chat, "data": cmd_data, **STUDY_COMMANDS,
+            **EXPORT_COMMANDS}
 
 
 _format_warning = warnings.formatwarning

@@ -11,6 +11,7 @@ compress    compress: (StepSpec; each compression step registers its own options
 plugins     the name + typed options entries of methods: and compress.steps:
 metrics     metric names and their direction
 recipe      Recipe, the whole file
+study       a study file (`tailor study`): base recipe, variants, seeds
 """
 
 from tailorkit.config.base import Strict, format_validation_error
@@ -22,10 +23,11 @@ from tailorkit.config.model import ModelConfig
 from tailorkit.config.quality import AugmentConfig, CleanConfig
 from tailorkit.config.recipe import Recipe
 from tailorkit.config.search import CategoricalParam, FloatParam, IntParam, PruningConfig, SearchConfig
+from tailorkit.config.study import StudyConfig, VariantConfig
 from tailorkit.config.train import EarlyStopping, TrainConfig
 
 __all__ = ["COMPRESS_CONFIGS", "METHOD_CONFIGS", "AugmentConfig", "CategoricalParam", "ChatColumns",
            "CleanConfig", "CompressConfig", "DataConfig", "EarlyStopping", "FloatParam", "GenerationConfig",
            "ImageTransformConfig", "IntParam", "MethodConfig", "MethodSpec", "ModelConfig",
            "PruningConfig", "Recipe", "SearchConfig", "SplitConfig", "StepConfig", "StepSpec",
-           "Strict", "TrainConfig", "format_validation_error"]
+           "Strict", "StudyConfig", "TrainConfig", "VariantConfig", "format_validation_error"]
