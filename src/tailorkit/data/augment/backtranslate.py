@@ -7,40 +7,22 @@ Generation is greedy (or beam search), so the same models and data give the same
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from tailorkit.config.quality import BackTranslationConfig
+from tailorkit.data.augment.local_models import load_local_model
 from tailorkit.data.cleaning.changes import Change
-from tailorkit.errors import TailorError
-from tailorkit.sources import resolve_model
 
 FIELD = "data.augment.back_translation"
 
 
 def _load(name: str, which: str):
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    try:
-        path = resolve_model(name)
-    except TailorError as err:
-        raise TailorError(f"{FIELD}.{which}: {str(err).removeprefix('model.name: ')}") from None
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(path)
-        with warnings.catch_warnings():  # MarianTokenizer's advice to install sacremoses (unused here)
-            warnings.filterwarnings("ignore", message=".*sacremoses")
-            tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TailorError(f"{FIELD}.{which}: {path} is not a seq2seq (translation) model folder: "
-                          f"{first}") from None
-    return model.eval(), tokenizer
+    _, model, tokenizer = load_local_model(name, f"{FIELD}.{which}", "AutoModelForSeq2SeqLM",
+                                           "seq2seq (translation) model")
+    return model, tokenizer
 
 
 def translate(texts: list[str], name: str, which: str, cfg: BackTranslationConfig) -> list[str]:

@@ -13,30 +13,16 @@ import pandas as pd
 import torch
 
 from tailorkit.config.quality import ParaphraseConfig
+from tailorkit.data.augment.local_models import load_local_model
 from tailorkit.data.cleaning.changes import Change
 from tailorkit.data.templates import stop_token_ids
 from tailorkit.errors import TailorError
-from tailorkit.sources import resolve_model
 
 FIELD = "data.augment.paraphrase"
 
 
 def _load(name: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    try:
-        path = resolve_model(name)
-    except TailorError as err:
-        raise TailorError(f"{FIELD}.model: {str(err).removeprefix('model.name: ')}") from None
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TailorError(f"{FIELD}.model: {path} is not a causal LM folder: {first}") from None
+    path, model, tokenizer = load_local_model(name, f"{FIELD}.model", "AutoModelForCausalLM", "causal LM")
     if not getattr(tokenizer, "chat_template", None):
         raise TailorError(f"{FIELD}.model: {path} has no chat template; paraphrasing needs an "
                           "instruction-tuned (chat) model such as smollm2-135m")
