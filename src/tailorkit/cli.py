@@ -18,21 +18,17 @@ from tailorkit import api
 from tailorkit.adapter_set import AdapterSet
 from tailorkit.cli_data import add_data_commands, cmd_data
 from tailorkit.cli_export import EXPORT_COMMANDS, add_export_commands
+from tailorkit.cli_flags import add_set, add_trust
 from tailorkit.cli_study import STUDY_COMMANDS, add_study_commands
+from tailorkit.cli_train import TRAIN_COMMANDS, add_train_commands
 from tailorkit.config import GenerationConfig
 from tailorkit.data.tables import read_table
 from tailorkit.errors import TailorError
-from tailorkit.evaluate.evaluator import metric_line
 from tailorkit.generate import generate
 from tailorkit.inference import check_output_file
 from tailorkit.methods import METHODS
-from tailorkit.pipeline.run_dir import PROGRESS
 from tailorkit.recipe import dump_recipe, load_compress_file, load_recipe, reference_markdown
-from tailorkit.search.worker import StudyInterrupted
 from tailorkit.tasks import TASKS
-from tailorkit.train import distributed
-from tailorkit.train.checkpoint import find_checkpoint
-from tailorkit.train.loop import Interrupted
 
 # `tailor generate` / `chat` flags: each is a recipe field of `generation:`, so its help is the
 # field's description and its default is the run's own recipe (whose default is the schema's).
@@ -48,19 +44,8 @@ def _add_config_flag(parser: argparse.ArgumentParser, flag: str, model: type[Bas
                              f"({info.default} unless its recipe set it).")
 
 
-def _add_trust(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="allow a run whose recipe sets model.trust_remote_code to run the code in "
-                             "its model folder (only for runs from people you trust)")
-
-
 def _add_force(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing --output file")
-
-
-def _add_set(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
-                        help="override a recipe field, e.g. --set train.lr=3e-5 (repeatable)")
 
 
 # `tailor eval` / `predict --input` flags: the columns of a file the run did not train on.
@@ -79,24 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tailor", description="Tailor pretrained models to your task.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train from a recipe, or resume a run")
-    p.add_argument("recipe", nargs="?", help="recipe YAML file")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
-    p.add_argument("--overwrite", action="store_true",
-                   help="reuse output_dir; the previous run is moved to a .bak folder")
-    p.add_argument("--allow-data-change", action="store_true",
-                   help="with --resume: continue although the data files now read differently")
-    p.add_argument("--nproc", type=int, default=1, metavar="N",
-                   help="data-parallel training on N processes of this machine, through torchrun "
-                        "(each batch is split over them; default 1)")
-    _add_set(p)
-
-    p = sub.add_parser("tune", help="hyperparameter search: run or resume the recipe's search: block")
-    p.add_argument("recipe", nargs="?", help="recipe YAML file with a search: block")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="trial processes in parallel on the study's storage (default 1)")
-    p.add_argument("--status", metavar="STUDY_DIR", help="print the progress of a study and exit")
-    _add_set(p)
+    add_train_commands(sub)  # tailor train | tune (cli_train.py)
 
     p = sub.add_parser("recipe", help="recipe tools")
     rsub = p.add_subparsers(dest="recipe_command", required=True)
@@ -105,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--full", action="store_true",
                    help="print every field, also those the recipe's task does not read (as saved "
                         "in the run's recipe.yaml)")
-    _add_set(v)
+    add_set(v)
     rsub.add_parser("schema", help="print the recipe reference (every field, type, default)")
 
     sub.add_parser("methods", help="list registered methods and their config fields")
@@ -116,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_columns(p, "--data", ["text_column", "text_pair_column", "label_column"])
     p.add_argument("--output", help="also write per-row predictions to this CSV (a new file)")
     _add_force(p)
-    _add_trust(p)
+    add_trust(p)
 
     p = sub.add_parser("predict", help="predict with a finished run (or several adapter runs)")
     p.add_argument("run_dir", nargs="+",
@@ -133,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_columns(p, "--input", ["text_column", "text_pair_column"])
     p.add_argument("--output", help="write predictions CSV here, a new file (default: print)")
     _add_force(p)
-    _add_trust(p)
+    add_trust(p)
 
     for name, help_text in (("generate", "generate an answer with a finished causal-LM run"),
                             ("chat", "chat with a finished causal-LM run (empty line or Ctrl-D ends)")):
@@ -146,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
             _add_config_flag(p, flag, GenerationConfig, field, "generation")
         p.add_argument("--greedy", action="store_true", help="always take the likeliest token")
         p.add_argument("--seed", type=int, default=None, help="seed for sampling")
-        _add_trust(p)
+        add_trust(p)
 
     p = sub.add_parser("compress", help="compress a finished run: prune, quantise (a run directory per step)")
     p.add_argument("run_dir")
@@ -154,111 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the steps, as a recipe's compress: section (steps:, output_dir:, ...)")
     p.add_argument("--overwrite", action="store_true",
                    help="reuse the output folder; the previous one is moved to a .bak folder")
-    _add_set(p)
-    _add_trust(p)
+    add_set(p)
+    add_trust(p)
 
     p = sub.add_parser("merge", help="merge a run's adapter into its base: a plain Hugging Face model")
     p.add_argument("run_dir")
     p.add_argument("--out", required=True, help="new folder for the merged model")
-    _add_trust(p)
+    add_trust(p)
     add_data_commands(sub)  # tailor data inspect | clean | augment (cli_data.py)
     add_study_commands(sub)  # tailor study | report (cli_study.py)
     add_export_commands(sub)  # tailor export | serve (cli_export.py)
     return parser
-
-
-def _cmd_train(args) -> None:
-    if args.nproc != 1:
-        _launch_train(args)
-        return
-    try:
-        _train(args)
-    finally:
-        distributed.close()
-
-
-def _launch_train(args) -> None:
-    """`--nproc N`: this same command on N processes, started by torchrun."""
-    if args.nproc < 1:
-        raise TailorError(f"train --nproc: give 1 or more processes, got {args.nproc}")
-    if distributed.world().size > 1:
-        raise TailorError("train --nproc starts processes through torchrun; under torchrun (or "
-                          "accelerate launch) already, leave --nproc out")
-    argv = ["train", *([args.recipe] if args.recipe else ["--resume", args.resume])]
-    argv += ["--overwrite"] * args.overwrite + ["--allow-data-change"] * args.allow_data_change
-    for override in args.overrides:
-        argv += ["--set", override]
-    code = distributed.launch(args.nproc, argv)
-    if code:
-        raise SystemExit(code)
-
-
-def _train(args) -> None:
-    main = distributed.world().main  # under torchrun only rank 0 talks
-    if bool(args.recipe) == bool(args.resume):
-        raise TailorError("train: give a recipe file or --resume RUN_DIR (one of them)")
-    if args.resume and (args.overrides or args.overwrite):
-        raise TailorError("train --resume continues a run exactly as it was recorded; --set and "
-                          "--overwrite do not apply (edit nothing, or start a new run)")
-    if args.allow_data_change and not args.resume:
-        raise TailorError("train: --allow-data-change goes with --resume RUN_DIR")
-    try:
-        if args.resume:
-            run_dir = api.resume(args.resume, allow_data_change=args.allow_data_change)
-        else:
-            recipe = load_recipe(args.recipe, args.overrides)
-            run_dir = api.train(recipe, overwrite=args.overwrite)
-    except Interrupted as stop:
-        target = args.resume or load_recipe(args.recipe, args.overrides).output_dir
-        if main:
-            print(f"\ninterrupted at step {stop.step}: checkpoint saved; continue with: "
-                  f"tailor train --resume {target}", file=sys.stderr)
-        raise SystemExit(130) from None
-    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
-        target = args.resume or load_recipe(args.recipe, args.overrides).output_dir
-        kept = find_checkpoint(Path(target)) is not None or (Path(target) / PROGRESS).is_file()
-        print("\ninterrupted: " + (f"continue from the last checkpoint with: tailor train --resume {target}"
-                                   if kept else "nothing to resume; nothing was kept"), file=sys.stderr)
-        raise SystemExit(130) from None
-    if main:
-        _print_summary(run_dir)
-
-
-def _cmd_tune(args) -> None:
-    if bool(args.recipe) == bool(args.status):
-        raise TailorError("tune: give a recipe file or --status STUDY_DIR (one of them)")
-    if args.status:
-        if args.overrides or args.workers != 1:
-            raise TailorError("tune --status only reads a study; --set and --workers do not apply")
-        print(api.tune_status(args.status))
-        return
-    recipe = load_recipe(args.recipe, args.overrides)
-    try:
-        study_dir = api.tune(recipe, workers=args.workers)
-    except StudyInterrupted:
-        print(f"\ninterrupted: finished trials are kept; resume with: tailor tune {args.recipe}",
-              file=sys.stderr)
-        raise SystemExit(130) from None
-    print(api.tune_status(study_dir))
-    print(f"best recipe: {study_dir / 'best_recipe.yaml'}  report: {study_dir / 'report.md'}")
-
-
-def _print_summary(run_dir: Path) -> None:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    test = summary["test"]
-    keys = TASKS[summary["task"]].headline
-    print(f"run: {run_dir}")
-    print("test: " + metric_line(test, keys))
-    print("validation (kept weights): " + metric_line(summary["validation"], keys))
-    trivial = summary.get("baseline")
-    if trivial:
-        print(f"baseline ({trivial['rule']}), test: " + metric_line(trivial["test"], keys))
-    for warning in summary.get("warnings", []):
-        print(f"warning: {warning}", file=sys.stderr)
-    p = summary["parameters"]
-    print(f"trainable {p['trainable']:,} / {p['total']:,} ({p['trainable_pct']:.2f}%)  "
-          f"{summary['samples_per_second'] or '-'} samples/s  train {summary['train_seconds']} s  "
-          f"peak RSS {summary['peak_rss_mb']} MB")
 
 
 def _cmd_recipe(args) -> None:
@@ -437,7 +311,7 @@ def _cmd_chat(args) -> None:
         print(f"model> {reply}")
 
 
-COMMANDS = {"train": _cmd_train, "tune": _cmd_tune, "recipe": _cmd_recipe, "methods": _cmd_methods,
+COMMANDS = {**TRAIN_COMMANDS, "recipe": _cmd_recipe, "methods": _cmd_methods,
             "eval": _cmd_eval, "predict": _cmd_predict, "merge": _cmd_merge, "compress": _cmd_compress,
             "generate": _cmd_generate, "chat": _cmd_chat, "data": cmd_data, **STUDY_COMMANDS,
             **EXPORT_COMMANDS}

@@ -55,7 +55,7 @@ def test_every_run_reports_its_baseline(finished_run):
 
 
 def test_the_console_shows_the_baseline_and_the_warnings(finished_run, tmp_path, capsys):
-    from tailorkit.cli import _print_summary
+    from tailorkit.cli_train import _print_summary
 
     summary = json.loads((finished_run / "summary.json").read_text())
     (tmp_path / "summary.json").write_text(json.dumps({**summary, "warnings": ["it learned nothing"]}))
