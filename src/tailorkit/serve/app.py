@@ -143,7 +143,8 @@ def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
             raise ApiError(400, f"max_tokens: {wanted} asked; the limit is {settings.max_new_tokens}")
         return {"max_tokens": wanted, "temperature": body.temperature, "top_p": body.top_p, "seed": body.seed}
 
-    def respond(entry: Served, body, ids: list[int], chat: bool):
+    async def respond(entry: Served, body, ids: list[int], chat: bool):
+        """The OpenAI-style answer: a stream of server-sent events, or one completion."""
         args = generation_args(entry, body, ids)
         ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         kind = "chat.completion" if chat else "text_completion"
@@ -156,7 +157,12 @@ def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
-        return ident, kind, created, args
+        text, n, finish = await run_in_threadpool(generation.complete, entry, ids, **args)
+        choice = ({"index": 0, "message": {"role": "assistant", "content": text.strip()},
+                   "finish_reason": finish}
+                  if chat else {"index": 0, "text": text, "finish_reason": finish, "logprobs": None})
+        return {"id": ident, "object": kind, "created": created, "model": entry.name, "choices": [choice],
+                "usage": {"prompt_tokens": len(ids), "completion_tokens": n, "total_tokens": len(ids) + n}}
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest):
@@ -166,29 +172,14 @@ def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
                 raise ApiError(413, f"messages.{i}.content: {len(m.content)} characters; the limit is "
                                     f"{settings.max_chars}")
         ids = generation.chat_ids(entry, [m.model_dump() for m in body.messages])
-        out = respond(entry, body, ids, chat=True)
-        if isinstance(out, StreamingResponse):
-            return out
-        ident, kind, created, args = out
-        text, n, finish = await run_in_threadpool(generation.complete, entry, ids, **args)
-        return {"id": ident, "object": kind, "created": created, "model": entry.name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text.strip()},
-                             "finish_reason": finish}],
-                "usage": {"prompt_tokens": len(ids), "completion_tokens": n, "total_tokens": len(ids) + n}}
+        return await respond(entry, body, ids, chat=True)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest):
         entry = pick(body.model, generates=True)
         check_text(body.prompt, "prompt")
         ids = generation.text_ids(entry, body.prompt)
-        out = respond(entry, body, ids, chat=False)
-        if isinstance(out, StreamingResponse):
-            return out
-        ident, kind, created, args = out
-        text, n, finish = await run_in_threadpool(generation.complete, entry, ids, **args)
-        return {"id": ident, "object": kind, "created": created, "model": entry.name,
-                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
-                "usage": {"prompt_tokens": len(ids), "completion_tokens": n, "total_tokens": len(ids) + n}}
+        return await respond(entry, body, ids, chat=False)
 
     return app
 
