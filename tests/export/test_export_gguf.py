@@ -11,7 +11,7 @@ from tailorkit import api
 from tailorkit.errors import TailorError
 from tailorkit.export.run import export_run
 from tailorkit.recipe import recipe_from_dict
-from test_causal_lm import _recipe, qa_csv, tiny_llama  # noqa: F401  (module fixtures)
+from test_causal_lm import _recipe, qa_csv  # noqa: F401  (module fixtures)
 
 pytest.importorskip("gguf")
 

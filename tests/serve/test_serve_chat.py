@@ -10,7 +10,7 @@ from tailorkit.serve.app import create_app
 from tailorkit.serve.models import load_served
 from tailorkit.serve.server import BackgroundServer
 from tailorkit.serve.settings import ServeSettings
-from test_causal_lm import _recipe, qa_csv, tiny_llama  # noqa: F401  (module fixtures)
+from test_causal_lm import _recipe, qa_csv  # noqa: F401  (module fixtures)
 
 openai = pytest.importorskip("openai")
 

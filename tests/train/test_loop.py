@@ -32,8 +32,8 @@ def scripted_metric(monkeypatch):
     state = {"values": [], "weights": [], "model": None}
     real_evaluate = loop.evaluate_split
 
-    def fake_evaluate(handle, data, labels, loss_fn, batch_size, bf16=False, forward=None):
-        metrics = real_evaluate(handle, data, labels, loss_fn, batch_size, bf16, forward)
+    def fake_evaluate(handle, data, labels, loss_fn, batch_size, bf16=False, forward=None, lm_head_chunk=0):
+        metrics = real_evaluate(handle, data, labels, loss_fn, batch_size, bf16, forward, lm_head_chunk)
         i = len(state["weights"])
         state["weights"].append({k: v.clone() for k, v in state["model"].state_dict().items()})
         metrics[state["metric"]] = state["values"][i]

@@ -67,6 +67,13 @@ class TrainConfig(Strict):
     device: str = Field("auto", description="auto (CUDA if present, then Apple MPS, then CPU), cpu, "
                                             "cuda, cuda:N or mps.")
     threads: int | None = Field(None, ge=1, description="torch threads; default: free cores.")
+    lm_head_chunk: int = Field(
+        256, ge=0, description="Causal LMs: run the output layer and token loss on this many "
+                               "labelled tokens at a time, so full-vocabulary logits never exist "
+                               "at once (docs/causal-lm.md, Memory); 0 = the plain loss.")
+    activation_checkpointing: bool | int = Field(
+        False, description="Keep only block inputs and recompute each block in the backward: "
+                           "true = every block, N = every N-th block. Less memory, slower steps.")
     length_grouping: bool = Field(True, description="Batch similar lengths to avoid padding.")
     frozen_prefix: Literal["cache", "eval", "train"] = Field(
         "cache", description="Frozen lower blocks: cache = no dropout, computed once and reused "
@@ -104,6 +111,13 @@ class TrainConfig(Strict):
         warnings.warn(f"train.bf16 is deprecated: write train.precision: {wanted} instead "
                       "(read as that now)", FutureWarning, stacklevel=2)
         return data
+
+    @field_validator("activation_checkpointing")
+    @classmethod
+    def _every_n(cls, value: bool | int) -> bool | int:
+        if not isinstance(value, bool) and value < 1:
+            raise ValueError(f"must be true, false or N >= 1 (every N-th block), got {value}")
+        return value
 
     @field_validator("device")
     @classmethod

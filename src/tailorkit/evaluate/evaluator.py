@@ -11,6 +11,7 @@ import torch
 
 from tailorkit.data.batching import EncodedSplit, eval_batches
 from tailorkit.device import autocast, to_device
+from tailorkit.evaluate.lm_head_loss import ChunkedLMLoss
 from tailorkit.evaluate.metrics import classification_metrics, regression_metrics
 from tailorkit.evaluate.token_loss import token_loss_sum
 from tailorkit.models.handle import ModelHandle
@@ -42,11 +43,12 @@ def predict_logits(handle: ModelHandle, data: EncodedSplit, batch_size: int,
 
 
 def evaluate_split(handle: ModelHandle, data, labels: list[str], loss_fn, batch_size: int,
-                   precision: str | bool = "fp32", forward: Forward | None = None) -> dict:
+                   precision: str | bool = "fp32", forward: Forward | None = None,
+                   lm_head_chunk: int = 0) -> dict:
     """The metrics of a split: for causal LMs a streaming token loss (all logits of a split
     would not fit in memory), otherwise the logits scored at once."""
     if handle.output in ("next_token", "masked_token"):
-        return language_model_metrics(handle, data, batch_size, precision)
+        return language_model_metrics(handle, data, batch_size, precision, lm_head_chunk)
     logits = predict_logits(handle, data, batch_size, precision, forward)
     return score(handle.output, logits, data.targets, labels, loss_fn)
 
@@ -56,17 +58,27 @@ LM_EVAL_ROWS = 8
 
 @torch.inference_mode()
 def language_model_metrics(handle: ModelHandle, data, batch_size: int,
-                           precision: str | bool = "fp32") -> dict:
+                           precision: str | bool = "fp32", lm_head_chunk: int = 0) -> dict:
+    """Token loss and perplexity. A causal LM with `lm_head_chunk` scores its labelled tokens
+    a chunk at a time (evaluate/lm_head_loss.py); otherwise a batch's logits are rows x length x
+    vocabulary floats (64 x 128 x 49k = 1.6 GB for SmolLM2), so a few rows go at a time."""
     was_training = handle.model.training
     handle.model.eval()
     total, tokens = 0.0, 0
-    # A batch's logits are rows x length x vocabulary floats (64 x 128 x 49k = 1.6 GB for
-    # SmolLM2): a few rows at a time keep evaluation from dominating peak memory.
-    for indices in eval_batches(data.lengths, min(batch_size, LM_EVAL_ROWS)):
+    causal = handle.output == "next_token"
+    chunked = ChunkedLMLoss.for_model(handle.model, lm_head_chunk) if causal else None
+    rows = batch_size if chunked else min(batch_size, LM_EVAL_ROWS)
+    for indices in eval_batches(data.lengths, rows):
         batch = to_device(data.collate(indices), handle.device)
         with autocast(handle.device, precision):
-            logits = handle.forward(batch)
-        loss_sum, count = token_loss_sum(logits, batch["labels"], shift=handle.output == "next_token")
+            if chunked:
+                with chunked.without_head(handle.model):
+                    hidden = handle.forward(batch)
+                loss_sum, count = chunked.sum_and_count(hidden, batch["labels"])
+            else:
+                logits = handle.forward(batch)
+        if not chunked:
+            loss_sum, count = token_loss_sum(logits, batch["labels"], shift=causal)
         total, tokens = total + float(loss_sum), tokens + int(count)
     handle.model.train(was_training)
     loss = total / max(tokens, 1)

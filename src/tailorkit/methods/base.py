@@ -45,6 +45,9 @@ class Method:
     # Leaves the frozen lower blocks computing what the base computes, so their outputs can be
     # cached (train/frozen_prefix.py); adapters inside them, or extra inputs, change it.
     keeps_frozen_prefix: ClassVar[bool] = False
+    # Its `objective` reads the full logits (distillation), so a causal LM's loss cannot skip
+    # computing them (evaluate/lm_head_loss.py).
+    needs_logits: ClassVar[bool] = False
     # Its trained weights fold into the base (`merge`): a plain model comes out.
     mergeable: ClassVar[bool] = False
     # Trains on a frozen 4-bit base (model.quantize_base: nf4) and quantises it (QLoRA).

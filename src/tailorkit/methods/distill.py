@@ -192,6 +192,7 @@ class Distill(Method):
     Config = DistillConfig
     summary = "knowledge distillation from a finished run: classes or (causal LMs) next tokens, soft or hard"
     needs = "a teacher of the same kind"
+    needs_logits = True
 
     def apply(self, handle: ModelHandle) -> None:
         """The model is the student as the other methods leave it; only the objective changes."""

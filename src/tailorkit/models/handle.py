@@ -110,10 +110,17 @@ class ModelHandle:
         first = next(self.model.parameters(), None)
         return first.device if first is not None else torch.device("cpu")
 
+    @property
+    def blocks(self) -> nn.Module:
+        """The ordered blocks (a ModuleList or Sequential), wherever a wrapper put them."""
+        return self.model.get_submodule(self.blocks_prefix.rstrip("."))
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         device = self.device  # inputs follow the model (a no-op where they already are)
         inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v
                   for k, v in batch.items() if k not in LOSS_KEYS}
+        if self.output == "next_token" and self.model.training:
+            inputs["use_cache"] = False  # training never reads a key/value cache back
         out = self.model(**inputs)
         return getattr(out, "logits", out)  # Hugging Face models wrap logits; plain modules do not
 

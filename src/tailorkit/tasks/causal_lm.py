@@ -58,7 +58,7 @@ class CausalLM(Task):
         """Test loss and perplexity; generations.jsonl holds each prompt's answer before and after."""
         t = recipe.train
         metrics = evaluate_split(setup.handle, setup.splits["test"], [], setup.loss_fn, t.eval_batch_size,
-                                 t.precision)
+                                 t.precision, lm_head_chunk=t.lm_head_chunk)
         if setup.prompts:
             _write_generations(setup, recipe, run_dir)
         return metrics

@@ -31,6 +31,7 @@ from tailorkit.data.batching import EncodedSplit, epoch_batches
 from tailorkit.device import autocast, grad_scaler, model_device, to_device
 from tailorkit.errors import TailorError
 from tailorkit.evaluate.evaluator import evaluate_split, metric_line, scalar_metrics
+from tailorkit.evaluate.lm_head_loss import ChunkedLMLoss
 from tailorkit.evaluate.metrics import is_better
 from tailorkit.models.handle import ModelHandle
 from tailorkit.track.jsonl import METRICS, JsonlSink
@@ -45,6 +46,7 @@ from tailorkit.train.checkpoint import (
 from tailorkit.train.frozen_prefix import FrozenPrefix, why_not
 from tailorkit.train.losses import TaskLoss, penalty
 from tailorkit.train.optim import build_optimizer, build_scheduler
+from tailorkit.train.recompute import activation_checkpointing
 from tailorkit.train.setup import TrainingHooks
 
 
@@ -106,7 +108,7 @@ class _NoSink:
     def truncate_after(self, step: int) -> None:
         pass
 
-    def close(self) -> None:
+    def close(self, run_dir: Path | None = None) -> None:
         pass
 
 
@@ -143,6 +145,9 @@ class Trainer:
         # there and raises to stop a run its pruner gave up on.
         self.on_evaluate: Callable[[int, dict], None] | None = None
         self.prefix, self.prefix_report = self._plan_prefix()
+        chunked = (handle.output == "next_token" and self.prefix is None
+                   and not any(m.needs_logits for m in methods))
+        self.head_loss = ChunkedLMLoss.for_model(handle.model, cfg.lm_head_chunk) if chunked else None
         self._checkpointed_step: int | None = None
 
     # -- public -----------------------------------------------------------------
@@ -158,7 +163,7 @@ class Trainer:
             with _StopFlag() as stop, tqdm(
                 total=self.total_steps, initial=self.state.step, unit="step", desc="train",
                 disable=not self.cfg.progress or not self.world.main, dynamic_ncols=True,
-            ) as bar:
+            ) as bar, activation_checkpointing(self.handle, self.cfg.activation_checkpointing):
                 while self.state.step < self.total_steps and not self.state.stopped_early:
                     self._run_epoch(stop, bar)
             if self.state.last_eval_step != self.state.step:
@@ -252,12 +257,18 @@ class Trainer:
                 continue
             batch = to_device(self.train_data.collate(mine), self.device)
             with autocast(self.device, cfg.precision):
-                logits = (self.prefix.logits(self.train_data, mine, batch) if self.prefix
-                          else self.handle.forward(batch))
+                if self.head_loss:  # the model stops at its last hidden states
+                    with self.head_loss.without_head(self.handle.model):
+                        logits = self.handle.forward(batch)
+                    loss = self.head_loss(logits, batch["labels"])
+                else:
+                    logits = (self.prefix.logits(self.train_data, mine, batch) if self.prefix
+                              else self.handle.forward(batch))
+            if not self.head_loss:
+                loss = self.loss_fn(logits, batch["labels"])
             # Weight each micro-batch by its size so accumulation (and the sum over processes)
             # equals one big batch.
             share = len(mine) / n_examples
-            loss = self.loss_fn(logits, batch["labels"])
             objective = loss * self.loss_fn.objective_scale
             for method in self.methods:  # e.g. distillation adds its teacher term
                 objective = method.objective(objective, logits, batch)
@@ -308,7 +319,7 @@ class Trainer:
         s, es = self.state, self.cfg.early_stopping
         metrics = evaluate_split(self.handle, self.val_data, self.labels, self.loss_fn,
                                  self.cfg.eval_batch_size, self.cfg.precision,
-                                 self.prefix.logits if self.prefix else None)
+                                 self.prefix.logits if self.prefix else None, self.cfg.lm_head_chunk)
         self.last_val = metrics
         s.last_eval_step = s.step
         self.sink.log("eval", s.step, {"split": "validation", **scalar_metrics(metrics)})

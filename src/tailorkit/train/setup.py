@@ -17,6 +17,7 @@ class TrainingHooks(Protocol):
     """What the loop asks of a method (tailorkit.methods.Method has all of it)."""
 
     keeps_frozen_prefix: bool
+    needs_logits: bool
 
     def lr_scales(self, handle: ModelHandle) -> dict[str, float]: ...
 
