@@ -27,6 +27,7 @@ from tailorkit.errors import TailorError
 from tailorkit.generate import generate
 from tailorkit.inference import check_output_file
 from tailorkit.methods import METHODS
+from tailorkit.pipeline.estimate import estimate_recipe
 from tailorkit.recipe import dump_recipe, load_compress_file, load_recipe, reference_markdown
 from tailorkit.tasks import TASKS
 
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--full", action="store_true",
                    help="print every field, also those the recipe's task does not read (as saved "
                         "in the run's recipe.yaml)")
+    v.add_argument("--estimate", action="store_true",
+                   help="also load the data and model and estimate the training peak memory "
+                        "(weights, optimiser, activations, logits) before any training")
     add_set(v)
     rsub.add_parser("schema", help="print the recipe reference (every field, type, default)")
 
@@ -143,6 +147,8 @@ def _cmd_recipe(args) -> None:
     print(dump_recipe(recipe, full=args.full), end="")
     left_out = "" if args.full else "; the fields of other tasks are left out (--full shows them)"
     print(f"# {args.recipe}: valid{left_out}", file=sys.stderr)
+    if args.estimate:
+        print(estimate_recipe(recipe), file=sys.stderr)
 
 
 def _cmd_methods(args) -> None:

@@ -80,6 +80,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def resident_mb() -> float:
+    """Resident memory now (Linux /proc; elsewhere the peak so far, an upper bound)."""
+    try:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmRSS"))
+        return int(line.split()[1]) / 1024
+    except (OSError, StopIteration):
+        return peak_rss_mb()
+
+
 def versions() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "transformers": version("transformers")}

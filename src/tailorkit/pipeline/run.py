@@ -190,6 +190,7 @@ def _summary(run: Run, threads: int, started: float) -> dict:
         "wall_seconds": round(time.time() - started, 2),
         "samples_per_second": throughput(state),
         "peak_rss_mb": round(peak_rss_mb(), 1),  # of rank 0's process
+        "memory_estimate": run.memory.as_dict() if run.memory else None,  # made before training
         "peak_memory": peak_memory_mb(s.handle.device),  # on CUDA: peak allocated and reserved
         "threads": threads,
         "precision": recipe.train.precision,

@@ -31,7 +31,8 @@ from tailorkit.pipeline import assemble
 from tailorkit.pipeline.run_dir import MODEL, save_model_atomically
 from tailorkit.tasks import Task
 from tailorkit.train.checkpoint import find_checkpoint
-from tailorkit.train.loop import LoopState
+from tailorkit.train.loop import LoopState, Trainer
+from tailorkit.train.memory_estimate import MemoryEstimate
 from tailorkit.train.setup import Setup
 
 
@@ -47,6 +48,7 @@ class Run:
     trainer: object = None  # the Trainer, or a method's own loop
     state: LoopState | None = None
     parameters: tuple[int, int] = (0, 0)  # (trained, total) of the model as it trained
+    memory: MemoryEstimate | None = None  # the gradient loop's, made before its first step
     test: dict = field(default_factory=dict)
     # Where `prepare` may write (generations before training): the run directory, except on a
     # process other than rank 0, which writes nothing there.
@@ -97,6 +99,10 @@ class Train(Stage):
     def run(self, run: Run) -> None:
         run.trainer = assemble.make_trainer(run.setup, run.recipe, run.run_dir)
         run.trainer.on_evaluate = run.on_evaluate
+        if isinstance(run.trainer, Trainer):  # the gradient loop (not a scikit-learn head's fit)
+            run.memory, length = run.trainer.memory_estimate()
+            if run.recipe.train.progress and run.trainer.world.main:
+                print(run.memory.line(run.trainer.cfg.batch_size, length), file=sys.stderr)
         started = time.perf_counter()
         run.state = run.trainer.fit(resume=run.resume and find_checkpoint(run.run_dir) is not None)
         run.parameters = run.trainer.trained_parameter_count()  # before a method converts the model

@@ -45,6 +45,7 @@ from tailorkit.train.checkpoint import (
 )
 from tailorkit.train.frozen_prefix import FrozenPrefix, why_not
 from tailorkit.train.losses import TaskLoss, penalty
+from tailorkit.train.memory_estimate import MemoryEstimate, estimate_memory
 from tailorkit.train.optim import build_optimizer, build_scheduler
 from tailorkit.train.recompute import activation_checkpointing
 from tailorkit.train.setup import TrainingHooks
@@ -178,6 +179,10 @@ class Trainer:
             self.handle.model.load_state_dict(self.best_weights, strict=False)
             self.last_val = self.best_val or self.last_val  # report the weights we keep
         return self.state
+
+    def memory_estimate(self) -> tuple[MemoryEstimate, int | None]:
+        """Peak memory this loop will reach, and the example length assumed (train/memory_estimate.py)."""
+        return estimate_memory(self.handle, self.train_data, self.cfg, self.head_loss)
 
     def trained_parameter_count(self) -> tuple[int, int]:
         """(trainable, total); trainable counts what trained at any point, since gradual

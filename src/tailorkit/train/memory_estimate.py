@@ -1,0 +1,124 @@
+"""What a training run's peak memory will be, before its first step, so a user sees an
+out-of-memory coming (`tailor recipe validate --estimate`, and a line at the start of a run).
+
+The estimate is the process's resident memory once the model and data are loaded, plus what
+training adds on top:
+- gradients of the trainable weights, and the optimiser state (AdamW: two moments per weight);
+- the activations autograd keeps for the backward, *measured*: one forward of one full-length
+  example with saved-tensor hooks that count every tensor the backward will need, times the
+  batch size. Blocks under activation checkpointing keep only their inputs, plus one block's
+  activations again while it is recomputed;
+- the output layer's logits for a causal LM: rows x length x vocabulary floats a few times over
+  with the plain loss, one chunk's worth with train.lm_head_chunk.
+The run reports the estimate beside its measured peak (summary.json `memory`). What it cannot
+see is the allocator's slack (freed memory the C heap keeps), which bench/RESULTS.md measures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from tailorkit.config.train import TrainConfig
+from tailorkit.evaluate.lm_head_loss import ChunkedLMLoss
+from tailorkit.models.handle import ModelHandle
+from tailorkit.runtime import resident_mb
+from tailorkit.train.recompute import chosen_blocks
+
+MB = 2**20
+OPTIMIZER_STATES = {"adamw": 2, "adam": 2, "sgd": 1}  # floats per trainable weight (SGD: momentum)
+LOGIT_COPIES = 4  # plain loss: logits, the shifted copy, log-softmax and the logits' gradient
+CHUNK_COPIES = 3  # chunked: a chunk's logits, its softmax (the gradient) and a rounding copy
+
+
+@dataclass
+class MemoryEstimate:
+    loaded_mb: float  # resident now: libraries, weights, data
+    gradients_mb: float
+    optimizer_mb: float
+    activations_mb: float
+    logits_mb: float
+
+    @property
+    def peak_mb(self) -> float:
+        return self.loaded_mb + self.gradients_mb + self.optimizer_mb + self.activations_mb + self.logits_mb
+
+    def line(self, batch: int, length: int | None) -> str:
+        shape = f"{batch} x {length} tokens" if length else f"{batch} examples"
+        return (f"memory estimate: peak {self.peak_mb:,.0f} MB = {self.loaded_mb:,.0f} loaded + "
+                f"{self.gradients_mb + self.optimizer_mb:,.0f} gradients and optimiser + "
+                f"{self.activations_mb:,.0f} activations ({shape}) + {self.logits_mb:,.0f} logits")
+
+    def as_dict(self) -> dict:
+        return {**{k: round(v, 1) for k, v in asdict(self).items()}, "peak_mb": round(self.peak_mb, 1)}
+
+
+def estimate_memory(handle: ModelHandle, train_split, cfg: TrainConfig, head_loss: ChunkedLMLoss | None
+                    ) -> tuple[MemoryEstimate, int | None]:
+    """The estimate, and the example length it assumed (the longest training example; None for
+    inputs without a length, such as images)."""
+    trainable = sum(p.numel() * 4 for p in handle.model.parameters() if p.requires_grad)  # fp32
+    lengths = getattr(train_split, "lengths", None)
+    index, length = (int(lengths.argmax()), int(lengths.max())) if lengths is not None else (0, None)
+    per_example = _activation_bytes(handle, train_split.collate([index]), cfg.activation_checkpointing,
+                                    head_loss)
+    logits = 0.0
+    if handle.output == "next_token" and length is not None:
+        vocab = handle.model.get_output_embeddings().weight.shape[0]
+        tokens = cfg.batch_size * length
+        rows = min(head_loss.chunk, tokens) * CHUNK_COPIES if head_loss else tokens * LOGIT_COPIES
+        logits = rows * vocab * 4
+    estimate = MemoryEstimate(resident_mb(), trainable / MB, OPTIMIZER_STATES[cfg.optimizer] * trainable / MB,
+                              per_example * cfg.batch_size / MB, logits / MB)
+    return estimate, length
+
+
+def _activation_bytes(handle: ModelHandle, batch: dict, checkpointing: bool | int,
+                      head_loss: ChunkedLMLoss | None) -> float:
+    """Bytes the backward keeps for one example: counted in one forward, block by block."""
+    saved: dict[int, int] = {}  # storage -> bytes, each storage once (views share one)
+    weights = {p.untyped_storage().data_ptr() for p in handle.model.parameters()}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:  # weights are in the loaded memory already
+            saved.setdefault(storage.data_ptr(), storage.nbytes())
+        return tensor
+
+    blocks = list(handle.blocks) if checkpointing else []
+    entered: dict[int, tuple[int, int]] = {}  # block -> (bytes saved before it, its input's bytes)
+    spans: list[tuple[int, int]] = []  # per block: bytes it saved, bytes of its input
+
+    def enter(i: int, args: tuple) -> None:
+        entered[i] = (sum(saved.values()), sum(a.nbytes for a in args if isinstance(a, torch.Tensor)))
+
+    def leave(i: int) -> None:
+        before, inputs = entered[i]
+        spans.append((sum(saved.values()) - before, inputs))
+
+    hooks = [b.register_forward_pre_hook(lambda m, args, i=i: enter(i, args)) for i, b in enumerate(blocks)]
+    hooks += [b.register_forward_hook(lambda m, args, out, i=i: leave(i)) for i, b in enumerate(blocks)]
+    model = handle.model
+    was_training, buffers = model.training, {k: v.clone() for k, v in model.named_buffers()}
+    cuda = [handle.device.index or 0] if handle.device.type == "cuda" else []
+    model.train()
+    try:  # the probe leaves no trace: the random stream and BatchNorm's statistics are restored
+        with torch.random.fork_rng(devices=cuda), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            if head_loss:
+                with head_loss.without_head(handle.model):
+                    handle.forward(batch)
+            else:
+                handle.forward(batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                buffer.copy_(buffers[name])
+    total = float(sum(saved.values()))
+    chosen = [spans[i] for i in chosen_blocks(len(spans), checkpointing)]
+    if chosen:  # these keep their input only, and one of them is recomputed at a time
+        total += sum(inputs - own for own, inputs in chosen) + max(own for own, _ in chosen)
+    return total
