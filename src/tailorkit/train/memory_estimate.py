@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+from torch import nn
 
 from tailorkit.config.train import TrainConfig
 from tailorkit.evaluate.lm_head_loss import ChunkedLMLoss
@@ -99,11 +100,17 @@ def _activation_bytes(handle: ModelHandle, batch: dict, checkpointing: bool | in
 
     hooks = [b.register_forward_pre_hook(lambda m, args, i=i: enter(i, args)) for i, b in enumerate(blocks)]
     hooks += [b.register_forward_hook(lambda m, args, out, i=i: leave(i)) for i, b in enumerate(blocks)]
-    model = handle.model
-    was_training, buffers = model.training, {k: v.clone() for k, v in model.named_buffers()}
+    modules = list(handle.model.modules())
+    modes = [m.training for m in modules]
+    # Buffers a training forward updates (quantisation observers, which may even resize them):
+    # put back as they were, by replacing each one.
+    buffers = [(m, name, b.clone()) for m in modules for name, b in m._buffers.items() if b is not None]
     cuda = [handle.device.index or 0] if handle.device.type == "cuda" else []
-    model.train()
-    try:  # the probe leaves no trace: the random stream and BatchNorm's statistics are restored
+    handle.model.train()
+    for m in modules:  # BatchNorm in eval mode: its statistics stay, and one example is enough
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    try:  # the random stream is restored too: the probe leaves no trace in the training
         with torch.random.fork_rng(devices=cuda), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             if head_loss:
                 with head_loss.without_head(handle.model):
@@ -113,10 +120,10 @@ def _activation_bytes(handle: ModelHandle, batch: dict, checkpointing: bool | in
     finally:
         for hook in hooks:
             hook.remove()
-        model.train(was_training)
-        with torch.no_grad():
-            for name, buffer in model.named_buffers():
-                buffer.copy_(buffers[name])
+        for m, mode in zip(modules, modes, strict=True):
+            m.training = mode
+        for m, name, b in buffers:
+            m._buffers[name] = b
     total = float(sum(saved.values()))
     chosen = [spans[i] for i in chosen_blocks(len(spans), checkpointing)]
     if chosen:  # these keep their input only, and one of them is recomputed at a time
