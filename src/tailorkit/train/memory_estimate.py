@@ -59,6 +59,7 @@ def estimate_memory(handle: ModelHandle, train_split, cfg: TrainConfig, head_los
                     ) -> tuple[MemoryEstimate, int | None]:
     """The estimate, and the example length it assumed (the longest training example; None for
     inputs without a length, such as images)."""
+    loaded = resident_mb()  # before the probe below allocates anything
     trainable = sum(p.numel() * 4 for p in handle.model.parameters() if p.requires_grad)  # fp32
     lengths = getattr(train_split, "lengths", None)
     index, length = (int(lengths.argmax()), int(lengths.max())) if lengths is not None else (0, None)
@@ -70,7 +71,7 @@ def estimate_memory(handle: ModelHandle, train_split, cfg: TrainConfig, head_los
         tokens = cfg.batch_size * length
         rows = min(head_loss.chunk, tokens) * CHUNK_COPIES if head_loss else tokens * LOGIT_COPIES
         logits = rows * vocab * 4
-    estimate = MemoryEstimate(resident_mb(), trainable / MB, OPTIMIZER_STATES[cfg.optimizer] * trainable / MB,
+    estimate = MemoryEstimate(loaded, trainable / MB, OPTIMIZER_STATES[cfg.optimizer] * trainable / MB,
                               per_example * cfg.batch_size / MB, logits / MB)
     return estimate, length
 
