@@ -5,7 +5,9 @@ were, and reaches the run's summary and `tailor recipe validate --estimate`."""
 from __future__ import annotations
 
 import json
+import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -39,10 +41,11 @@ def test_checkpointing_and_the_chunked_loss_lower_the_estimate(make_trainer, tin
 def test_the_probe_leaves_the_random_stream_and_the_weights_alone(make_trainer, tiny_recipe):
     trainer = make_trainer(tiny_recipe)
     before = {k: v.clone() for k, v in trainer.handle.model.state_dict().items()}
-    rng = torch.get_rng_state()
+    rng, python, numpy = torch.get_rng_state(), random.getstate(), np.random.get_state()
     estimate, _ = trainer.memory_estimate()
     assert estimate.activations_mb > 0 and estimate.gradients_mb > 0
-    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.equal(torch.get_rng_state(), rng) and random.getstate() == python
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), numpy, strict=True))
     after = trainer.handle.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 

@@ -16,8 +16,12 @@ see is the allocator's slack (freed memory the C heap keeps), which bench/RESULT
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -63,8 +67,10 @@ def estimate_memory(handle: ModelHandle, train_split, cfg: TrainConfig, head_los
     trainable = sum(p.numel() * 4 for p in handle.model.parameters() if p.requires_grad)  # fp32
     lengths = getattr(train_split, "lengths", None)
     index, length = (int(lengths.argmax()), int(lengths.max())) if lengths is not None else (0, None)
-    per_example = _activation_bytes(handle, train_split.collate([index]), cfg.activation_checkpointing,
-                                    head_loss)
+    with _random_state_kept(handle.device):  # the probe leaves no trace in the training's draws
+        # (collating may draw too: masked-LM masks come from torch's generator)
+        per_example = _activation_bytes(handle, train_split.collate([index]), cfg.activation_checkpointing,
+                                        head_loss)
     logits = 0.0
     if handle.output == "next_token" and length is not None:
         vocab = handle.model.get_output_embeddings().weight.shape[0]
@@ -106,13 +112,12 @@ def _activation_bytes(handle: ModelHandle, batch: dict, checkpointing: bool | in
     # Buffers a training forward updates (quantisation observers, which may even resize them):
     # put back as they were, by replacing each one.
     buffers = [(m, name, b.clone()) for m in modules for name, b in m._buffers.items() if b is not None]
-    cuda = [handle.device.index or 0] if handle.device.type == "cuda" else []
     handle.model.train()
     for m in modules:  # BatchNorm in eval mode: its statistics stay, and one example is enough
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
-    try:  # the random stream is restored too: the probe leaves no trace in the training
-        with torch.random.fork_rng(devices=cuda), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             if head_loss:
                 with head_loss.without_head(handle.model):
                     handle.forward(batch)
@@ -130,3 +135,13 @@ def _activation_bytes(handle: ModelHandle, batch: dict, checkpointing: bool | in
     if chosen:  # these keep their input only, and one of them is recomputed at a time
         total += sum(inputs - own for own, inputs in chosen) + max(own for own, _ in chosen)
     return total
+
+
+@contextmanager
+def _random_state_kept(device: torch.device) -> Iterator[None]:
+    """torch's generators (CPU, and the device's), numpy's and Python's, as they were before."""
+    python, numpy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        yield
+    random.setstate(python)
+    np.random.set_state(numpy)
