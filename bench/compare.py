@@ -82,6 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="set glibc's MALLOC_MMAP_THRESHOLD_ on both sides: allocations above it "
                    "are mapped and unmapped one by one (less heap fragmentation, more page faults)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--lora-dropout", type=float, default=None,
+                   help="lora: dropout on both sides; default tailorkit's (0). Rows before 2026-11-30 "
+                        "ran with 0.1, the default then")
     p.add_argument("--smoke", action="store_true", help="a few steps on tiny data; no timing claims; "
                    "results go to a temporary file unless --results is given")
     p.add_argument("--results", type=Path, default=None, help="markdown file to append to")
@@ -103,6 +106,8 @@ def make_recipe(args: argparse.Namespace, output_dir: Path):
     methods = json.loads(json.dumps(METHODS[args.method][0]))
     if args.method == "features":
         methods[0]["features"].update(head_epochs=args.epochs, head_lr=args.lr)
+    if args.method == "lora" and getattr(args, "lora_dropout", None) is not None:
+        methods[0]["lora"]["dropout"] = args.lora_dropout
     return recipe_from_dict({
         "task": "classification",
         "model": {"name": args.model, "max_length": args.max_length},
@@ -138,12 +143,11 @@ def run_trainer(args: argparse.Namespace, work: Path) -> dict:
     """What a user of the standard stack writes, given the same splits."""
     import numpy as np
     import torch
+    from trainer_timer import timed_trainer  # bench/, beside this script
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
         DataCollatorWithPadding,
-        Trainer,
-        TrainerCallback,
         TrainingArguments,
         set_seed,
     )
@@ -166,19 +170,9 @@ def run_trainer(args: argparse.Namespace, work: Path) -> dict:
     model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=len(data.labels), id2label=dict(enumerate(data.labels)),
         label2id={name: i for i, name in enumerate(data.labels)})
-    model = trainer_method(args.method, model)
+    model = trainer_method(args.method, model, args.lora_dropout)
 
-    class Timed(Trainer):
-        """Times each step from fetching its batch to the end of the scheduler step."""
-        step_started, train_seconds = 0.0, 0.0
-
-        def get_batch_samples(self, *a, **kw):
-            Timed.step_started = time.perf_counter()
-            return super().get_batch_samples(*a, **kw)
-
-    class StepEnd(TrainerCallback):
-        def on_step_end(self, *a, **kw):
-            Timed.train_seconds += time.perf_counter() - Timed.step_started
+    Timed, step_end = timed_trainer()
 
     def accuracy(pred) -> dict:
         return {"accuracy": float((np.argmax(pred.predictions, -1) == pred.label_ids).mean())}
@@ -192,7 +186,7 @@ def run_trainer(args: argparse.Namespace, work: Path) -> dict:
         train_sampling_strategy="group_by_length" if args.trainer_group_by_length else "random")
     trainer = Timed(model=model, args=training_args, train_dataset=train, eval_dataset=validation,
                     processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
-                    compute_metrics=accuracy, callbacks=[StepEnd()])
+                    compute_metrics=accuracy, callbacks=[step_end])
     trainer.train()
     out = trainer.predict(test)  # label_ids come back in the prediction order
     trainer.save_model(str(work / "model"))
@@ -204,14 +198,14 @@ def run_trainer(args: argparse.Namespace, work: Path) -> dict:
             "threads": torch.get_num_threads()}
 
 
-def trainer_method(method: str, model):
+def trainer_method(method: str, model, lora_dropout: float | None = None):
     """The Trainer-side equivalent of each tailorkit method (BERT names: the user knows the model)."""
     if method == "lora":
         from peft import LoraConfig, TaskType, get_peft_model
 
         from tailorkit.methods.lora import LoraConfig as Defaults  # tailorkit's defaults, kept in sync
 
-        d = Defaults(r=8, alpha=16)
+        d = Defaults(r=8, alpha=16, **({} if lora_dropout is None else {"dropout": lora_dropout}))
         return get_peft_model(model, LoraConfig(
             task_type=TaskType.SEQ_CLS, target_modules=d.targets, r=d.r, lora_alpha=d.alpha,
             lora_dropout=d.dropout, bias=d.bias, modules_to_save=["classifier"]))
@@ -285,6 +279,8 @@ def report(args: argparse.Namespace, command: str, runs: dict[str, list[dict]], 
     variant = ", Trainer group_by_length" if args.trainer_group_by_length else ""
     if args.malloc_mmap_threshold:
         variant += f", both sides MALLOC_MMAP_THRESHOLD_={args.malloc_mmap_threshold}"
+    if args.method == "lora" and args.lora_dropout is not None:
+        variant += f", lora dropout {args.lora_dropout:g}"
     rate = "effective samples/s" if args.method == "features" else "samples/s"
     lines = [
         f"### {args.method} · {args.data} · {precision}{variant}" + (" · SMOKE (no timing claims)"

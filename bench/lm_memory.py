@@ -30,7 +30,6 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -93,11 +92,10 @@ def run_trainer(args: argparse.Namespace, work: Path) -> dict:
     """What a user of the standard stack writes, given the same encoded examples."""
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
+    from trainer_timer import timed_trainer  # bench/, beside this script
     from transformers import (
         AutoModelForCausalLM,
         DataCollatorForSeq2Seq,
-        Trainer,
-        TrainerCallback,
         TrainingArguments,
         set_seed,
     )
@@ -118,17 +116,7 @@ def run_trainer(args: argparse.Namespace, work: Path) -> dict:
     model = get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, target_modules="all-linear",
                                              r=8, lora_alpha=16, lora_dropout=0.0))
 
-    class Timed(Trainer):
-        step_started, train_seconds = 0.0, 0.0
-
-        def get_batch_samples(self, *a, **kw):
-            Timed.step_started = time.perf_counter()
-            return super().get_batch_samples(*a, **kw)
-
-    class StepEnd(TrainerCallback):
-        def on_step_end(self, *a, **kw):
-            Timed.train_seconds += time.perf_counter() - Timed.step_started
-
+    Timed, step_end = timed_trainer()
     checkpointing = args.side == "trainer-ckpt"
     training_args = TrainingArguments(
         output_dir=str(work / "trainer"), per_device_train_batch_size=args.batch_size, max_steps=args.steps,
@@ -138,7 +126,7 @@ def run_trainer(args: argparse.Namespace, work: Path) -> dict:
         gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None)
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
     trainer = Timed(model=model, args=training_args, train_dataset=train, data_collator=collator,
-                    callbacks=[StepEnd()])
+                    callbacks=[step_end])
     trainer.train()
     return {"samples_per_s": args.steps * args.batch_size / Timed.train_seconds,
             "val_loss": validation_loss(model, data["validation"], args.precision),

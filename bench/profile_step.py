@@ -42,11 +42,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--steps", type=int, default=12, help="timed steps (after 2 warm-up steps)")
+    p.add_argument("--lora-dropout", type=float, default=None, help="lora: default tailorkit's (0)")
     args = p.parse_args()
     ns = argparse.Namespace(method=args.method, data=args.data, model=args.model, epochs=1,
                             max_train=2000, max_eval=64, max_length=args.max_length,
                             batch_size=args.batch_size, lr=METHODS[args.method][1], bf16=args.bf16,
-                            threads=args.threads, seed=42)
+                            threads=args.threads, seed=42, lora_dropout=args.lora_dropout)
     from tailorkit.data.batching import epoch_batches
     from tailorkit.pipeline import make_trainer, setup_run
 

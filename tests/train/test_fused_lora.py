@@ -104,3 +104,25 @@ def test_the_adapter_saves_as_peft_and_peft_loads_it_to_the_same_outputs(tmp_pat
         plain = PeftModel.from_pretrained(base, tmp_path).eval()
         assert not any(type(m) is fused_class() for m in plain.modules())
         assert torch.equal(plain(x), want)
+
+
+@pytest.mark.parametrize(("methods", "masks"), [([{"lora": {"r": 4}}], False),
+                                                 ([{"lora": {"r": 4, "dropout": 0.1}}], True)])
+def test_default_lora_trains_without_dropout_masks(methods, masks, make_handle):
+    """lora.dropout defaults to 0 (bench/RESULTS.md: as good and faster): a training forward of
+    a fused LoRA layer then draws no random numbers; an explicit dropout still masks."""
+    from tailorkit.methods import apply_methods
+
+    handle = make_handle()
+    apply_methods(handle, methods)
+    layers = [m for m in handle.model.modules() if type(m) is fused_class()]
+    assert layers, "the default LoRA must run on the fused path"
+    for p in handle.model.parameters():
+        if p.requires_grad:
+            nn.init.normal_(p)  # a trained B, so the LoRA branch counts
+    layer = layers[0].train()
+    x = torch.randn(2, 3, layer.in_features)
+    before = torch.get_rng_state()
+    y = layer(x)
+    assert (not torch.equal(torch.get_rng_state(), before)) is masks
+    assert torch.equal(y, layer.eval()(x)) is not masks

@@ -25,7 +25,11 @@ class LoraConfig(PeftMethodConfig):
         "all-linear", description="Module names (suffix match), a regex (full match) or all-linear.")
     r: int = Field(8, ge=1, description="Rank of the update.")
     alpha: float = Field(16, gt=0, description="Scale numerator: the update is (alpha / r) B A.")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="Dropout on the LoRA input. 0 (PEFT's default too): over 3 data sets x 3 seeds 0 was "
+                    "never worse on average than 0.1, and a step is 1.18x (fp32) to 1.43x (bf16) faster "
+                    "without the masks (bench/RESULTS.md, LoRA against its bound).")
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases train.")
     rslora: bool = Field(False, description="Scale by alpha / sqrt(r) (rank-stabilised LoRA).")
     dora: bool = Field(False, description="Weight-decomposed LoRA (magnitude + direction).")
