@@ -85,7 +85,8 @@ def _add_input(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-column", default="text", metavar="COL", help="default: text")
     p.add_argument("--label-column", default="label", metavar="COL",
                    help="default: label; a table without it is read as unlabelled text")
-    p.add_argument("--encoding", default="utf-8", help="text encoding of CSV/TSV/JSON files (default utf-8)")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of CSV/TSV/JSON files (default utf-8; "
+                   "auto detects it)")
 
 
 def _add_output(p: argparse.ArgumentParser) -> None:

@@ -128,7 +128,7 @@ def test_a_byte_that_is_not_utf8_names_the_line_and_the_fix(tmp_path, name, cont
         read_table(path, "data.train")
     assert str(info.value).startswith(f"data.train: {path}: {where}")
     assert str(info.value).endswith("is not valid utf-8; set data.encoding to the file's encoding "
-                                    "(e.g. cp1252) or save it as UTF-8")
+                                    "(detected: cp1252) or save it as UTF-8")  # data/encoding.py
     with pytest.raises(TailorError, match=r"--input: .*is not valid utf-8; save it as UTF-8$"):
         read_table(path, "--input")  # a command-line file: no recipe to name the encoding in
 

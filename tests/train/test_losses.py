@@ -99,3 +99,23 @@ def test_regression_batch_of_one_and_bf16_logits():
     assert float(loss(torch.tensor([[3.0]]), torch.tensor([1.0]))) == pytest.approx(4.0)
     out = loss(torch.tensor([[3.0]], dtype=torch.bfloat16), torch.tensor([1.0]))
     assert out.dtype == torch.float32
+
+
+@pytest.mark.parametrize(("eps", "weights"), [(0.0, None), (0.1, None), (0.2, [1.0, 2.0, 0.5])])
+def test_one_hot_soft_targets_give_the_hard_label_loss(eps, weights):
+    """mixup/CutMix targets are soft; unmixed (one-hot) they must score exactly as the labels do,
+    label smoothing and class weights included (torch's own cross-entropy is the reference)."""
+    w = None if weights is None else torch.tensor(weights)
+    loss = TaskLoss("classes", TrainConfig(label_smoothing=eps), w)
+    one_hot = torch.nn.functional.one_hot(LABELS, 3).float()
+    assert float(loss(LOGITS, one_hot)) == pytest.approx(float(loss(LOGITS, LABELS)), rel=1e-6)
+
+
+def test_mixed_targets_give_the_mixed_loss():
+    """Unweighted cross-entropy is linear in the target: lam * CE(a) + (1 - lam) * CE(b)."""
+    loss = TaskLoss("classes", TrainConfig(label_smoothing=0.1), None)
+    other = torch.tensor([1, 1, 2, 0])
+    eye = torch.eye(3)
+    mixed = 0.7 * eye[LABELS] + 0.3 * eye[other]
+    expected = 0.7 * float(loss(LOGITS, LABELS)) + 0.3 * float(loss(LOGITS, other))
+    assert float(loss(LOGITS, mixed)) == pytest.approx(expected, rel=1e-6)

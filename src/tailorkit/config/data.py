@@ -68,6 +68,14 @@ class ImageTransformConfig(BaseModel):
     crop_ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="strong: aspect ratio range.")
     jitter: float = Field(0.3, ge=0.0, lt=1.0, description="strong: brightness, contrast and saturation "
                                                            "each scaled by a factor in 1 +- jitter.")
+    mixup: float = Field(0.0, ge=0.0, le=10.0, description="Training batches: mixup's Beta(alpha, alpha) "
+                                                          "alpha (Zhang et al. 2018), e.g. 0.2; 0 is off.")
+    cutmix: float = Field(0.0, ge=0.0, le=10.0, description="Training batches: CutMix's Beta(alpha, alpha) "
+                                                           "alpha (Yun et al. 2019), e.g. 1.0; 0 is off.")
+    mix_prob: float = Field(1.0, gt=0.0, le=1.0, description="mixup/cutmix: share of training batches "
+                                                             "mixed (the others keep one-hot targets).")
+    switch_prob: float = Field(0.5, ge=0.0, le=1.0, description="mixup and cutmix both on: share of the "
+                                                                "mixed batches that use cutmix.")
 
     @field_validator("std")
     @classmethod
@@ -86,6 +94,11 @@ class ImageTransformConfig(BaseModel):
         if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
             raise ValueError(f"crop_ratio must satisfy 0 < low <= high, got {self.crop_ratio}")
         return self
+
+    @property
+    def mixes(self) -> bool:
+        """Training batches are mixed (mixup or cutmix), so their targets are soft."""
+        return self.mixup > 0 or self.cutmix > 0
 
     @property
     def resize_to(self) -> int:
@@ -108,7 +121,8 @@ class DataConfig(Strict):
     text_pair_column: str | None = Field(None, description="Second text for pair tasks.")
     label_column: str = Field("label", description="Column holding the label or target.")
     encoding: str = Field("utf-8", description="Text encoding of the CSV, TSV and JSON files "
-                                               "(e.g. cp1252, latin-1).")
+                                               "(e.g. cp1252, latin-1); auto detects it "
+                                               "(charset-normalizer) and says what it found.")
     split: SplitConfig = Field(default_factory=SplitConfig,
                                description="How missing validation/test splits are carved (section).")
     format: Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"] = Field(
@@ -138,10 +152,13 @@ class DataConfig(Strict):
     @field_validator("encoding")
     @classmethod
     def _known_encoding(cls, encoding: str) -> str:
+        if encoding == "auto":
+            return encoding
         try:
             codecs.lookup(encoding)
         except LookupError:
-            raise ValueError(f"unknown text encoding {encoding!r} (e.g. utf-8, cp1252, latin-1)") from None
+            raise ValueError(f"unknown text encoding {encoding!r} "
+                             "(e.g. utf-8, cp1252, latin-1, auto)") from None
         return encoding
 
     @model_validator(mode="after")

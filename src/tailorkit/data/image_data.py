@@ -1,8 +1,9 @@
 """Image classification data: catalogue or files -> train/validation/test ImageSets -> batches.
 
 Splits follow the text rules: given files, or seeded stratified fractions of the train set
-(a catalogue's own test split is kept). Training augmentation draws from the global torch
-RNG, which checkpoints save, so a resumed run sees the same crops and flips.
+(a catalogue's own test split is kept). Training augmentation (and mixup/CutMix, image_mix.py)
+draws from the global torch RNG, which checkpoints save, so a resumed run sees the same crops,
+flips and mixes.
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ from sklearn.model_selection import train_test_split
 
 from tailorkit.config.data import DataConfig
 from tailorkit.data.image_catalogue import load_catalogue_images
+from tailorkit.data.image_mix import BatchMix
 from tailorkit.data.image_transforms import ImageTransform
 from tailorkit.data.images import ImageSet, load_image_file
 from tailorkit.errors import TailorError
 
 
 class EncodedImages:
-    """A split ready for the training loop: fixed-size tensors, so every 'length' is 1."""
+    """A split ready for the training loop: fixed-size tensors, so every 'length' is 1. With
+    `mix` (the training split only), each batch is mixed and its labels are soft targets."""
 
-    def __init__(self, images: ImageSet, transform: ImageTransform) -> None:
-        self.images, self.transform = images, transform
+    def __init__(self, images: ImageSet, transform: ImageTransform, mix: BatchMix | None = None) -> None:
+        self.images, self.transform, self.mix = images, transform, mix
         self.targets = images.labels
         self.lengths = np.ones(len(images), dtype=np.int64)
 
@@ -33,7 +36,8 @@ class EncodedImages:
 
     def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
         pixels = torch.stack([self.transform(self.images.images[i]) for i in indices])
-        return {"pixel_values": pixels, "labels": torch.as_tensor(self.targets[indices])}
+        batch = {"pixel_values": pixels, "labels": torch.as_tensor(self.targets[indices])}
+        return self.mix(batch) if self.mix is not None else batch
 
 
 def prepare_image_data(cfg: DataConfig) -> tuple[dict[str, ImageSet], list[str], dict[str, int]]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
 
+from tailorkit.data.encoding import AUTO, detect_encoding
 from tailorkit.errors import TailorError, undecodable
 
 READERS = {  # path, text encoding -> DataFrame
@@ -23,7 +25,8 @@ READERS = {  # path, text encoding -> DataFrame
 def read_table(path: str | Path, field: str, encoding: str = "utf-8", encoding_flag: str | None = None
                ) -> pd.DataFrame | dict[str, pd.DataFrame]:
     """A DataFrame, or for a saved `DatasetDict` folder a DataFrame per split. `encoding` is the
-    text encoding of CSV, TSV and JSON files (`data.encoding`, or the command's `encoding_flag`)."""
+    text encoding of CSV, TSV and JSON files (`data.encoding`, or the command's `encoding_flag`);
+    `auto` detects it (data/encoding.py)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise TailorError(f"{field}: file not found: {path}")
@@ -35,14 +38,18 @@ def read_table(path: str | Path, field: str, encoding: str = "utf-8", encoding_f
             f"{field}: {path}: unknown file type '{path.suffix}' "
             f"(use one of {', '.join(READERS)} or a saved datasets folder)"
         )
+    if encoding == AUTO and path.suffix.lower() != ".parquet":
+        encoding = _detected(path, field)
     try:
         return reader(path, encoding)
     except UnicodeDecodeError as err:
+        found = detect_encoding(path.read_bytes())
+        hint = f"detected: {found}" if found not in (None, encoding) else "e.g. cp1252"
         fix = "save it as UTF-8"
         if field.startswith("data."):  # a recipe's file: the recipe can name its encoding
-            fix = "set data.encoding to the file's encoding (e.g. cp1252) or " + fix
+            fix = f"set data.encoding to the file's encoding ({hint}) or " + fix
         elif encoding_flag:
-            fix = f"name the file's encoding with {encoding_flag} (e.g. cp1252) or " + fix
+            fix = f"name the file's encoding with {encoding_flag} ({hint}) or " + fix
         raise TailorError(f"{field}: {path}: {_undecodable(path, encoding, err)}; {fix}") from None
     except NotATable as err:
         raise TailorError(f"{field}: {path}: holds {err}; a JSON table is one object per line (JSON Lines) "
@@ -50,6 +57,22 @@ def read_table(path: str | Path, field: str, encoding: str = "utf-8", encoding_f
     except (ValueError, pd.errors.ParserError, OSError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise TailorError(f"{field}: {path}: cannot read as {path.suffix[1:]}: {first}") from None
+
+
+def _detected(path: Path, field: str) -> str:
+    """The file's encoding by detection; says so on stderr when it is not UTF-8."""
+    data = path.read_bytes()
+    found = detect_encoding(data)
+    if found is None:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise TailorError(f"{field}: {path}: cannot detect the text encoding ({undecodable(err)}); "
+                              "name it (e.g. cp1252) or save the file as UTF-8") from None
+    if found != "utf-8":
+        print(f"{field}: {path}: not UTF-8; read as {found} (detected by charset-normalizer; name the "
+              "encoding to be sure)", file=sys.stderr)
+    return found
 
 
 def _undecodable(path: Path, encoding: str, err: UnicodeDecodeError) -> str:

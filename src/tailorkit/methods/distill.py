@@ -216,7 +216,9 @@ class Distill(Method):
             raise TailorError(f"distill.teacher: {c.teacher} predicts {labels}, the data has "
                               f"{setup.labels}; the teacher needs the same classes in the same order")
         if student.modality == "image":
-            if teacher.modality != "image" or teacher_recipe.data.image != recipe.data.image:
+            mixing = {"mixup", "cutmix", "mix_prob", "switch_prob"}  # the student's batches only
+            if teacher.modality != "image" or (teacher_recipe.data.image.model_dump(exclude=mixing)
+                                               != recipe.data.image.model_dump(exclude=mixing)):
                 raise TailorError(f"distill.teacher: {c.teacher} must be an image run that reads images as "
                                   "this recipe does (the same data.image settings)")
             teacher.model.eval()

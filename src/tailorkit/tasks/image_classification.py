@@ -9,6 +9,7 @@ from tailorkit.config.metrics import CLASSIFICATION_METRICS
 from tailorkit.config.recipe import Recipe
 from tailorkit.data.feature_cache import files_identity
 from tailorkit.data.image_data import EncodedImages, prepare_image_data
+from tailorkit.data.image_mix import BatchMix
 from tailorkit.data.image_transforms import ImageTransform
 from tailorkit.models.handle import ModelHandle
 from tailorkit.models.vision import load_hf_image_classifier, load_image_classifier, load_saved, vision_handle
@@ -43,7 +44,10 @@ class ImageClassification(Task):
         handle = self.build_base(recipe, classes)
         transforms = {name: ImageTransform(recipe.data.image, train=augment and name == "train")
                       for name in images}
-        splits = {name: EncodedImages(split, transforms[name]) for name, split in images.items()}
+        # mixup/CutMix: training batches only, never validation or test
+        mix = BatchMix(recipe.data.image, len(classes)) if augment and recipe.data.image.mixes else None
+        splits = {name: EncodedImages(split, transforms[name], mix if name == "train" else None)
+                  for name, split in images.items()}
         test = images["test"]
         weights = class_weights(images["train"].labels, len(classes), recipe.train.class_weights)
         return Setup(handle, splits, classes, TaskLoss(self.output, recipe.train, weights), recipe.train,

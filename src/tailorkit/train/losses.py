@@ -44,6 +44,8 @@ class TaskLoss:
         if self.kind == "token_cross_entropy":
             total, count = token_loss_sum(logits, labels, self.shift)
             return total / count.clamp(min=1)
+        if self.kind == "cross_entropy" and labels.is_floating_point():
+            return soft_cross_entropy(logits, labels, self.weights, self.smoothing)
         if self.kind == "cross_entropy":
             return F.cross_entropy(logits, labels, weight=self.weights, label_smoothing=self.smoothing)
         pred = logits.squeeze(-1)
@@ -55,6 +57,17 @@ class TaskLoss:
     def objective_scale(self) -> float:
         """What the reported loss is multiplied by to give the training objective."""
         return 1.0 / self.target_std ** {"mse": 2, "mae": 1}.get(self.kind, 0)
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
+                       smoothing: float) -> torch.Tensor:
+    """Cross-entropy against soft targets (B, C) (mixup, CutMix), with label smoothing and class
+    weights as for hard labels: one-hot targets give exactly F.cross_entropy on their indices (a
+    weighted mean over the examples' target weight, as torch does for class indices)."""
+    nll = -torch.log_softmax(logits, -1)
+    w = torch.ones(logits.size(-1), device=logits.device) if weights is None else weights.to(logits.device)
+    smoothed = targets * (1 - smoothing) + smoothing / logits.size(-1)
+    return (nll * smoothed * w).sum() / (targets * w).sum()
 
 
 def penalty(params: list[torch.nn.Parameter], l1: float, l2: float) -> torch.Tensor | float:
