@@ -116,7 +116,9 @@ def _cmd_tune(args) -> None:
               file=sys.stderr)
         raise SystemExit(130) from None
     print(api.tune_status(study_dir))
-    print(f"best recipe: {study_dir / 'best_recipe.yaml'}  report: {study_dir / 'report.md'}")
+    best = "front recipes" if recipe.search.multi else "best recipe"
+    recipes = study_dir / ("front" if recipe.search.multi else "best_recipe.yaml")
+    print(f"{best}: {recipes}  report: {study_dir / 'report.md'}")
 
 
 def _print_summary(run_dir: Path) -> None:

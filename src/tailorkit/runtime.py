@@ -89,6 +89,17 @@ def resident_mb() -> float:
         return peak_rss_mb()
 
 
+def reset_peak_rss() -> bool:
+    """Start peak_rss_mb() again from the current resident memory (Linux: writing 5 to
+    /proc/self/clear_refs), so each run of a process that runs several (the trials of a
+    search) records its own peak; False where the kernel does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def versions() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "transformers": version("transformers")}

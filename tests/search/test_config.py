@@ -113,3 +113,68 @@ def test_recipe_validate_names_the_path(tmp_path, capsys):
     assert main(["recipe", "validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}: search.space.train.lrr: unknown field") and err.count("\n") == 1
+
+
+TWO = [{"metric": "accuracy"}, {"metric": "latency_ms"}]
+
+
+def test_objectives_are_typed_and_saved_in_the_form_given():
+    recipe = recipe_from_dict(with_search(space={"train.lr": [1e-3]}, sampler="nsga2", objectives=[
+        {"metric": "accuracy"}, {"metric": "trainable_params"}, {"metric": "samples_per_second"},
+        {"metric": "loss", "direction": "maximize"}]))
+    cfg = recipe.search
+    assert cfg.multi
+    assert cfg.objective_names() == ["accuracy", "trainable_params", "samples_per_second", "loss"]
+    assert cfg.directions() == ["maximize", "minimize", "maximize", "maximize"]  # auto, and as given
+    saved = yaml.safe_load(dump_recipe(recipe))["search"]
+    assert "metric" not in saved and "direction" not in saved and len(saved["objectives"]) == 4
+    assert recipe_from_dict({**BASE, "search": saved}).search == cfg  # the saved form loads again
+    single = yaml.safe_load(dump_recipe(recipe_from_dict(with_search(space={"train.lr": [1e-3]}))))
+    assert "objectives" not in single["search"] and single["search"]["metric"] == "loss"
+
+
+@pytest.mark.parametrize(("search", "expected"), [
+    ({"metric": "accuracy", "objectives": TWO},
+     "search: give either metric (one objective) or objectives (several), not both"),
+    ({"direction": "maximize", "objectives": TWO}, "give either direction (one objective) or objectives"),
+    ({"pruner": "hyperband", "objectives": TWO}, "search: pruner hyperband cannot judge a trial on several "
+                                                 "objectives"),
+    ({"objectives": [{"metric": "accuracy"}]}, "search.objectives: List should have at least 2 items"),
+    ({"objectives": [{"metric": "accuracy"}, {"metric": "accuracy"}]}, "objectives repeat a metric"),
+    ({"objectives": [{"metric": "accuracy"}, {"metric": "latency"}]},
+     "search.objectives[1].metric: 'latency' is neither a classification metric nor a cost (allowed: loss, "
+     "accuracy"),
+    ({"objectives": [{"metric": "accuracy"}, {"metric": "latency_ms", "direction": "up"}]},
+     "search.objectives[1].direction: must be one of"),
+    ({"sampler": "nsga", "objectives": TWO}, "search.sampler: must be one of"),
+])
+def test_bad_objectives_fail_at_validation_naming_the_field(search, expected):
+    message = error_of(space={"train.lr": [1e-3]}, **search)
+    assert expected in message and message.startswith("r.yaml: ") and message.count("\n") == 0, message
+
+
+def test_the_method_is_a_dimension_and_its_options_are_conditional():
+    recipe = recipe_from_dict(with_search(space={
+        "methods.0": ["lora", "freeze", "bottleneck"],
+        "methods.0.lora.r": [2, 8],              # the recipe's own method
+        "methods.0.freeze.bias": [False, True],  # sampled only when freeze is chosen
+        "train.lr": [1e-3, 1e-2]}, objectives=TWO))
+    assert recipe.search.space["methods.0"].choices == ["lora", "freeze", "bottleneck"]
+    assert "search.space.methods.0: choose the method by name" in error_of(
+        space={"methods.0": ["lora", "frieze"]})
+    assert "search.space.methods.0: choose the method by name" in error_of(space={"methods.0": {"low": 0,
+                                                                                                "high": 1}})
+    assert "'1' is not an index of methods" in error_of(space={"methods.1": ["lora"]})
+    # an option of a method nothing chooses, or one the method does not have
+    assert "methods[0] is lora, not freeze (nor does search.space.methods.0 choose freeze)" in error_of(
+        space={"methods.0.freeze.bias": [True]})
+    assert "search.space.methods.0.lora.r: search.space.methods.0 never chooses lora" in error_of(
+        space={"methods.0": ["freeze", "full"], "methods.0.lora.r": [2]})
+    assert "search.space.methods.0.freeze.bais: unknown field 'bais'; did you mean 'bias'?" in error_of(
+        space={"methods.0": ["lora", "freeze"], "methods.0.freeze.bais": [True]})
+    # each option value is checked as a recipe of its method
+    assert "search.space.methods.0.freeze.top: value -1 is refused" in error_of(
+        space={"methods.0": ["lora", "freeze"], "methods.0.freeze.top": [-1, 1]})
+    assert "the grid sampler cannot search an option of a method that search.space.methods.0 chooses" in \
+        error_of(space={"methods.0": ["lora", "freeze"], "methods.0.freeze.bias": [True]}, sampler="grid")
+    recipe_from_dict(with_search(space={"methods.0": ["lora", "freeze"]}, sampler="grid"))

@@ -46,3 +46,38 @@ def test_distributions_keep_scale_and_step():
     assert d["lr"] == FloatDistribution(1e-4, 1e-2, log=True)
     assert d["bs"] == IntDistribution(8, 32, step=8)
     assert d["r"] == CategoricalDistribution([4, 8])
+
+
+def test_a_chosen_method_replaces_the_entry_and_takes_its_own_options_only():
+    base = {"model": {"name": "minilm-l6"}, "data": {"name": "bbc-news"},
+            "methods": [{"lora": {"r": 8, "alpha": 16}}, "full"]}
+    # the recipe's own method keeps its options; another starts from its defaults
+    assert apply_params(base, {"methods.0": "lora"})["methods"][0] == {"lora": {"r": 8, "alpha": 16}}
+    raw = apply_params(base, {"methods.0.freeze.bias": True, "methods.0": "freeze"})  # any order
+    assert raw["methods"] == [{"freeze": {"bias": True}}, "full"]
+    assert recipe_from_dict(raw).methods[0].config.bias is True
+    assert apply_params(base, {"methods.1": "lora"})["methods"][1] == {"lora": {}}
+
+
+def test_conditional_options_are_sampled_only_with_their_method():
+    import optuna
+
+    cfg = SearchConfig.model_validate({"space": {"methods.0": ["lora", "freeze"], "methods.0.lora.r": [2, 8],
+                                                 "methods.0.freeze.top": {"low": 0, "high": 2},
+                                                 "train.lr": [1e-3]}})
+    assert set(distributions(cfg)) == {"methods.0", "train.lr"}
+    assert set(distributions(cfg, conditional=True)) == {"methods.0.lora.r", "methods.0.freeze.top"}
+    from tailorkit.search.space import suggest_conditional
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask(distributions(cfg))
+        suggest_conditional(trial, cfg)
+        method = trial.params["methods.0"]
+        other = "freeze" if method == "lora" else "lora"
+        assert any(p.startswith(f"methods.0.{method}.") for p in trial.params)
+        assert not any(p.startswith(f"methods.0.{other}.") for p in trial.params)
+        seen.add(method)
+        study.tell(trial, 0.0)
+    assert seen == {"lora", "freeze"}

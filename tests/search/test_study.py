@@ -82,7 +82,7 @@ def fake_trials(monkeypatch):
                 self.clock.advance(self.seconds)
             calls.append(dict(trial.params))
             trial.set_user_attr("steps", 10)
-            return score(trial.params)
+            return [score(trial.params)]  # one value per objective
 
     fake = Fake()
     fake.calls = calls

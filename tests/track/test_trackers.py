@@ -1,10 +1,12 @@
-"""train.report_to: TensorBoard and MLflow receive what metrics.jsonl holds (read back with each
-tool's own reader), and a tracker that is not installed is a one-line error naming its package."""
+"""train.report_to: TensorBoard and MLflow receive what metrics.jsonl holds and, at the end, the
+run's summary and recipe (read back with each tool's own reader), and a tracker that is not
+installed is a one-line error naming its package."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,7 @@ from conftest import recipe_dict
 from tailorkit import api
 from tailorkit.errors import TailorError
 from tailorkit.recipe import recipe_from_dict
+from tailorkit.report.html import build_report
 from tailorkit.track.trackers import check_installed
 
 
@@ -34,11 +37,15 @@ def test_tensorboard_and_mlflow_hold_the_logged_metrics(tiny_model_dir, sentimen
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"tensors": 0})
     events.Reload()
     assert {e.step: e.value for e in events.Scalars("train/loss")} == pytest.approx(losses)
     assert events.Scalars("validation/accuracy")[-1].value == pytest.approx(val["accuracy"])
     assert events.Scalars("test/accuracy")[-1].value == pytest.approx(test["accuracy"])
+    for name in ("summary.json", "recipe.yaml"):  # the files, as text (TensorBoard has no artefacts)
+        shown = events.Tensors(f"{name}/text_summary")[-1].tensor_proto.string_val[0].decode()
+        assert [line.removeprefix("    ") for line in shown.splitlines()] == \
+            (run_dir / name).read_text().splitlines()
 
     from mlflow.tracking import MlflowClient
 
@@ -50,6 +57,17 @@ def test_tensorboard_and_mlflow_hold_the_logged_metrics(tiny_model_dir, sentimen
     history = {m.step: m.value for m in client.get_metric_history(ids["run_id"], "train/loss")}
     assert history == pytest.approx(losses)
     assert run.data.metrics["test/accuracy"] == pytest.approx(test["accuracy"])
+    # the run's files as artefacts, byte for byte, stored beside the run (not in ./mlruns)
+    assert sorted(a.path for a in client.list_artifacts(ids["run_id"])) == ["recipe.yaml", "summary.json"]
+    for name in ("recipe.yaml", "summary.json"):
+        copy = client.download_artifacts(ids["run_id"], name, str(tmp_path))
+        assert Path(copy).read_bytes() == (run_dir / name).read_bytes()
+    assert run.info.artifact_uri.startswith((run_dir / "mlartifacts").resolve().as_uri())
+
+    page = build_report(run_dir, measure_latency=False)  # a report made later joins the same run
+    assert "report.html" in [a.path for a in client.list_artifacts(ids["run_id"])]
+    copy = client.download_artifacts(ids["run_id"], "report.html", str(tmp_path))
+    assert Path(copy).read_bytes() == page.read_bytes()
 
 
 def test_a_tracker_that_is_not_installed_names_its_package(monkeypatch):
@@ -62,8 +80,51 @@ def test_a_tracker_that_is_not_installed_names_its_package(monkeypatch):
         check_installed(["tensorboard", "mlflow"] if real("tensorboard") else ["mlflow"])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed here")
-def test_training_with_a_missing_tracker_stops_with_the_message(tiny_model_dir, sentiment_csv, tmp_path):
+def wandb_records(run_dir) -> list:
+    """The records of the run's offline W&B file, read with wandb's own reader."""
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.internal.datastore import DataStore
+
+    (path,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    store, records = DataStore(), []
+    store.open_for_scan(str(path))
+    while (data := store.scan_data()) is not None:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        records.append(record)
+    return records
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb not installed "
+                                                                      "(scripts/setup.sh installs it)")
+def test_wandb_offline_holds_the_logged_metrics_params_and_files(tiny_model_dir, sentiment_csv, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # the tracker itself asks for offline mode
+    monkeypatch.setenv("HOME", str(tmp_path))  # wandb's settings and cache stay out of the real home
+    raw = recipe_dict(tiny_model_dir, sentiment_csv, tmp_path / "run", epochs=1, report_to=["wandb"])
+    run_dir = api.train(recipe_from_dict(raw))
+    losses = {r["step"]: r["loss"] for r in jsonl(run_dir) if r["kind"] == "train"}
+    records = wandb_records(run_dir)
+    kinds = [r.WhichOneof("record_type") for r in records]
+    history = [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+               for r in records if r.WhichOneof("record_type") == "history"]
+    assert {h["_step"]: h["train/loss"] for h in history if "train/loss" in h} == pytest.approx(losses)
+    (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    config = {i.key: json.loads(i.value_json) for i in run.config.update}
+    assert config["train.lr"] == "0.005" and config["methods"] == '[{"full": {}}]'
+    saved = {f.path for r in records if r.WhichOneof("record_type") == "files" for f in r.files.files}
+    assert {"summary.json", "recipe.yaml"} <= saved and "exit" in kinds
+    files = next((run_dir / "wandb").glob("offline-run-*")) / "files"
+    for name in ("summary.json", "recipe.yaml"):  # copies, not links: the W&B folder travels alone
+        assert not (files / name).is_symlink()
+        assert (files / name).read_bytes() == (run_dir / name).read_bytes()
+
+
+def test_training_with_a_missing_tracker_stops_with_the_message(tiny_model_dir, sentiment_csv, tmp_path,
+                                                                monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "wandb" else real(name, *a))
     raw = recipe_dict(tiny_model_dir, sentiment_csv, tmp_path / "run", report_to=["wandb"])
     with pytest.raises(TailorError, match="report_to: wandb needs the wandb package"):
         api.train(recipe_from_dict(raw))

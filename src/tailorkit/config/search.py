@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from tailorkit.config.metrics import HIGHER_IS_BETTER
+
+# What a trial costs, beside its validation metrics, and which way is better: each finished
+# run records these (tailorkit.costs reads them), so a multi-objective search can trade them off.
+COSTS = {"trainable_params": "minimize", "train_seconds": "minimize", "samples_per_second": "maximize",
+         "peak_memory_mb": "minimize", "latency_ms": "minimize"}
 
 
 class _Strict(BaseModel):
@@ -86,12 +91,28 @@ class PruningConfig(_Strict):
     warmup_steps: int = Field(0, ge=0, description="median: steps before a trial may be pruned.")
 
 
+class Objective(_Strict):
+    metric: str = Field(description="A validation metric of the task (accuracy, loss...) or a cost: "
+                                    + ", ".join(COSTS) + ".")
+    direction: Literal["auto", "maximize", "minimize"] = Field(
+        "auto", description="auto: maximize accuracy/F1/r2 and samples_per_second, minimize losses, "
+                            "errors and the other costs.")
+
+    def resolved(self) -> str:
+        if self.direction != "auto":
+            return self.direction
+        if self.metric in COSTS:
+            return COSTS[self.metric]
+        return "maximize" if self.metric in HIGHER_IS_BETTER else "minimize"
+
+
 class SearchConfig(_Strict):
     space: dict[str, Param] = Field(
         min_length=1, description="Recipe field by dotted path (train.lr, methods.0.lora.r) -> "
                                   "{type: float|int|categorical, ...}; a list is a categorical.")
-    sampler: Literal["grid", "random", "tpe"] = Field(
-        "tpe", description="grid: every point once; random; tpe: Bayesian (Optuna's TPE).")
+    sampler: Literal["grid", "random", "tpe", "nsga2"] = Field(
+        "tpe", description="grid: every point once; random; tpe: Bayesian (Optuna's TPE); nsga2: "
+                           "Optuna's genetic NSGA-II (for objectives).")
     pruner: Literal["none", "median", "hyperband", "asha"] = Field(
         "none", description="Stops weak trials early from the validation metric at each "
                             "evaluation; asha: one successive-halving bracket.")
@@ -105,6 +126,10 @@ class SearchConfig(_Strict):
     metric: str = Field("loss", description="Validation metric to optimise (loss, accuracy, f1_macro...).")
     direction: Literal["auto", "maximize", "minimize"] = Field(
         "auto", description="auto: maximize accuracy/F1/precision/recall/r2, minimize losses and errors.")
+    objectives: list[Objective] | None = Field(
+        None, min_length=2, description="Multi-objective search instead of metric/direction: two or more "
+                                        "{metric, direction}; the study returns the Pareto front.")
+    population_size: int = Field(20, ge=2, description="nsga2: trials per generation.")
     seed: int = Field(0, description="Seed of the sampler (grid order, random and TPE draws).")
     startup_trials: int = Field(5, ge=1, description="tpe: random trials before TPE models the space.")
     cv_folds: int | None = Field(None, ge=2, description="k-fold cross-validation per trial on train + "
@@ -140,6 +165,46 @@ class SearchConfig(_Strict):
                                  f"(allowed: {', '.join(allowed)})")
             out[path] = {**spec, "type": kind}
         return out
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_form(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value.get("objectives") is not None:
+            both = [k for k in ("metric", "direction") if k in value]
+            if both:
+                raise ValueError(f"give either {' and '.join(both)} (one objective) or objectives "
+                                 "(several), not both")
+        return value
+
+    @model_validator(mode="after")
+    def _multi(self) -> SearchConfig:
+        if self.objectives is None:
+            return self
+        names = [o.metric for o in self.objectives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"objectives repeat a metric: {names}")
+        if self.pruner != "none":
+            raise ValueError(f"pruner {self.pruner} cannot judge a trial on several objectives (Optuna "
+                             "prunes single-objective studies only); set pruner: none")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict:
+        """The form that was given: objectives without metric/direction, or the other way round,
+        so a saved recipe loads again."""
+        out = handler(self)
+        drop = ("metric", "direction") if self.objectives is not None else ("objectives",)
+        return {k: v for k, v in out.items() if k not in drop}
+
+    @property
+    def multi(self) -> bool:
+        return self.objectives is not None
+
+    def objective_names(self) -> list[str]:
+        return [o.metric for o in self.objectives] if self.objectives else [self.metric]
+
+    def directions(self) -> list[str]:
+        return [o.resolved() for o in self.objectives] if self.objectives else [self.resolved_direction()]
 
     def resolved_direction(self) -> str:
         if self.direction != "auto":

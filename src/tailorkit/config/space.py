@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from tailorkit.config.methods import METHOD_CONFIGS
 from tailorkit.config.recipe import Recipe
-from tailorkit.config.search import CategoricalParam, FloatParam, IntParam, SearchConfig
+from tailorkit.config.search import COSTS, CategoricalParam, FloatParam, IntParam, SearchConfig
 
 METHOD_PATH = "methods.<index>.<method>.<option>, e.g. methods.0.lora.r"
 MAX_GRID = 10_000  # a bigger grid is a mistake (a float step too fine), not a plan
@@ -34,16 +34,27 @@ def check_space(recipe, task) -> None:
     does not have or a metric the task does not report; runs when the recipe is loaded, before
     any data or model loads. Each value is then checked as a real recipe (`space_candidates`)."""
     cfg: SearchConfig = recipe.search
-    if cfg.metric not in task.metrics:
+    if cfg.objectives is None and cfg.metric not in task.metrics:
         raise ValueError(f"search.metric: '{cfg.metric}' is not a {task.name} metric "
                          f"(allowed: {', '.join(task.metrics)})")
+    for i, objective in enumerate(cfg.objectives or []):
+        if objective.metric not in task.metrics and objective.metric not in COSTS:
+            raise ValueError(f"search.objectives[{i}].metric: '{objective.metric}' is neither a {task.name} "
+                             f"metric nor a cost (allowed: {', '.join([*task.metrics, *COSTS])})")
     if cfg.cv_folds and not task.table:
         raise ValueError(f"search.cv_folds: cross-validation works on classification and regression "
                          f"tables, not {task.name}")
     for path, param in cfg.space.items():
         where = f"search.space.{path}"
         _check_path(recipe, path, where)
+        data_step = path.split(".")[1:2] if path.startswith("data.") else None
+        if cfg.cv_folds and data_step is not None and data_step not in (["clean"], ["augment"]):
+            raise ValueError(f"{where}: with search.cv_folds the folds are cut once per study from the "
+                             "recipe's data; only data.clean and data.augment options can vary per trial")
         _check_step(param, where)
+        if cfg.sampler == "grid" and condition(cfg, path) is not None:
+            raise ValueError(f"{where}: the grid sampler cannot search an option of a method that "
+                             f"search.space.{condition(cfg, path)[0]} chooses; use random, tpe or nsga2")
     if cfg.sampler == "grid":
         size = math.prod(len(v) for v in grid_values(cfg).values())
         if size > MAX_GRID:
@@ -56,10 +67,29 @@ def space_candidates(recipe) -> Iterator[tuple[str, Any, dict]]:
     choice: each must be a valid recipe."""
     base = recipe.model_dump(mode="json", exclude={"search"})
     for path, param in recipe.search.space.items():
+        chosen = condition(recipe.search, path)
         for value in candidate_values(param):
-            raw = copy.deepcopy(base)
-            set_path(raw, path, value)
-            yield f"search.space.{path}", value, raw
+            # an option of a method the space chooses is checked on that method
+            yield f"search.space.{path}", value, apply_params(base, {**dict([chosen] if chosen else []),
+                                                                     path: value})
+
+
+def method_choice(path: str) -> bool:
+    """`methods.<index>`: the space chooses the method itself (its choices are method names)."""
+    parts = path.split(".")
+    return len(parts) == 2 and parts[0] == "methods" and parts[1].isdigit()
+
+
+def condition(cfg: SearchConfig, path: str) -> tuple[str, str] | None:
+    """(`methods.<index>`, method) when `path` is an option of a method that the space chooses
+    at that index: the option is sampled only in trials that choose that method."""
+    parts = path.split(".")
+    if len(parts) < 4 or parts[0] != "methods":
+        return None
+    choice = cfg.space.get(f"methods.{parts[1]}")
+    if isinstance(choice, CategoricalParam) and parts[2] in choice.choices:
+        return f"methods.{parts[1]}", parts[2]
+    return None
 
 
 def candidate_values(param: FloatParam | IntParam | CategoricalParam) -> list[Any]:
@@ -84,6 +114,9 @@ def _check_path(recipe, path: str, where: str) -> None:
     if parts[0] in ("output_dir", "search"):
         raise ValueError(f"{where}: {parts[0]} cannot be searched")
     model: type[BaseModel] = Recipe
+    if method_choice(path):
+        _check_method_choice(recipe, path, where)
+        return
     if parts[0] == "methods":
         if len(parts) < 4:
             raise ValueError(f"{where}: a method option is written {METHOD_PATH}")
@@ -92,9 +125,14 @@ def _check_path(recipe, path: str, where: str) -> None:
             raise ValueError(f"{where}: '{parts[1]}' is not an index of methods "
                              f"(the recipe has {n}: 0..{n - 1}); write {METHOD_PATH}")
         actual = recipe.methods[int(parts[1])].name
-        if parts[2] != actual:
-            raise ValueError(f"{where}: methods[{parts[1]}] is {actual}, not {parts[2]}")
-        model, parts = METHOD_CONFIGS[actual], parts[3:]
+        chooser = recipe.search.space.get(f"methods.{parts[1]}")
+        if isinstance(chooser, CategoricalParam) and parts[2] not in chooser.choices:
+            raise ValueError(f"{where}: search.space.methods.{parts[1]} never chooses {parts[2]}; add it "
+                             "to its choices or drop this option")
+        if parts[2] != actual and condition(recipe.search, path) is None:
+            raise ValueError(f"{where}: methods[{parts[1]}] is {actual}, not {parts[2]} (nor does "
+                             f"search.space.methods.{parts[1]} choose {parts[2]})")
+        model, parts = METHOD_CONFIGS[parts[2]], parts[3:]
     for i, part in enumerate(parts):
         fields = model.model_fields
         if part not in fields:
@@ -114,6 +152,17 @@ def _check_path(recipe, path: str, where: str) -> None:
             return
         else:
             raise ValueError(f"{where}: '{part}' is a value, not a section")
+
+
+def _check_method_choice(recipe, path: str, where: str) -> None:
+    index, n = int(path.split(".")[1]), len(recipe.methods)
+    if index >= n:
+        raise ValueError(f"{where}: '{index}' is not an index of methods (the recipe has {n}: 0..{n - 1})")
+    param = recipe.search.space[path]
+    unknown = [c for c in getattr(param, "choices", []) if c not in METHOD_CONFIGS]
+    if not isinstance(param, CategoricalParam) or unknown:
+        raise ValueError(f"{where}: choose the method by name from a list, e.g. [lora, freeze] "
+                         f"(methods: {', '.join(sorted(METHOD_CONFIGS))})")
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:
@@ -146,7 +195,16 @@ def set_path(raw: dict, path: str, value: Any) -> None:
 def apply_params(base: dict, params: dict[str, Any]) -> dict:
     """A copy of the plain recipe `base` with every searched path set."""
     raw = copy.deepcopy(base)
-    for path, value in params.items():
+    for path in sorted(params, key=lambda p: p.count(".")):  # a chosen method before its options
+        value = params[path]
+        if method_choice(path):
+            methods, index = raw["methods"], int(path.split(".")[1])
+            current = methods[index]
+            name = current if isinstance(current, str) else next(iter(current))
+            # the recipe's own entry keeps its options when chosen; another method starts from its defaults
+            methods[index] = {value: {}} if value != name else (
+                {name: {}} if isinstance(current, str) else current)
+            continue
         set_path(raw, path, value)
     return raw
 

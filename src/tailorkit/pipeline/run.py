@@ -129,6 +129,7 @@ def _run(run: Run) -> Path:
     if not main:
         run.scratch_dir = Path(tempfile.mkdtemp(prefix="tailor-rank-"))
     done = _progress(run_dir).get("finished", []) if run.resume else []
+    ok = False
     try:
         for stage in STAGES:
             if not stage.enabled(recipe) or (stage.skip_when_done and stage.name in done):
@@ -139,17 +140,27 @@ def _run(run: Run) -> Path:
             done = [*dict.fromkeys([*done, stage.name])]
             if main:
                 write_json_atomically(run_dir / PROGRESS, {"finished": done, "data": run.setup.fingerprint})
+        ok = True
     finally:
         if run.scratch_dir is not None:
             shutil.rmtree(run.scratch_dir, ignore_errors=True)
-        if getattr(run, "trainer", None) is not None and hasattr(run.trainer.sink, "close"):
-            run.trainer.sink.close()  # trackers (train.report_to) mark their runs finished
+        if not ok:
+            _close_trackers(run, None)  # a stopped or failed run: trackers close it, no artefacts
     if not main:
+        _close_trackers(run, None)
         return run_dir
     write_json_atomically(run_dir / SUMMARY, _summary(run, threads, started))
+    _close_trackers(run, run_dir)  # after summary.json, which the trackers keep as an artefact
     remove_checkpoints(run_dir)  # the final model supersedes them
     (run_dir / PROGRESS).unlink(missing_ok=True)
     return run_dir
+
+
+def _close_trackers(run: Run, artefacts: Path | None) -> None:
+    """Trackers (train.report_to) mark their runs finished; given the run directory, they keep
+    its summary, recipe and report as artefacts first."""
+    if getattr(run, "trainer", None) is not None and hasattr(run.trainer.sink, "close"):
+        run.trainer.sink.close(artefacts)
 
 
 def _progress(run_dir: Path) -> dict:

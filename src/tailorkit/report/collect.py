@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from tailorkit.errors import TailorError
@@ -42,6 +43,25 @@ def _metric(run_dirs: list[Path]) -> str:
             test = json.loads((d / SUMMARY).read_text()).get("test") or {}
             return "accuracy" if "accuracy" in test else "loss"
     return "accuracy"
+
+
+def search_front(folder: Path) -> tuple[list[dict], list[dict]] | None:
+    """(objectives, complete trials, repeats left out) of a multi-objective search directory, from
+    the study.json and trials.csv that `tailor tune` writes; None for any other folder. Each trial is
+    {number, pareto, <objective>: value, <parameter>: value}."""
+    summary_path, table = folder / "study.json", folder / "trials.csv"
+    if not summary_path.is_file() or not table.is_file():
+        return None
+    summary = json.loads(summary_path.read_text())
+    if not summary.get("objectives"):
+        return None
+    frame = pd.read_csv(table)
+    frame = frame[frame["state"] == "complete"]
+    if "duplicate_of" in frame:  # a repeat of a point shows once, as the trial that trained it
+        frame = frame[frame["duplicate_of"].isna()]
+    frame = frame.drop(columns=["state", "error", "run_dir"], errors="ignore")
+    trials = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in frame.to_dict("records")]
+    return summary["objectives"], trials
 
 
 def recipe_text(entry: Entry) -> str:

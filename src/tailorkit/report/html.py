@@ -8,10 +8,11 @@ import json
 from pathlib import Path
 
 from tailorkit.config.metrics import LOWER_IS_BETTER
-from tailorkit.report.collect import collect, curves, recipe_text
-from tailorkit.report.plots import confusion_plot, curves_plot, pareto_plot
+from tailorkit.report.collect import collect, curves, recipe_text, search_front
+from tailorkit.report.plots import confusion_plot, curves_plot, front_plot, pareto_plot
 from tailorkit.study.results import best, final_dir, finished, row
 from tailorkit.study.tables import HEADERS, cells
+from tailorkit.track.trackers import add_report
 
 REPORT = "report.html"
 # (row key, axis label, log scale): the costs each Pareto plot sets the metric against
@@ -24,7 +25,8 @@ td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:f
 
 
 def build_report(folder: str | Path, out: str | Path | None = None, measure_latency: bool = True) -> Path:
-    """Write the report of `folder` (default: FOLDER/report.html) and return its path."""
+    """Write the report of `folder` (default: FOLDER/report.html) and return its path; a run's
+    report also goes to the run's MLflow run, where it has one."""
     folder = Path(folder)
     kind, metric, entries = collect(folder)
     rows = [row(e, metric, measure_latency) for e in entries]
@@ -33,6 +35,9 @@ def build_report(folder: str | Path, out: str | Path | None = None, measure_late
              f"<p>{len(entries)} entries; test metric: <b>{_e(metric)}</b> "
              f"({'higher' if higher else 'lower'} is better).</p>",
              "<h2>Results</h2>", _table(rows, metric)]
+    front = search_front(folder) if kind == "search" else None
+    if front is not None:
+        parts += _front_section(*front)
     done = [r for r in rows if r["metric_mean"] is not None]
     if done:
         parts.append("<h2>Quality against cost</h2><div class='plots'>")
@@ -65,7 +70,41 @@ def build_report(folder: str | Path, out: str | Path | None = None, measure_late
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
     path = Path(out) if out else folder / REPORT
     path.write_text(page, encoding="utf-8")
+    if kind == "run":
+        add_report(folder, path)  # to the run's MLflow run, where it was tracked to one
     return path
+
+
+def _front_section(objectives: list[dict], trials: list[dict]) -> list[str]:
+    """The search's Pareto front (validation values, as the search judged them): the first two
+    objectives as a scatter with the front highlighted, and the front as a table."""
+    names = [o["metric"] for o in objectives]
+    front = [t for t in trials if t.get("pareto")]
+    goal = ", ".join(f"{o['direction']} {o['metric']}" for o in objectives)
+    parts = ["<h2>Pareto front of the search</h2>",
+             f"<p>{len(front)} of {len(trials)} complete trials (repeats of a point left out) are on the "
+             f"front ({_e(goal)}; "
+             "validation values, as the search judged them).</p>"]
+    if trials:
+        x, y = names[1], names[0]
+        uri = front_plot([(t[x], t[y]) for t in trials], [bool(t.get("pareto")) for t in trials],
+                         [str(t["number"]) for t in trials], x, y, log_x=x == "trainable_params")
+        parts.append(f"<img class='plot' alt='Pareto front: {_e(y)} against {_e(x)}' src='{uri}'>")
+    params = [k for k in (trials[0] if trials else {}) if k not in ("number", "pareto", "steps", "seconds",
+                                                                    "duplicate_of", *names)]
+    head = "".join(f"<th>{_e(h)}</th>" for h in ["trial", *names, *params])
+    body = "".join("<tr>" + "".join(f"<td>{_e(_cell(t.get(k)))}</td>" for k in ["number", *names, *params])
+                   + "</tr>" for t in front)
+    parts.append(f"<table id='front'><tr>{head}</tr>{body}</table>")
+    return parts
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.0f}" if value.is_integer() and abs(value) >= 1e4 else f"{value:.4g}"
+    return str(value)
 
 
 def _table(rows: list[dict], metric: str) -> str:

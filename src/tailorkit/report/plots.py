@@ -48,6 +48,28 @@ def pareto_plot(names: list[str], costs: list[float], scores: list[float], cost_
     return png_data_uri(fig)
 
 
+def front_plot(points: list[tuple[float, float]], on_front: list[bool], labels: list[str], x_label: str,
+               y_label: str, log_x: bool = False) -> str:
+    """Every complete trial of a search on its first two objectives, the Pareto front in red."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    rest = [p for p, f in zip(points, on_front, strict=True) if not f]
+    front = sorted(p for p, f in zip(points, on_front, strict=True) if f)
+    if rest:
+        ax.scatter(*zip(*rest, strict=True), color="tab:blue", alpha=0.6, label="trial")
+    if front:
+        ax.scatter(*zip(*front, strict=True), color="tab:red", zorder=3, label="Pareto front")
+        ax.plot(*zip(*front, strict=True), color="tab:red", linewidth=1, alpha=0.6)
+    for label, (x, y), f in zip(labels, points, on_front, strict=True):
+        ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points",
+                    color="tab:red" if f else "0.3")
+    if log_x and min(x for x, _ in points) > 0:
+        ax.set_xscale("log")
+    ax.set(xlabel=x_label, ylabel=y_label)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return png_data_uri(fig)
+
+
 def curves_plot(series: dict[str, tuple[list, list]], metric: str) -> str:
     """Validation metric (left) and train loss (right) of every entry against the step."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))

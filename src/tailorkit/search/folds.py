@@ -5,6 +5,10 @@ and cut into k folds, stratified by label for classification; fold i validates o
 trains on the rest, and every fold keeps the recipe's test split. The folds are written once
 per study as Parquet files, so each fold run is a normal run with `data.train`,
 `data.validation` and `data.test` files, and every trial sees the same folds.
+
+The files hold the raw rows: `data.clean` and `data.augment` (the trial's values, which a space
+may search) run inside each fold run, after its split, so augmentation adds copies of that
+fold's training rows only and leakage removal drops training rows found in its validation fold.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ FOLDS = "folds"
 DONE = ".complete"
 
 
-def fold_sections(recipe, study_dir: Path) -> list[dict]:
-    """The `data:` section of each fold's recipe; writes the fold files on first use."""
+def fold_sections(recipe, study_dir: Path, data: dict | None = None) -> list[dict]:
+    """The `data:` section of each fold's recipe: `data` (a trial's section, with its own clean and
+    augment values; default the recipe's) reading the fold's files. Writes the files on first use."""
     k = recipe.search.cv_folds
     root = study_dir / FOLDS
     if not (root / DONE).exists():
         _write_folds(recipe, root, k)
-    base = recipe.data.model_dump(mode="json")
+    base = data if data is not None else recipe.data.model_dump(mode="json")
     out = []
     for i in range(k):
         folder = root / f"fold-{i}"

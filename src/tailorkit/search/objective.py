@@ -3,7 +3,9 @@ cross-validation), reporting its validation metric at every evaluation so that t
 can stop it there.
 
 The trial's value is the validation metric of the weights the run keeps (`summary.json`),
-the same number `tailor train` reports, so the best recipe re-trains to it.
+the same number `tailor train` reports, so the best recipe re-trains to it. A multi-objective
+study gets one value per objective: validation metrics, and costs the run recorded
+(`tailorkit.costs`); it is never pruned.
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from tailorkit.config.search import COSTS
 from tailorkit.config.space import apply_params
+from tailorkit.costs import run_cost
+from tailorkit.errors import TailorError
 from tailorkit.pipeline import train as train_run
 from tailorkit.pipeline.run_dir import SUMMARY
 from tailorkit.recipe import recipe_from_dict
+from tailorkit.runtime import reset_peak_rss
 from tailorkit.search.folds import fold_sections
 from tailorkit.train.checkpoint import remove_checkpoints
 
@@ -46,7 +52,7 @@ class Reporter:
     """The Trainer's evaluation hook for one trial: reports the metric at the steps counted
     over the whole trial (fold after fold) and stops the run when the pruner says so."""
 
-    def __init__(self, trial, metric: str) -> None:
+    def __init__(self, trial, metric: str | None) -> None:
         self.trial, self.metric = trial, metric
         self.offset = 0  # steps of the folds already finished
         self.steps = 0  # optimiser steps taken by this trial so far
@@ -55,6 +61,8 @@ class Reporter:
         import optuna
 
         self.steps = self.offset + step
+        if self.metric is None:  # several objectives: Optuna prunes none, the steps are counted
+            return
         value = metrics.get(self.metric)
         if value is None or not math.isfinite(value):
             return
@@ -64,9 +72,10 @@ class Reporter:
 
 
 def run_trial(trial, recipe, study_dir: Path, threads: int | None = None,
-              progress: bool | None = None) -> float:
-    """Train the trial; return its value. Raises optuna.TrialPruned when pruned. Steps taken,
-    run directory and, with folds, each fold's value are kept as the trial's user attributes."""
+              progress: bool | None = None) -> list[float]:
+    """Train the trial; return its values, one per objective. Raises optuna.TrialPruned when
+    pruned. Steps taken, run directory and, with folds, each fold's value are kept as the
+    trial's user attributes."""
     import optuna
 
 
@@ -79,9 +88,10 @@ def run_trial(trial, recipe, study_dir: Path, threads: int | None = None,
     runs = [raw]
     if cfg.cv_folds:
         runs = [{**raw, "data": data, "output_dir": str(folder / f"fold-{i}")}
-                for i, data in enumerate(fold_sections(recipe, study_dir))]
-    reporter, values = Reporter(trial, cfg.metric), []
+                for i, data in enumerate(fold_sections(recipe, study_dir, raw["data"]))]
+    reporter, values = Reporter(trial, None if cfg.multi else cfg.metric), []
     for run in runs:
+        reset_peak_rss()  # this run's peak memory, not an earlier trial's in this process
         try:
             summary = _train(run, reporter)
         except optuna.TrialPruned:
@@ -91,12 +101,26 @@ def run_trial(trial, recipe, study_dir: Path, threads: int | None = None,
             raise
         reporter.offset += summary["steps"]
         reporter.steps = reporter.offset
-        values.append(summary["validation"][cfg.metric])
+        values.append([objective_value(Path(run["output_dir"]), summary, name)
+                       for name in cfg.objective_names()])
     trial.set_user_attr("steps", reporter.steps)
     if cfg.cv_folds:
-        trial.set_user_attr("fold_values", values)
-        trial.set_user_attr("std", statistics.pstdev(values))
-    return statistics.fmean(values)
+        first = [v[0] for v in values]
+        trial.set_user_attr("fold_values", first if not cfg.multi else values)
+        trial.set_user_attr("std", statistics.pstdev(first) if not cfg.multi else
+                            [statistics.pstdev(column) for column in zip(*values, strict=True)])
+    return [statistics.fmean(column) for column in zip(*values, strict=True)]
+
+
+def objective_value(run_dir: Path, summary: dict, name: str) -> float:
+    """A validation metric of the run, or one of its costs."""
+    if name not in COSTS:
+        return summary["validation"][name]
+    value = run_cost(run_dir, name)
+    if value is None:
+        raise TailorError(f"search.objectives: {name} cannot be measured for the run in {run_dir} "
+                          "(latency needs a text task with single texts)")
+    return value
 
 
 def _train(raw: dict, reporter: Reporter) -> dict:

@@ -123,6 +123,8 @@ def make_sampler(cfg: SearchConfig, grid: dict[str, list] | None, seed: int):
         return _grid_sampler_class()(grid, seed=cfg.seed)
     if cfg.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if cfg.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=cfg.population_size)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.startup_trials)
 
 
@@ -172,7 +174,7 @@ def open_study(recipe, study_dir: Path, create: bool = False):
     name = study_name(cfg, study_dir)
     if create:
         study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
-                                    direction=cfg.resolved_direction(), pruner=make_pruner(cfg))
+                                    directions=cfg.directions(), pruner=make_pruner(cfg))
         stored = study.user_attrs.get("recipe")
         if stored is None:
             study.set_user_attr("recipe", spec(recipe))

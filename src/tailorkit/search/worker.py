@@ -18,11 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+from tailorkit.config.search import COSTS
 from tailorkit.config.space import grid_values
 from tailorkit.errors import TailorError
 from tailorkit.recipe import recipe_from_dict
 from tailorkit.search.objective import run_trial
-from tailorkit.search.space import distributions
+from tailorkit.search.space import distributions, suggest_conditional
 from tailorkit.search.study import (
     fail_dead_trials,
     make_sampler,
@@ -157,7 +158,9 @@ def _next_trial(study, cfg, grid: dict[str, list] | None, dists: dict, wanted: i
             study.enqueue_trial(dict(zip(grid, missing[0], strict=True)))
     else:
         study.sampler = make_sampler(cfg, None, trial_seed(cfg, len(trials)))
-    return study.ask(dists)
+    trial = study.ask(dists)
+    suggest_conditional(trial, cfg)
+    return trial
 
 
 def _run_one(study, trial, recipe, study_dir: Path, threads: int | None, progress: bool | None) -> None:
@@ -166,7 +169,7 @@ def _run_one(study, trial, recipe, study_dir: Path, threads: int | None, progres
 
 
     started = time.perf_counter()
-    value, state = None, TrialState.COMPLETE
+    values, state = None, TrialState.COMPLETE
     twin = _finished_twin(study, trial)
     try:
         if twin is not None:  # same values, same seed: training again would give the same run
@@ -174,9 +177,9 @@ def _run_one(study, trial, recipe, study_dir: Path, threads: int | None, progres
             for key in ("steps", "run_dir", "std", "fold_values", "threads"):
                 if key in twin.user_attrs:
                     trial.set_user_attr(key, 0 if key == "steps" else twin.user_attrs[key])
-            value = twin.value
+            values = list(twin.values)
         else:
-            value = run_trial(trial, recipe, study_dir, threads, progress)
+            values = run_trial(trial, recipe, study_dir, threads, progress)
     except optuna.TrialPruned:
         state = TrialState.PRUNED
     except (Interrupted, KeyboardInterrupt):
@@ -189,16 +192,19 @@ def _run_one(study, trial, recipe, study_dir: Path, threads: int | None, progres
         trial.set_user_attr("error", message)
         study.tell(trial, state=TrialState.FAIL)
         raise TailorError(f"trial {trial.number} ({_params(trial.params)}): {message}") from err
-    if value is not None and not math.isfinite(value):  # a diverged run is a result, not a crash
-        trial.set_user_attr("error", f"{recipe.search.metric} is {value}")
+    names = recipe.search.objective_names()
+    bad = [f"{n} is {v}" for n, v in zip(names, values or [], strict=False) if not math.isfinite(v)]
+    if bad:  # a diverged run is a result, not a crash
+        trial.set_user_attr("error", "; ".join(bad))
         trial.set_user_attr("final", True)
         state = TrialState.FAIL
-    study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+    study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
     if twin is None:
         free_memory()
     seconds = time.perf_counter() - started
     metric = recipe.search.metric
-    shown = (f"{metric}={value:.4f}" if state == TrialState.COMPLETE else
+    shown = (", ".join(f"{n}={show_value(n, v)}" for n, v in zip(names, values, strict=True))
+             if state == TrialState.COMPLETE else
              f"pruned, last {metric}={_last(trial):.4f}" if state == TrialState.PRUNED else "failed")
     again = f" (as trial {twin.number}: same values, not trained again)" if twin is not None else ""
     print(f"trial {trial.number}: {shown} after {trial.user_attrs.get('steps', 0)} steps, "
@@ -229,6 +235,13 @@ def _last(trial) -> float:
 
 def _params(params: dict) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+
+
+def show_value(name: str, value: float) -> str:
+    """A metric to 4 decimals; a cost to 4 significant digits, a large one in full."""
+    if name not in COSTS:
+        return f"{value:.4f}"
+    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
 
 
 def _fmt(value) -> str:

@@ -3,6 +3,5 @@
 plan      the study file, the recipe of each run, the study directory and its resume check
 run       run every variant and seed through the normal pipeline; failures recorded, resumable
 results   one row per variant from the runs' summary.json: metric mean ± std and costs
-latency   inference latency of a finished run, measured once and kept beside it
 tables    the rows as terminal text, Markdown and CSV
 """

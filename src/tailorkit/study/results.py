@@ -12,8 +12,8 @@ from pathlib import Path
 import yaml
 
 from tailorkit.config.metrics import LOWER_IS_BETTER
+from tailorkit.costs import peak_memory_mb, run_latency_ms
 from tailorkit.pipeline.run_dir import MODEL, SUMMARY
-from tailorkit.study.latency import run_latency_ms
 
 COLUMNS = ["variant", "runs", "metric_mean", "metric_std", "trainable", "trainable_pct", "train_seconds",
            "samples_per_second", "peak_memory_mb", "artefact_mb", "latency_ms", "error"]
@@ -66,17 +66,11 @@ def row(entry: Entry, metric: str, measure_latency: bool = True) -> dict:
         trainable=params.get("trainable"), trainable_pct=params.get("trainable_pct"),
         train_seconds=_mean(s.get("train_seconds") for s in summaries),
         samples_per_second=_mean(s.get("samples_per_second") for s in summaries),
-        peak_memory_mb=_mean(_peak(s) for s in summaries),
+        peak_memory_mb=_mean(peak_memory_mb(s) for s in summaries),
         artefact_mb=_mean(_artefact(d) for d in finals),
         latency_ms=_mean(run_latency_ms(d) for d in finals) if measure_latency else None,
     )
     return out
-
-
-def _peak(summary: dict) -> float | None:
-    """Accelerator peak where the run used one, else the process's peak resident memory."""
-    device = summary.get("peak_memory") or {}
-    return device.get("peak_allocated_mb", summary.get("peak_rss_mb"))
 
 
 def _artefact(run_dir: Path) -> float | None:

@@ -42,10 +42,11 @@ class JsonlSink:
         for tracker in self.trackers:
             tracker.log(kind, step, finite(values))
 
-    def close(self) -> None:
-        """The run is over: trackers mark their runs finished."""
+    def close(self, run_dir: Path | None = None) -> None:
+        """The run is over: trackers mark their runs finished, keeping the files of `run_dir`
+        (a finished run's) as artefacts where they can."""
         for tracker in self.trackers:
-            tracker.close()
+            tracker.close(run_dir)
         self.trackers = []
 
     def truncate_after(self, step: int) -> None:
