@@ -79,7 +79,7 @@ def main() -> None:
         try:
             load(url, texts[:16], args.clients)  # warm-up
             result = load(url, texts, args.clients)
-            batches = httpx.get(f"{url}/metrics").json()["batches"]["mean_size"]
+            batches = httpx.get(f"{url}/metrics.json").json()["batches"]["mean_size"]
         finally:
             proc.terminate()
             proc.wait(timeout=30)

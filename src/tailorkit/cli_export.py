@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from tailorkit.config.base import format_validation_error
 from tailorkit.errors import TailorError
+from tailorkit.export.gguf import DEFAULT_TOLERANCE, GGUF_TYPES
 from tailorkit.export.preflight import FORMATS
 from tailorkit.export.run import export_run
 from tailorkit.runtime import default_threads
@@ -33,8 +34,13 @@ def add_export_command(sub: argparse._SubParsersAction) -> None:
                         "batch and sequence axes, checked in onnxruntime; gguf: llama.cpp file of a "
                         "Llama-architecture causal LM")
     p.add_argument("--out", required=True, help="new (or empty) folder for the artefact")
-    p.add_argument("--tolerance", type=float, default=1e-3,
-                   help="largest allowed absolute logit difference, run vs artefact (default %(default)s)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="largest allowed absolute logit difference, run vs artefact (default 1e-3; for "
+                        "gguf by type: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_TOLERANCE.items())
+                        + ")")
+    p.add_argument("--gguf-type", choices=GGUF_TYPES, default=None,
+                   help="gguf only: the matrices' type; norms and other 1-D tensors stay f32, as "
+                        "llama.cpp's converter keeps them (default f16)")
     p.add_argument("--samples", type=int, default=64,
                    help="test examples in the parity check; 0: the whole test split (default %(default)s)")
     p.add_argument("--dequantize", action="store_true",
@@ -46,9 +52,10 @@ def add_export_command(sub: argparse._SubParsersAction) -> None:
 def cmd_export(args) -> None:
     record = export_run(args.run_dir, args.format, args.out, tolerance=args.tolerance,
                         samples=args.samples or None, dequantize=args.dequantize,
-                        trust_remote_code=args.trust_remote_code)
+                        trust_remote_code=args.trust_remote_code, gguf_type=args.gguf_type)
     p = record["parity"]
-    print(f"exported {args.run_dir} as {args.format} to {args.out} ({record['size_mb']} MB)")
+    kind = f" {record['gguf_type']}" if "gguf_type" in record else ""
+    print(f"exported {args.run_dir} as {args.format}{kind} to {args.out} ({record['size_mb']} MB)")
     print(f"parity on {p['examples']} test examples: max |logit diff| {p['max_abs_logit_diff']:.3g} "
           f"(tolerance {p['tolerance']:g}); {p['metric']} run {p['run']:.4f}, export {p['export']:.4f}")
 

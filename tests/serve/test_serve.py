@@ -1,5 +1,6 @@
 """`tailor serve` started on a free 127.0.0.1 port and called by real clients: httpx for
-/v1/predict, /health, /metrics and bad requests; the official openai client for chat."""
+/v1/predict, /health, /metrics (read by prometheus_client's parser), /metrics.json and bad
+requests; the official openai client for chat."""
 
 from __future__ import annotations
 
@@ -71,10 +72,66 @@ def test_two_adapters_share_one_base_and_interleaved_requests_never_mix(server, 
             assert p == pytest.approx(row[f"p_{label}"], abs=1e-5)
     listed = httpx.get(f"{server}/v1/models").json()["data"]
     assert [m["shared_base"] for m in listed] == [["sentiment", "three"]] * 2
-    metrics = httpx.get(f"{server}/metrics").json()
+    metrics = httpx.get(f"{server}/metrics.json").json()
     assert metrics["requests"]["/v1/predict"]["200"] >= len(jobs)
     assert metrics["batches"]["mean_size"] > 1  # concurrent requests were batched together
     assert {"p50_ms", "p95_ms"} <= set(metrics["latency"]["/v1/predict"])
+
+
+def _prometheus(url: str) -> dict[str, list]:
+    """GET /metrics parsed by prometheus_client's own parser: family name -> samples."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = httpx.get(f"{url}/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    families = list(text_string_to_metric_families(r.text))
+    assert {f.name: f.type for f in families} == {"tailor_requests": "counter",
+                                                  "tailor_request_duration_seconds": "summary",
+                                                  "tailor_batch_size": "histogram"}
+    return {f.name: f.samples for f in families}
+
+
+def _count(samples, **labels) -> float:
+    return sum(s.value for s in samples if s.name == "tailor_requests_total"
+               and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_metrics_in_prometheus_text_format_after_real_requests(server):
+    before = _prometheus(server)["tailor_requests"]
+
+    def ask(name):
+        r = httpx.post(f"{server}/v1/predict", json={"model": name, "texts": TEXTS[:2]}, timeout=30)
+        r.raise_for_status()
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(ask, ["sentiment", "three"] * 6))
+    assert httpx.post(f"{server}/v1/predict", json={"model": "nope", "texts": ["x"]}).status_code == 404
+    metrics = _prometheus(server)
+    json_view = httpx.get(f"{server}/metrics.json").json()  # nothing else ran in between
+    requests = metrics["tailor_requests"]
+    for name in ("sentiment", "three"):
+        labels = {"route": "/v1/predict", "model": name, "status": "200"}
+        assert _count(requests, **labels) - _count(before, **labels) == 6
+    labels = {"route": "/v1/predict", "model": "", "status": "404"}  # an unknown name is no label
+    assert _count(requests, **labels) - _count(before, **labels) == 1
+    assert not any(s.labels["model"] == "nope" for s in requests)
+    assert _count(requests, route="/v1/predict") == sum(json_view["requests"]["/v1/predict"].values())
+
+    latency = {(s.name, s.labels.get("quantile")): s.value for s in metrics["tailor_request_duration_seconds"]
+               if s.labels["route"] == "/v1/predict"}
+    p50, p95, p99 = (latency[("tailor_request_duration_seconds", q)] for q in ("0.5", "0.95", "0.99"))
+    assert 0 < p50 <= p95 <= p99 < latency[("tailor_request_duration_seconds_sum", None)]
+    assert latency[("tailor_request_duration_seconds_count", None)] == _count(requests, route="/v1/predict")
+    assert p50 * 1000 == pytest.approx(json_view["latency"]["/v1/predict"]["p50_ms"], abs=0.01)
+
+    sizes = {int(k): v for k, v in json_view["batches"]["sizes"].items()}
+    buckets = {s.labels["le"]: s.value for s in metrics["tailor_batch_size"]
+               if s.name == "tailor_batch_size_bucket"}
+    assert buckets["+Inf"] == json_view["batches"]["count"] == sum(sizes.values())
+    assert buckets["1.0"] == sizes.get(1, 0) and buckets["16.0"] == sum(sizes.values())  # max_batch_size 16
+    assert list(buckets.values()) == sorted(buckets.values())  # cumulative
+    total = next(s.value for s in metrics["tailor_batch_size"] if s.name == "tailor_batch_size_sum")
+    assert total == sum(k * v for k, v in sizes.items()) and max(sizes) > 2  # concurrent requests batched
 
 
 def test_health_and_bad_requests_get_clear_4xx(server):
@@ -98,7 +155,7 @@ def test_health_and_bad_requests_get_clear_4xx(server):
                    headers={"content-type": "application/json"})
     assert r.status_code == 413 and "request body of 200000 bytes" in r.json()["error"]["message"]
     assert httpx.get(f"{server}/no/such/route").status_code == 404
-    assert "/no/such/route" not in httpx.get(f"{server}/metrics").json()["requests"]  # bounded keys
+    assert "/no/such/route" not in httpx.get(f"{server}/metrics.json").json()["requests"]  # bounded keys
     r = post({"model": "three", "texts": ["  "]})
     assert r.status_code == 400 and "empty text" in r.json()["error"]["message"]
 
@@ -121,7 +178,7 @@ def test_batching_off_still_answers_each_request_alone(finished_run):
     with BackgroundServer(app) as url, concurrent.futures.ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda t: httpx.post(f"{url}/v1/predict", json={"texts": [t]}).raise_for_status(),
                       TEXTS))
-        assert httpx.get(f"{url}/metrics").json()["batches"]["sizes"] == {"1": len(TEXTS)}
+        assert httpx.get(f"{url}/metrics.json").json()["batches"]["sizes"] == {"1": len(TEXTS)}
 
 
 FUZZ_SEED = int(os.environ.get("TAILOR_FUZZ_SEED", "19"))

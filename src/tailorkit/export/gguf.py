@@ -1,13 +1,14 @@
-"""GGUF export of a Llama-architecture causal LM (SmolLM2 is one): fp32 tensors under
-llama.cpp's names (the `gguf` package's own tensor-name map), the query and key projections
-in llama.cpp's rotary layout, and the byte-level BPE tokenizer (vocabulary, merges, special
-tokens, chat template) in the file's metadata. The parity check reads the file back with
+"""GGUF export of a Llama-architecture causal LM (SmolLM2 is one): tensors under llama.cpp's
+names (the `gguf` package's own tensor-name map) at f32, f16 or Q8_0, the query and key
+projections in llama.cpp's rotary layout, and the byte-level BPE tokenizer (vocabulary, merges,
+special tokens, chat template) in the file's metadata. The parity check reads the file back with
 transformers' GGUF reader, an implementation independent of this writer."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -17,6 +18,12 @@ from tailorkit.export.parity import Runner
 from tailorkit.models.handle import ModelHandle
 
 MODEL_FILE = "model.gguf"
+GgufType = Literal["f32", "f16", "q8_0"]
+GGUF_TYPES: tuple[str, ...] = get_args(GgufType)
+# the largest logit difference a type passes by default: f32 holds the weights bit for bit; f16
+# and Q8_0 round them. Measured on SmolLM2-135M runs (docs/export.md, "GGUF types"): f16 up to
+# 0.079, Q8_0 up to 2.74 (perplexity +0.3% to +0.8%); the defaults are about 2-3x those.
+DEFAULT_TOLERANCE: dict[str, float] = {"f32": 1e-3, "f16": 0.25, "q8_0": 5.0}
 
 
 def _llama_rotary(weight: np.ndarray, heads: int) -> np.ndarray:
@@ -48,7 +55,11 @@ def _tokenizer_metadata(writer, tokenizer) -> None:
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
-    for name, token_id in (("bos", tokenizer.bos_token_id), ("eos", tokenizer.eos_token_id),
+    end_of_turn = _end_of_turn(tokenizer)
+    # a reader that knows one EOS (transformers' GGUF loader) must stop where the run's replies
+    # end: at ChatML's end of turn for a chat run, whatever the tokenizer calls its EOS
+    eos = end_of_turn if end_of_turn is not None else tokenizer.eos_token_id
+    for name, token_id in (("bos", tokenizer.bos_token_id), ("eos", eos), ("eot", end_of_turn),
                            ("pad", tokenizer.pad_token_id), ("unk", tokenizer.unk_token_id)):
         if token_id is not None:
             getattr(writer, f"add_{name}_token_id")(int(token_id))
@@ -56,9 +67,46 @@ def _tokenizer_metadata(writer, tokenizer) -> None:
         writer.add_chat_template(tokenizer.chat_template)
 
 
-def export_gguf(handle: ModelHandle, out: Path, name: str) -> Path:
-    """Write out/model.gguf from a plain (merged) Llama-architecture causal LM."""
+def _tensor_type(gguf_name: str, ndim: int, kind: str):
+    """convert_hf_to_gguf.py's rule: 1-D tensors, norms and non-weights stay F32 (llama.cpp's
+    kernels for them are F32 only); every other weight, the token embedding and output included,
+    takes the file's type (llama.cpp keeps those two wider only for its ternary types)."""
     import gguf
+
+    if ndim <= 1 or gguf_name.endswith("_norm.weight") or not gguf_name.endswith(".weight"):
+        return gguf.GGMLQuantizationType.F32
+    return {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
+            "q8_0": gguf.GGMLQuantizationType.Q8_0}[kind]
+
+
+def _encode(array: np.ndarray, qtype) -> tuple[np.ndarray, object]:
+    """The tensor's bytes at `qtype`; F16 (as convert_hf_to_gguf.py does) for a row length that is
+    not a whole number of Q8_0 blocks (32 values)."""
+    import gguf
+
+    try:
+        return gguf.quants.quantize(array, qtype), qtype
+    except gguf.QuantError:
+        return gguf.quants.quantize(array, gguf.GGMLQuantizationType.F16), gguf.GGMLQuantizationType.F16
+
+
+def _end_of_turn(tokenizer) -> int | None:
+    """ChatML's <|im_end|> when the chat template closes turns with it (the run's generation
+    stops there, tailorkit.data.templates.stop_token_ids); None otherwise."""
+    template = tokenizer.chat_template or ""
+    token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if "<|im_end|>" not in template or not isinstance(token_id, int) or token_id == tokenizer.unk_token_id:
+        return None
+    return token_id
+
+
+def export_gguf(handle: ModelHandle, out: Path, name: str, kind: GgufType = "f32") -> Path:
+    """Write out/model.gguf from a plain (merged) Llama-architecture causal LM, its matrices at
+    `kind` (f32, f16 or q8_0)."""
+    import gguf
+
+    if kind not in GGUF_TYPES:
+        raise TailorError(f"--gguf-type {kind}: choose one of {', '.join(GGUF_TYPES)}")
 
     model, cfg = handle.model, handle.model.config
     if cfg.model_type != "llama":
@@ -80,7 +128,9 @@ def export_gguf(handle: ModelHandle, out: Path, name: str) -> Path:
     writer.add_rope_freq_base(float(rope))
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     writer.add_vocab_size(cfg.vocab_size)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                          "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[kind])
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     _tokenizer_metadata(writer, handle.tokenizer)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.num_hidden_layers)
     state = model.state_dict()
@@ -96,7 +146,8 @@ def export_gguf(handle: ModelHandle, out: Path, name: str) -> Path:
             array = _llama_rotary(array, heads)
         elif key.endswith("k_proj.weight"):
             array = _llama_rotary(array, kv_heads)
-        writer.add_tensor(target, np.ascontiguousarray(array))
+        data, qtype = _encode(np.ascontiguousarray(array), _tensor_type(target, array.ndim, kind))
+        writer.add_tensor(target, data, raw_dtype=qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

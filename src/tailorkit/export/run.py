@@ -9,7 +9,14 @@ import time
 from pathlib import Path
 
 from tailorkit.errors import TailorError
-from tailorkit.export.gguf import export_gguf, gguf_runner, tokenizer_agreement
+from tailorkit.export.gguf import (
+    DEFAULT_TOLERANCE,
+    GGUF_TYPES,
+    GgufType,
+    export_gguf,
+    gguf_runner,
+    tokenizer_agreement,
+)
 from tailorkit.export.hf import export_hf
 from tailorkit.export.onnx import export_onnx, onnx_runner
 from tailorkit.export.parity import check_parity, write_record
@@ -21,11 +28,22 @@ from tailorkit.pipeline.load import load_run, run_recipe
 from tailorkit.pipeline.run_dir import LABELS, model_folder
 
 
-def export_run(run_dir: str | Path, fmt: str, out: str | Path, *, tolerance: float = 1e-3,
-               samples: int | None = 64, dequantize: bool = False, trust_remote_code: bool = False) -> dict:
+def export_run(run_dir: str | Path, fmt: str, out: str | Path, *, tolerance: float | None = None,
+               samples: int | None = 64, dequantize: bool = False, trust_remote_code: bool = False,
+               gguf_type: GgufType | None = None) -> dict:
     """Export `run_dir` as `fmt` into the new folder `out`; returns the export.json record.
+    `tolerance` defaults to 1e-3, or for GGUF to its type's (DEFAULT_TOLERANCE); `gguf_type`
+    (f32, f16, q8_0; default f16, as llama.cpp's converter) is for --format gguf only.
     Raises TailorError (after writing export.json) when parity fails."""
     run_dir, out = Path(run_dir), Path(out)
+    if gguf_type is not None and fmt != "gguf":
+        raise TailorError(f"--gguf-type {gguf_type} is for --format gguf, not {fmt}")
+    if fmt == "gguf":
+        gguf_type = gguf_type or "f16"
+        if gguf_type not in GGUF_TYPES:
+            raise TailorError(f"--gguf-type {gguf_type}: choose one of {', '.join(GGUF_TYPES)}")
+    if tolerance is None:
+        tolerance = DEFAULT_TOLERANCE[gguf_type] if fmt == "gguf" else 1e-3
     recipe = run_recipe(run_dir)
     preflight(run_dir, recipe, fmt, dequantize)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -41,7 +59,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, *, tolerance: flo
         artefact = export_hf(run_dir, recipe, has_adapter(run_dir), out, trust_remote_code)
     elif fmt == "gguf":
         out.mkdir(parents=True, exist_ok=True)
-        path = export_gguf(_merged(run_dir, trust_remote_code), out, run_dir.name)
+        path = export_gguf(_merged(run_dir, trust_remote_code), out, run_dir.name, gguf_type)
         artefact = gguf_runner(path)
     else:
         out.mkdir(parents=True, exist_ok=True)
@@ -65,10 +83,11 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, *, tolerance: flo
         texts = [handle.tokenizer.decode(ids, skip_special_tokens=False) for ids in data.data.input_ids]
         agreement = tokenizer_agreement(out / "model.gguf", handle.tokenizer, texts)
         parity |= {"tokenizer_agreement": agreement, "passed": parity["passed"] and agreement == 1.0}
-    record = {"run": str(run_dir), "format": fmt, "out": str(out), "export_seconds": round(seconds, 2),
-              "size_mb": round(_size(out) / 2**20, 2),
-              "source_model_mb": round(_size(model_folder(run_dir)) / 2**20, 2),
-              "parity": parity}
+    record = {"run": str(run_dir), "format": fmt, "out": str(out)}
+    if fmt == "gguf":
+        record["gguf_type"] = gguf_type
+    record |= {"export_seconds": round(seconds, 2), "size_mb": round(_size(out) / 2**20, 2),
+               "source_model_mb": round(_size(model_folder(run_dir)) / 2**20, 2), "parity": parity}
     write_record(out, record)
     return record
 

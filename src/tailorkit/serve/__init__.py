@@ -4,7 +4,9 @@ settings.py   ServeSettings: limits, batching, bind address, API key (the CLI's 
 models.py     the served runs: adapter runs on one base share it, one lock per loaded model
 batching.py   dynamic batching of /v1/predict requests (max batch size, max wait)
 generation.py greedy/sampled generation, streamed token by token for SSE
-stats.py      request counts, latency quantiles, batch sizes for GET /metrics
+stats.py      request counts, latency quantiles, batch sizes (GET /metrics.json)
+prometheus.py the same in Prometheus' text format (GET /metrics), by prometheus_client
 schemas.py    request bodies (pydantic), checked against the limits
-app.py        the FastAPI app: /v1/predict, /v1/chat/completions, /v1/completions, /health, /metrics
+app.py        the FastAPI app: /v1/predict, /v1/chat/completions, /v1/completions, /health, /metrics,
+              /metrics.json
 """

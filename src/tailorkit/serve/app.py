@@ -13,12 +13,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tailorkit.errors import TailorError
 from tailorkit.serve import generation
 from tailorkit.serve.batching import Batcher
 from tailorkit.serve.models import Served, describe
+from tailorkit.serve.prometheus import CONTENT_TYPE, exposition, registry_for
 from tailorkit.serve.schemas import ChatRequest, CompletionRequest, PredictRequest
 from tailorkit.serve.settings import ServeSettings
 from tailorkit.serve.stats import Stats
@@ -36,13 +37,15 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> JS
 
 def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
     stats = Stats()
+    registry = registry_for(stats, settings.max_batch_size)
     batcher = Batcher(lambda name, texts: models[name].predict(texts), settings.max_batch_size,
                       settings.max_wait_ms, stats)
     api_key = os.environ.get(settings.api_key_env) or None
     # the largest body a valid request can need (4 bytes per character at worst), checked before
     # the body is read; a client sending more gets a 413 instead of filling the server's memory
     max_body = 4 * settings.max_texts * settings.max_chars + 65_536
-    routes = {"/health", "/metrics", "/v1/models", "/v1/predict", "/v1/chat/completions", "/v1/completions"}
+    routes = {"/health", "/metrics", "/metrics.json", "/v1/models", "/v1/predict", "/v1/chat/completions",
+              "/v1/completions"}
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -70,7 +73,9 @@ def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
                 stats.request(route, 401, time.perf_counter() - started)
                 return response
         response = await call_next(request)
-        stats.request(route, response.status_code, time.perf_counter() - started)
+        # pick() names the served model it chose (never an unknown name: bounded metric labels)
+        model = request.scope.get("state", {}).get("model", "")
+        stats.request(route, response.status_code, time.perf_counter() - started, model)
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -92,7 +97,12 @@ def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
     async def tailor_error(_request, err: TailorError):
         return _error(400, str(err))
 
-    def pick(name: str | None, generates: bool) -> Served:
+    def pick(request: Request, name: str | None, generates: bool) -> Served:
+        entry = _choose(name, generates)
+        request.state.model = entry.name
+        return entry
+
+    def _choose(name: str | None, generates: bool) -> Served:
         fitting = {n: m for n, m in models.items() if m.generates == generates}
         what = "causal-LM" if generates else "classification/regression"
         if name is None:
@@ -118,6 +128,10 @@ def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics():
+        return Response(exposition(registry), media_type=CONTENT_TYPE)
+
+    @app.get("/metrics.json")
+    async def metrics_json():
         return stats.snapshot() | {"settings": settings.model_dump(exclude={"api_key_env"})}
 
     @app.get("/v1/models")
@@ -125,8 +139,8 @@ def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
         return {"object": "list", "data": [describe(m) for m in models.values()]}
 
     @app.post("/v1/predict")
-    async def predict(body: PredictRequest):
-        entry = pick(body.model, generates=False)
+    async def predict(body: PredictRequest, request: Request):
+        entry = pick(request, body.model, generates=False)
         if len(body.texts) > settings.max_texts:
             raise ApiError(413, f"texts: {len(body.texts)} texts; the limit is {settings.max_texts} "
                                 "per request")
@@ -165,8 +179,8 @@ def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
                 "usage": {"prompt_tokens": len(ids), "completion_tokens": n, "total_tokens": len(ids) + n}}
 
     @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest):
-        entry = pick(body.model, generates=True)
+    async def chat(body: ChatRequest, request: Request):
+        entry = pick(request, body.model, generates=True)
         for i, m in enumerate(body.messages):
             if len(m.content) > settings.max_chars:
                 raise ApiError(413, f"messages.{i}.content: {len(m.content)} characters; the limit is "
@@ -175,8 +189,8 @@ def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
         return await respond(entry, body, ids, chat=True)
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
-        entry = pick(body.model, generates=True)
+    async def completions(body: CompletionRequest, request: Request):
+        entry = pick(request, body.model, generates=True)
         check_text(body.prompt, "prompt")
         ids = generation.text_ids(entry, body.prompt)
         return await respond(entry, body, ids, chat=False)
