@@ -110,6 +110,26 @@ def test_two_processes_on_half_batches_give_the_weights_of_one_process_on_whole_
     assert summary["steps"] == 5
 
 
+def test_accelerate_launch_starts_the_same_data_parallel_run(bert_without_dropout, sentiment_csv, tmp_path):
+    """`accelerate launch -m tailorkit.cli train` as a user with Accelerate writes it: its
+    launcher (torch.distributed.run underneath) sets the variables tailorkit joins by. On a
+    machine without GPUs `--multi_gpu` still starts the processes, and tailorkit picks gloo."""
+    train = {"epochs": 1, "max_steps": 3, "batch_size": 8, "optimizer": "sgd", "lr": 0.1}
+    one = api.train(recipe_from_dict(recipe_dict(bert_without_dropout, sentiment_csv, tmp_path / "one",
+                                                 **train)))
+    recipe = _write(recipe_dict(bert_without_dropout, sentiment_csv, tmp_path / "two", **train),
+                    tmp_path / "recipe.yaml")
+    launched = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+         "-m", "tailorkit.cli", "train", str(recipe)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["effective_batch_size"] == 8
+    assert _largest_difference(one, tmp_path / "two") <= SAME_WEIGHTS
+
+
 def test_a_two_process_run_whose_worker_dies_resumes_exactly(tiny_recipe, tmp_path):
     """With dropout on: each process's RNG state is in the checkpoint and comes back."""
     hook = tmp_path / "hook"
