@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -95,6 +96,20 @@ def test_trainable_layers_stay_full_precision(llama_dir):
     quantize_frozen_linears(handle.model, NF4Spec())
     assert not is_4bit(handle.model.model.layers[1].mlp.down_proj)
     assert is_4bit(handle.model.model.layers[0].mlp.down_proj)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc/self/maps")
+def test_the_checkpoint_file_is_let_go_once_the_base_is_4bit(llama_dir):
+    """transformers maps model.safetensors and the tensors are views into it: while any stays
+    there (the tied embeddings), every page read for quantising stays resident."""
+    checkpoint = str((llama_dir / "model.safetensors").resolve())
+    handle = load_causal_lm(llama_dir)
+    assert checkpoint in Path("/proc/self/maps").read_text()  # loaded by mapping the file
+    embeddings = handle.model.get_input_embeddings().weight.detach().clone()
+    quantize_frozen_linears(handle.model, NF4Spec())
+    assert checkpoint not in Path("/proc/self/maps").read_text()
+    assert torch.equal(handle.model.get_input_embeddings().weight, embeddings)  # the same values
+    assert handle.model.get_output_embeddings().weight is handle.model.get_input_embeddings().weight
 
 
 def test_loftq_starts_closer_to_the_full_precision_weights(llama_dir):

@@ -71,7 +71,21 @@ def quantize_frozen_linears(model: nn.Module, spec: NF4Spec, loftq_iter: int = 0
                 weight = _loftq_start(parent, weight, spec, loftq_iter)
             setattr(parent, child_name, _linear_4bit(child, weight, spec))
             count += 1
+    _own_memory(model)
     return count
+
+
+def _own_memory(model: nn.Module) -> None:
+    """Copy the tensors left in full precision (embeddings, norms, heads) out of the checkpoint.
+
+    transformers maps the safetensors file and its tensors are views into that one mapping, so
+    while the embeddings still point into it, every page of the fp32 linear weights read for
+    quantising stays resident: 405 MB for SmolLM2, which made QLoRA's peak higher than LoRA's.
+    With nothing pointing into the mapping any more, it is released."""
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if not hasattr(tensor, "quant_state"):
+                tensor.data = tensor.data.clone()
 
 
 def _linear_4bit(linear: nn.Linear, weight: torch.Tensor, spec: NF4Spec) -> nn.Module:
