@@ -192,8 +192,8 @@ def report(args: argparse.Namespace, command: str, results: dict[str, dict],
              "| trainable |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for side, r in results.items():
-        rss = f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}×" if base else ""
-        sps = f"{r['samples_per_s'] / base['samples_per_s']:.2f}×" if base else ""
+        rss = f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}×" if base else "-"
+        sps = f"{r['samples_per_s'] / base['samples_per_s']:.2f}×" if base else "-"
         lines.append(f"| {side} | {r['peak_rss_mb']:.0f} | {rss} | {r['samples_per_s']:.2f} | {sps} | "
                      f"{r['val_loss']:.4f} | {r['trainable']:,} |")
     return "\n".join(lines) + "\n"
