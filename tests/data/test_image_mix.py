@@ -150,6 +150,15 @@ def test_the_task_mixes_training_batches_only(mobilenet_weights, tmp_path):
     expected = torch.stack([train.transform(train.images.images[i]) for i in range(8)])
     assert train.transform.train and torch.equal(batch["pixel_values"], expected)
     assert torch.equal(batch["labels"], torch.as_tensor(train.targets[:8]))
+    # static int8 calibrates on the training images unmixed
+    from tailorkit.compress.quantize_static import _calibration
+
+    train = setup.splits["train"]
+    torch.manual_seed(0)
+    calibrated = next(_calibration(train, 1))
+    torch.manual_seed(0)
+    expected = torch.stack([train.transform(train.images.images[i]) for i in range(len(calibrated))])
+    assert torch.equal(calibrated, expected) and train.mix is not None
     fixed = recipe_from_dict(_digits_recipe(tmp_path / "f", mixup=0.4))
     features = task.prepare(fixed, tmp_path, augment=False)
     assert features.splits["train"].mix is None  # fixed inputs (cached features) are never mixed

@@ -70,6 +70,9 @@ def _traced_int8(model: nn.Module, batches) -> nn.Module:
 
 
 def _calibration(data, batches: int):
+    """Training images as the model will see them served: transformed, but not mixup/CutMix blends."""
+    if getattr(data, "mix", None) is not None:
+        data = data.without_mix()
     n = min(len(data), batches * BATCH)
     for start in range(0, n, BATCH):
         yield data.collate(list(range(start, min(n, start + BATCH))))["pixel_values"]

@@ -34,6 +34,10 @@ class EncodedImages:
     def __len__(self) -> int:
         return len(self.images)
 
+    def without_mix(self) -> EncodedImages:
+        """The same images and transform, never mixed (what a calibration pass should see)."""
+        return EncodedImages(self.images, self.transform)
+
     def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
         pixels = torch.stack([self.transform(self.images.images[i]) for i in indices])
         batch = {"pixel_values": pixels, "labels": torch.as_tensor(self.targets[indices])}

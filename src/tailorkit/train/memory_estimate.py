@@ -65,7 +65,7 @@ def estimate_memory(handle: ModelHandle, train_split, cfg: TrainConfig, head_los
     inputs without a length, such as images)."""
     loaded = resident_mb()  # before the probe below allocates anything
     trainable = sum(p.numel() * 4 for p in handle.model.parameters() if p.requires_grad)  # fp32
-    lengths = getattr(train_split, "lengths", None)
+    lengths = getattr(train_split, "lengths", None) if handle.modality == "text" else None  # tokens
     index, length = (int(lengths.argmax()), int(lengths.max())) if lengths is not None else (0, None)
     with _random_state_kept(handle.device):  # the probe leaves no trace in the training's draws
         # (collating may draw too: masked-LM masks come from torch's generator)
