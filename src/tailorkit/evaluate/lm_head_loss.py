@@ -48,7 +48,7 @@ class _HeadCrossEntropy(torch.autograd.Function):
             total += F.cross_entropy(logits, y, reduction="sum")
             if grad_hidden is None and grad_weight is None and grad_bias is None:
                 continue
-            # d(sum CE)/d logits = softmax - one_hot(target), computed in place on the logits
+            # d(sum CE)/d logits = softmax(logits) - one_hot(target)
             grad = logits.softmax(-1)
             grad[torch.arange(len(y)), y] -= 1
             # the matmuls run in the forward's precision (autocast casts them as it did F.linear)
