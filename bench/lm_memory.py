@@ -94,7 +94,6 @@ def run_trainer(args: argparse.Namespace, work: Path) -> dict:
     from peft import LoraConfig, TaskType, get_peft_model
     from trainer_timer import timed_trainer  # bench/, beside this script
     from transformers import (
-        AutoModelForCausalLM,
         DataCollatorForSeq2Seq,
         TrainingArguments,
         set_seed,
@@ -107,13 +106,14 @@ def run_trainer(args: argparse.Namespace, work: Path) -> dict:
     torch.set_num_threads(args.threads)
     recipe = make_recipe(args, "trainer", work / "unused")
     path = resolve_model(args.model)
-    tokenizer = load_causal_lm(path).tokenizer  # the same pad token as tailorkit's
+    # AutoModelForCausalLM in fp32 and its tokenizer, the pad token set to EOS as a user would
+    base = load_causal_lm(path)
+    tokenizer = base.tokenizer
     data = prepare_chat_data(recipe.data, tokenizer, args.max_length).splits
     train = [{"input_ids": i, "labels": y} for i, y in zip(data["train"].input_ids, data["train"].labels,
                                                             strict=True)]
     set_seed(recipe.seed)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, target_modules="all-linear",
+    model = get_peft_model(base.model, LoraConfig(task_type=TaskType.CAUSAL_LM, target_modules="all-linear",
                                              r=8, lora_alpha=16, lora_dropout=0.0))
 
     Timed, step_end = timed_trainer()

@@ -46,7 +46,7 @@ class PruneFFN(Step):
             raise TailorError("prune_ffn: the model's config has no intermediate_size (not a "
                               "transformer with feed-forward blocks)")
         keep = size - int(round(self.config.amount * size))
-        blocks = handle.model.get_submodule(handle.blocks_prefix.rstrip("."))
+        blocks = handle.blocks
         for block in blocks:
             ups, down = ffn_of(block, size)
             importance = torch.stack([u.weight.norm(dim=1) for u in ups]).prod(0) * down.weight.norm(dim=0)

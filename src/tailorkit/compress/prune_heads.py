@@ -76,7 +76,7 @@ class PruneHeads(Step):
 
     @torch.no_grad()
     def apply(self, handle: ModelHandle, calibration=None) -> dict:
-        blocks = handle.model.get_submodule(handle.blocks_prefix.rstrip("."))
+        blocks = handle.blocks
         before = after = 0
         for block in blocks:
             a = attention_of(block, handle.model.config)

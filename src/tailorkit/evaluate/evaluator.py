@@ -72,9 +72,7 @@ def language_model_metrics(handle: ModelHandle, data, batch_size: int,
         batch = to_device(data.collate(indices), handle.device)
         with autocast(handle.device, precision):
             if chunked:
-                with chunked.without_head(handle.model):
-                    hidden = handle.forward(batch)
-                loss_sum, count = chunked.sum_and_count(hidden, batch["labels"])
+                loss_sum, count = chunked.sum_and_count(chunked.hidden_states(handle, batch), batch["labels"])
             else:
                 logits = handle.forward(batch)
         if not chunked:

@@ -5,7 +5,7 @@ At batch 8 x 128 SmolLM2's logits are 8 x 128 x 49,152 floats (200 MB); the plai
 them, a shifted copy, their log-softmax and, in the backward, their gradient: most of a GB,
 more than the LoRA weights by far, and it grows with the vocabulary (Llama 3: 128k).
 
-Here the model runs with its output layer replaced by an identity (`without_head`), so it
+Here the model runs with its output layer replaced by an identity (`hidden_states`), so it
 returns the last hidden states. Only the positions that carry a label go through the head
 (prompt tokens and padding are skipped outright), in chunks of `chunk` rows. Each chunk's
 logits live only inside the loop: the loss and, when training, the gradients with respect to
@@ -18,9 +18,6 @@ one pass over the head instead of two.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -102,13 +99,13 @@ class ChunkedLMLoss:
         total, count = self.sum_and_count(hidden, labels)
         return total / count.clamp(min=1)
 
-    @contextmanager
-    def without_head(self, model: nn.Module) -> Iterator[None]:
-        """Inside, the model returns its last hidden states in place of logits."""
-        parent, name = _parent_of(model, self.head)
+    def hidden_states(self, handle, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """`handle.forward(batch)` with the output layer replaced by an identity for the call:
+        the last hidden states, which this loss takes in place of logits."""
+        parent, name = _parent_of(handle.model, self.head)
         setattr(parent, name, nn.Identity())
         try:
-            yield
+            return handle.forward(batch)
         finally:
             setattr(parent, name, self.head)
 

@@ -88,7 +88,7 @@ class BottleneckAdapter(Method):
         keep = chosen_before(handle)
         c = self.config
         places = (ATTENTION_OUTPUT, FFN_OUTPUT) if c.placement == "houlsby" else (FFN_OUTPUT,)
-        blocks = handle.model.get_submodule(handle.blocks_prefix.rstrip("."))
+        blocks = handle.blocks
         adapters = []
         for block in blocks:
             for candidates in places:

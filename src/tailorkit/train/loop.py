@@ -263,8 +263,7 @@ class Trainer:
             batch = to_device(self.train_data.collate(mine), self.device)
             with autocast(self.device, cfg.precision):
                 if self.head_loss:  # the model stops at its last hidden states
-                    with self.head_loss.without_head(self.handle.model):
-                        logits = self.handle.forward(batch)
+                    logits = self.head_loss.hidden_states(self.handle, batch)
                     loss = self.head_loss(logits, batch["labels"])
                 else:
                     logits = (self.prefix.logits(self.train_data, mine, batch) if self.prefix

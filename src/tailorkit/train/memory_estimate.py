@@ -119,8 +119,7 @@ def _activation_bytes(handle: ModelHandle, batch: dict, checkpointing: bool | in
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             if head_loss:
-                with head_loss.without_head(handle.model):
-                    handle.forward(batch)
+                head_loss.hidden_states(handle, batch)
             else:
                 handle.forward(batch)
     finally:
