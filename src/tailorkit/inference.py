@@ -169,8 +169,13 @@ def predict_images(run_dir: str | Path, paths: list[str], *, trust_remote_code: 
             images.append(read_image(file))
         except Exception as err:  # BadImage or a missing file: name it
             raise TailorError(f"--image {file}: {err}") from None
-    names = [str(f) for f in files]
-    data = EncodedImages(ImageSet("--image", images, np.zeros(len(images), dtype=np.int64), labels, names),
+    return predict_images_with(handle, recipe, labels, images, [str(f) for f in files])
+
+
+def predict_images_with(handle: ModelHandle, recipe: Recipe, labels: list[str], images: list[np.ndarray],
+                        names: list[str]) -> pd.DataFrame:
+    """Decoded images (uint8 H x W x C) through the run's own eval transform and model."""
+    data = EncodedImages(ImageSet("images", images, np.zeros(len(images), dtype=np.int64), labels, names),
                          ImageTransform(recipe.data.image, train=False))
     logits = predict_logits(handle, data, recipe.train.eval_batch_size, recipe.train.precision)
     return prediction_frame(handle.output, names, logits, labels).rename(columns={"text": "image"})

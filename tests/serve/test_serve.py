@@ -126,11 +126,12 @@ def test_metrics_in_prometheus_text_format_after_real_requests(server):
 
     sizes = {int(k): v for k, v in json_view["batches"]["sizes"].items()}
     buckets = {s.labels["le"]: s.value for s in metrics["tailor_batch_size"]
-               if s.name == "tailor_batch_size_bucket"}
+               if s.name == "tailor_batch_size_bucket" and s.labels["kind"] == "predict"}
     assert buckets["+Inf"] == json_view["batches"]["count"] == sum(sizes.values())
     assert buckets["1.0"] == sizes.get(1, 0) and buckets["16.0"] == sum(sizes.values())  # max_batch_size 16
     assert list(buckets.values()) == sorted(buckets.values())  # cumulative
-    total = next(s.value for s in metrics["tailor_batch_size"] if s.name == "tailor_batch_size_sum")
+    total = next(s.value for s in metrics["tailor_batch_size"]
+                 if s.name == "tailor_batch_size_sum" and s.labels["kind"] == "predict")
     assert total == sum(k * v for k, v in sizes.items()) and max(sizes) > 2  # concurrent requests batched
 
 

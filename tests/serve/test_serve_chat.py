@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from tailorkit import api
@@ -74,7 +75,7 @@ def test_two_lm_adapters_on_one_base_answer_as_each_run_alone(tiny_llama, qa_csv
         want[name] = {p: generate(handle, [{"role": "user", "content": p}], max_new_tokens=8, greedy=True)
                       for p in prompts}
     assert want["calm"] != want["bold"]  # the adapters really differ, so a mix-up would show
-    with BackgroundServer(create_app(models, ServeSettings())) as url:
+    with BackgroundServer(create_app(models, ServeSettings(max_wait_ms=50))) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
 
         def ask(job):
@@ -87,3 +88,56 @@ def test_two_lm_adapters_on_one_base_answer_as_each_run_alone(tiny_llama, qa_csv
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             for name, prompt, got in pool.map(ask, jobs):
                 assert got == want[name][prompt], (name, prompt)
+        sizes = httpx.get(f"{url}/metrics.json").json()["generation_batches"]["sizes"]
+        assert max(map(int, sizes)) > 1  # batched, and a batch only ever holds one adapter's requests
+
+
+def test_concurrent_requests_are_batched_and_answer_as_each_alone(lm_server):
+    """Greedy chat and completion requests of different prompt lengths and max_tokens, sent
+    together, share generate calls (left padding) and give exactly the text, token count and
+    finish reason that each gets alone."""
+    import concurrent.futures
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    run, _ = lm_server
+    chats = ["What is the capital of France?", "Hello!", "Translate good morning into German.",
+             "Write a haiku about the sea"]
+    jobs = [("chat", p, n) for p, n in zip(chats, (12, 3, 8, 16), strict=True)]
+    jobs += [("text", p, n) for p, n in (("The capital of France", 6), ("Hello", 12), ("Guten", 2))]
+    settings = ServeSettings(max_new_tokens=16, max_batch_size=8, max_wait_ms=300)
+    with BackgroundServer(create_app(load_served([run]), settings)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+        def ask(job):
+            kind, prompt, n = job
+            if kind == "chat":
+                out = client.chat.completions.create(model="chatty", max_tokens=n, temperature=0,
+                                                     messages=[{"role": "user", "content": prompt}])
+                text = out.choices[0].message.content
+            else:
+                out = client.completions.create(model="chatty", prompt=prompt, max_tokens=n, temperature=0)
+                text = out.choices[0].text
+            return text, out.choices[0].finish_reason, out.usage.completion_tokens
+
+        alone = [ask(job) for job in jobs]  # one after the other: batches of one
+        assert httpx.get(f"{url}/metrics.json").json()["generation_batches"]["sizes"] == {"1": len(jobs)}
+        _, handle = api.load_generator(run)
+        for (kind, prompt, n), (text, _, _) in zip(jobs, alone, strict=True):
+            if kind == "chat":
+                assert text == generate(handle, [{"role": "user", "content": prompt}], max_new_tokens=n,
+                                        greedy=True)
+        assert {finish for _, finish, _ in alone} == {"stop", "length"}  # both endings are exercised
+        for _ in range(2):
+            with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+                assert list(pool.map(ask, jobs)) == alone
+        def sampled(_):
+            return client.completions.create(model="chatty", prompt="Hello", max_tokens=10, temperature=1.0,
+                                             seed=7).choices[0].text
+
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:  # seeded: each alone, so each the same
+            assert len(set(pool.map(sampled, range(3)))) == 1
+        families = text_string_to_metric_families(httpx.get(f"{url}/metrics").text)
+        buckets = {s.labels["le"]: s.value for f in families for s in f.samples
+                   if s.name == "tailor_batch_size_bucket" and s.labels["kind"] == "generate"}
+    assert buckets["+Inf"] - buckets["1.0"] >= 1  # at least one generate call held several requests

@@ -14,6 +14,7 @@ count (1 = grayscale, 3 = RGB); resizing and grayscale -> RGB happen in
 from __future__ import annotations
 
 import gzip
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -75,6 +76,10 @@ class BadImage(Exception):
     """One unreadable image; the loaders turn it into a TailorError or a skip."""
 
 
+class ImageTooLarge(BadImage):
+    """An image past a pixel limit (the caller's, or Pillow's decompression-bomb limit)."""
+
+
 def read_image(path: str | Path, shrink_to: int | None = None) -> np.ndarray:
     """uint8 (H, W, 1) or (H, W, 3), upright (EXIF orientation applied).
 
@@ -87,10 +92,24 @@ def read_image(path: str | Path, shrink_to: int | None = None) -> np.ndarray:
         raise BadImage("file not found")
     if path.stat().st_size == 0:
         raise BadImage("empty file (0 bytes)")
+    return _decode(path, shrink_to)
+
+
+def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
+    """`read_image` for encoded bytes (e.g. a PNG or JPEG sent to the server); images of more
+    than `max_pixels` pixels are refused from their header, before they are decoded."""
+    if not data:
+        raise BadImage("empty image (0 bytes)")
+    return _decode(io.BytesIO(data), None, max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, shrink_to: int | None, max_pixels: int | None = None) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             if image.width == 0 or image.height == 0:
                 raise BadImage(f"zero-size image ({image.width}x{image.height})")
+            if max_pixels is not None and image.width * image.height > max_pixels:
+                raise ImageTooLarge(f"{image.width}x{image.height} pixels; the limit is {max_pixels}")
             if shrink_to is not None and min(image.size) > shrink_to:
                 scale = shrink_to / min(image.size)
                 image.draft(image.mode, (int(image.width * scale), int(image.height * scale)))
@@ -99,7 +118,7 @@ def read_image(path: str | Path, shrink_to: int | None = None) -> np.ndarray:
     except BadImage:
         raise
     except Image.DecompressionBombError:
-        raise BadImage("larger than Pillow's decompression-bomb limit; downscale it") from None
+        raise ImageTooLarge("larger than Pillow's decompression-bomb limit; downscale it") from None
     except UnidentifiedImageError:
         raise BadImage("not an image file Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data

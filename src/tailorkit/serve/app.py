@@ -3,6 +3,8 @@ shape OpenAI clients read) with a 4xx status naming what was wrong."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import secrets
@@ -15,6 +17,7 @@ from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from tailorkit.data.images import BadImage, ImageTooLarge, decode_image
 from tailorkit.errors import TailorError
 from tailorkit.serve import generation
 from tailorkit.serve.batching import Batcher
@@ -38,20 +41,21 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> JS
 def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
     stats = Stats()
     registry = registry_for(stats, settings.max_batch_size)
-    batcher = Batcher(lambda name, texts: models[name].predict(texts), settings.max_batch_size,
-                      settings.max_wait_ms, stats)
+    batcher = Batcher(lambda name, _key, inputs: models[name].predict(inputs), settings.max_batch_size,
+                      settings.max_wait_ms, lambda size: stats.batch(size, "predict"))
+    generations = Batcher(lambda name, key, asks: generation.complete_batch(models[name], asks, *key[:3]),
+                          settings.max_batch_size, settings.max_wait_ms,
+                          lambda size: stats.batch(size, "generate"))
     api_key = os.environ.get(settings.api_key_env) or None
-    # the largest body a valid request can need (4 bytes per character at worst), checked before
-    # the body is read; a client sending more gets a 413 instead of filling the server's memory
-    max_body = 4 * settings.max_texts * settings.max_chars + 65_536
+    max_body = _max_body(models, settings)
     routes = {"/health", "/metrics", "/metrics.json", "/v1/models", "/v1/predict", "/v1/chat/completions",
               "/v1/completions"}
 
     @asynccontextmanager
     async def lifespan(_app):
-        batcher.start()
         yield
         await batcher.stop()
+        await generations.stop()
 
     app = FastAPI(title="tailorkit", lifespan=lifespan)
 
@@ -104,7 +108,7 @@ def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
 
     def _choose(name: str | None, generates: bool) -> Served:
         fitting = {n: m for n, m in models.items() if m.generates == generates}
-        what = "causal-LM" if generates else "classification/regression"
+        what = "causal-LM" if generates else "classification/regression/image"
         if name is None:
             if len(fitting) == 1:
                 return next(iter(fitting.values()))
@@ -141,13 +145,52 @@ def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
     @app.post("/v1/predict")
     async def predict(body: PredictRequest, request: Request):
         entry = pick(request, body.model, generates=False)
+        inputs = await (image_inputs(entry, body) if entry.inputs == "images" else text_inputs(entry, body))
+        rows = await batcher.submit(entry.name, inputs)
+        return {"model": entry.name, "predictions": rows}
+
+    async def text_inputs(entry: Served, body: PredictRequest) -> list:
+        """The texts, or (text, second text) pairs for a run trained on pairs, checked."""
+        if body.images is not None:
+            raise ApiError(400, f"images: model '{entry.name}' is a text run; send texts")
+        if body.texts is None:
+            raise ApiError(400, "texts: Field required")
         if len(body.texts) > settings.max_texts:
             raise ApiError(413, f"texts: {len(body.texts)} texts; the limit is {settings.max_texts} "
                                 "per request")
+        column = entry.recipe.data.text_pair_column
+        if column and body.text_pairs is None:
+            raise ApiError(400, f"text_pairs: model '{entry.name}' was trained on text pairs "
+                                f"(data.text_pair_column: {column}); send the second text of each pair, "
+                                "one per text")
+        if not column and body.text_pairs is not None:
+            raise ApiError(400, f"text_pairs: model '{entry.name}' was not trained on text pairs; "
+                                "send texts only")
         for i, text in enumerate(body.texts):
             check_text(text, f"texts.{i}")
-        rows = await batcher.submit(entry.name, body.texts)
-        return {"model": entry.name, "predictions": rows}
+        if body.text_pairs is None:
+            return body.texts
+        if len(body.text_pairs) != len(body.texts):
+            raise ApiError(400, f"text_pairs: {len(body.text_pairs)} second texts for {len(body.texts)} "
+                                "texts; send one per text")
+        for i, text in enumerate(body.text_pairs):
+            check_text(text, f"text_pairs.{i}")
+        return list(zip(body.texts, body.text_pairs, strict=True))
+
+    async def image_inputs(entry: Served, body: PredictRequest) -> list:
+        """The images, base64-decoded and read by Pillow (in a worker thread), checked."""
+        if body.texts is not None or body.text_pairs is not None:
+            field = "texts" if body.texts is not None else "text_pairs"
+            raise ApiError(400, f"{field}: model '{entry.name}' is an image run; send images "
+                                "(base64-encoded image files)")
+        if body.images is None:
+            raise ApiError(400, "images: Field required")
+        if len(body.images) > settings.max_images:
+            raise ApiError(413, f"images: {len(body.images)} images; the limit is {settings.max_images} "
+                                "per request")
+        files = [_image_bytes(text, f"images.{i}", settings.max_image_bytes)
+                 for i, text in enumerate(body.images)]
+        return await run_in_threadpool(_decode_all, files, settings.max_image_pixels)
 
     def generation_args(entry: Served, body, ids: list[int]) -> dict:
         if len(ids) > settings.max_prompt_tokens:
@@ -171,7 +214,15 @@ def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
-        text, n, finish = await run_in_threadpool(generation.complete, entry, ids, **args)
+        # batch key (temperature, top_p, seed, alone): greedy requests share batches, and sampled ones
+        # with the same settings; a seeded sampled request runs alone, so its seed reproduces its answer
+        if args["temperature"] == 0:
+            key = (0.0, 1.0, None, None)
+        else:
+            alone = None if args["seed"] is None else uuid.uuid4().hex
+            key = (args["temperature"], args["top_p"], args["seed"], alone)
+        [(text, n, finish)] = await generations.submit(entry.name, [generation.Ask(ids, args["max_tokens"])],
+                                                       key)
         choice = ({"index": 0, "message": {"role": "assistant", "content": text.strip()},
                    "finish_reason": finish}
                   if chat else {"index": 0, "text": text, "finish_reason": finish, "logprobs": None})
@@ -204,3 +255,44 @@ def _sse(ident: str, kind: str, created: int, model: str, piece: str, finish: st
     chunk = {"id": ident, "object": kind + (".chunk" if chat else ""), "created": created, "model": model,
              "choices": [choice]}
     return f"data: {json.dumps(chunk)}\n\n"
+
+
+def _max_body(models: dict[str, Served], settings: ServeSettings) -> int:
+    """The largest body a valid request can need, checked before the body is read: a client
+    sending more gets a 413 instead of filling the server's memory. Texts: 4 bytes per character
+    at worst, twice for pair runs; images: base64 (4 characters per 3 bytes); 64 KiB for the rest."""
+    pairs = any(m.inputs == "pairs" for m in models.values())
+    texts = 4 * settings.max_texts * settings.max_chars * (2 if pairs else 1)
+    images = (settings.max_images * (4 * -(-settings.max_image_bytes // 3) + 64)
+              if any(m.inputs == "images" for m in models.values()) else 0)
+    return max(texts, images) + 65_536
+
+
+def _image_bytes(text: str, where: str, limit: int) -> bytes:
+    """One image's file bytes from base64 (a `data:image/...;base64,` prefix and line breaks are
+    allowed)."""
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    text = "".join(text.split())
+    if len(text) > 4 * -(-limit // 3) + 4:
+        raise ApiError(413, f"{where}: about {len(text) * 3 // 4} bytes; the limit is {limit} bytes per "
+                            "image")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise ApiError(400, f"{where}: not valid base64 ({err})") from None
+    if len(data) > limit:
+        raise ApiError(413, f"{where}: {len(data)} bytes; the limit is {limit} bytes per image")
+    return data
+
+
+def _decode_all(files: list[bytes], max_pixels: int) -> list:
+    images = []
+    for i, data in enumerate(files):
+        try:
+            images.append(decode_image(data, max_pixels))
+        except ImageTooLarge as err:
+            raise ApiError(413, f"images.{i}: {err}") from None
+        except BadImage as err:
+            raise ApiError(400, f"images.{i}: {err}") from None
+    return images

@@ -1,11 +1,13 @@
 """Generation for the OpenAI-style routes: chat turns through the tokenizer's chat template
 (tailorkit.generate's prompt and stop tokens), raw prompts continued as they are; the same call
-streams text pieces for SSE through transformers' TextIteratorStreamer."""
+streams text pieces for SSE through transformers' TextIteratorStreamer. Non-streaming requests
+are answered in batches (`complete_batch`, fed by serve/batching.py); streams run one by one."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -35,18 +37,44 @@ def _kwargs(entry: Served, ids: list[int], max_tokens: int, temperature: float, 
             "eos_token_id": stop_token_ids(tokenizer), **sampling}
 
 
+@dataclass(frozen=True)
+class Ask:
+    """One non-streaming request in a batched generate call."""
+
+    ids: list[int]
+    max_tokens: int
+
+
 @torch.inference_mode()
-def complete(entry: Served, ids: list[int], max_tokens: int, temperature: float, top_p: float,
-             seed: int | None) -> tuple[str, int, str]:
-    """(text, completion tokens, finish reason) of one whole generation."""
+def complete_batch(entry: Served, asks: list[Ask], temperature: float, top_p: float,
+                   seed: int | None) -> list[tuple[str, int, str]]:
+    """(text, completion tokens, finish reason) per request, from one `generate` call: prompts
+    padded on the left (the mask hides the padding), as many new tokens as the largest
+    max_tokens asks, then each answer cut at its own max_tokens and first stop token."""
+    tokenizer = entry.handle.tokenizer
+    stops = stop_token_ids(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    width = max(len(a.ids) for a in asks)
+    ids = torch.tensor([[pad] * (width - len(a.ids)) + a.ids for a in asks], device=entry.handle.device)
+    mask = torch.tensor([[0] * (width - len(a.ids)) + [1] * len(a.ids) for a in asks],
+                        device=entry.handle.device)
+    greedy = temperature == 0
+    sampling = {} if greedy else {"temperature": temperature, "top_p": top_p}
     with entry.lock:
+        if seed is not None:
+            torch.manual_seed(seed)
         entry.activate()
-        out = entry.handle.model.generate(**_kwargs(entry, ids, max_tokens, temperature, top_p, seed))
-    new = out[0, len(ids):].tolist()
-    stops = set(stop_token_ids(entry.handle.tokenizer))
-    finish = "stop" if new and new[-1] in stops else "length"
-    text = entry.handle.tokenizer.decode(new, skip_special_tokens=True)
-    return text, len(new), finish
+        out = entry.handle.model.generate(input_ids=ids, attention_mask=mask, do_sample=not greedy,
+                                          max_new_tokens=max(a.max_tokens for a in asks), pad_token_id=pad,
+                                          eos_token_id=stops, **sampling)
+    answers = []
+    for row, ask in zip(out[:, width:].tolist(), asks, strict=True):
+        new = row[:ask.max_tokens]
+        end = next((i + 1 for i, token in enumerate(new) if token in stops), None)
+        new = new if end is None else new[:end]
+        text = tokenizer.decode(new, skip_special_tokens=True)
+        answers.append((text, len(new), "length" if end is None else "stop"))
+    return answers
 
 
 def stream(entry: Served, ids: list[int], max_tokens: int, temperature: float, top_p: float,

@@ -2,7 +2,8 @@
 
 PEFT adapter runs of one type on one base share that base, loaded once, the adapter switched
 per call: classification/regression runs through an AdapterSet (heads of their own shapes),
-causal-LM runs through one PeftModel holding every adapter. Every other run is loaded alone.
+causal-LM runs through one PeftModel holding every adapter. Every other run (image runs
+included) is loaded alone.
 Each loaded model has one lock, held from adapter switch to the end of the forward pass, so
 concurrent requests for different adapters never run with each other's weights."""
 
@@ -18,7 +19,7 @@ from tailorkit.adapter_set import AdapterSet
 from tailorkit.config.recipe import Recipe
 from tailorkit.errors import TailorError
 from tailorkit.export.preflight import peft_type
-from tailorkit.inference import predict_with
+from tailorkit.inference import predict_images_with, predict_with
 from tailorkit.methods.peft_wrap import TRAINED_BASE, quiet_peft
 from tailorkit.models.handle import ModelHandle, handle_for
 from tailorkit.pipeline.load import check_trust, load_run, run_recipe
@@ -54,11 +55,26 @@ class Served:
         elif self.peft_name is not None:
             self.handle.model.set_adapter(self.peft_name)
 
-    def predict(self, texts: list[str]) -> list[dict]:
-        """Labels and probabilities (classification) or values (regression), one per text."""
+    @property
+    def inputs(self) -> str:
+        """What /v1/predict takes for this run: images, text pairs or texts."""
+        if task_of(self.recipe).modality == "image":
+            return "images"
+        return "pairs" if self.recipe.data.text_pair_column else "texts"
+
+    def predict(self, inputs: list) -> list[dict]:
+        """Labels and probabilities (classification) or values (regression), one per input: a
+        text, a (text, second text) pair for a pair run, or a decoded image for an image run."""
+        kind = self.inputs
         with self.lock:
-            frame = (self.adapters.predict(texts, self.name) if self.adapters is not None
-                     else predict_with(self.handle, self.recipe, self.labels, texts))
+            if kind == "images":
+                frame = predict_images_with(self.handle, self.recipe, self.labels, inputs,
+                                            [f"images[{i}]" for i in range(len(inputs))])
+            else:
+                texts = [x[0] for x in inputs] if kind == "pairs" else inputs
+                pairs = [x[1] for x in inputs] if kind == "pairs" else None
+                frame = (self.adapters.predict(texts, self.name, pairs) if self.adapters is not None
+                         else predict_with(self.handle, self.recipe, self.labels, texts, pairs))
         if self.output != "classes":
             return [{"value": float(v)} for v in frame["prediction"]]
         probs = frame[[f"p_{label}" for label in self.labels]].to_numpy(dtype=np.float64)
@@ -67,10 +83,10 @@ class Served:
 
 
 def _shareable(run_dir: Path, recipe: Recipe) -> tuple[str, str] | None:
-    """(base, PEFT type, output, chat template) of a PEFT adapter run that can share its base: one
-    that trained nothing of the base itself, on a full-precision base."""
+    """(base, PEFT type, output, chat template) of a PEFT adapter text run that can share its base:
+    one that trained nothing of the base itself, on a full-precision base."""
     kind = peft_type(run_dir)
-    if (kind is None or (model_folder(run_dir) / TRAINED_BASE).is_file()
+    if (kind is None or task_of(recipe).modality != "text" or (model_folder(run_dir) / TRAINED_BASE).is_file()
             or recipe.model.quantize_base != "none"):
         return None
     output = task_of(recipe).output
@@ -88,9 +104,6 @@ def load_served(run_dirs: list[str | Path], *, trust_remote_code: bool = False) 
     recipes = {name: run_recipe(d) for name, d in zip(names, dirs, strict=True)}
     groups: dict[tuple[str, ...], list[str]] = {}
     for name, d in zip(names, dirs, strict=True):
-        if task_of(recipes[name]).modality != "text":
-            raise TailorError(f"serve: {d} is an image run; the server takes text runs (classification, "
-                              "regression, causal LM)")
         key = _shareable(d, recipes[name])
         if key is not None:
             groups.setdefault(key, []).append(name)

@@ -5,7 +5,9 @@ their own numbers):
 tailor_requests_total{route,model,status}   counter; `model` only for a served model's name
 tailor_request_duration_seconds{route}      summary: p50/p95/p99 over the last 10,000 requests,
                                             _count and _sum since start
-tailor_batch_size                           histogram of the texts per /v1/predict model call
+tailor_batch_size{kind}                     histogram of the inputs per /v1/predict model call
+                                            (kind="predict") and the requests per batched generate
+                                            call (kind="generate")
 """
 
 from __future__ import annotations
@@ -42,12 +44,14 @@ class StatsCollector:
             latency.add_sample("tailor_request_duration_seconds_count", {"route": route}, count)
             latency.add_sample("tailor_request_duration_seconds_sum", {"route": route}, total)
         yield latency
-        sizes = HistogramMetricFamily("tailor_batch_size", "Texts per model call of /v1/predict "
-                                      "(dynamic batching)")
-        buckets = [(floatToGoString(b), sum(n for size, n in batches.items() if size <= b))
-                   for b in self.bounds]
-        buckets.append(("+Inf", sum(batches.values())))
-        sizes.add_metric([], buckets, sum_value=sum(size * n for size, n in batches.items()))
+        sizes = HistogramMetricFamily("tailor_batch_size", "Inputs per /v1/predict model call (kind "
+                                      "predict) and requests per generate call (kind generate): dynamic "
+                                      "batching", labels=["kind"])
+        for kind, counts in batches.items():
+            buckets = [(floatToGoString(b), sum(n for size, n in counts.items() if size <= b))
+                       for b in self.bounds]
+            buckets.append(("+Inf", sum(counts.values())))
+            sizes.add_metric([kind], buckets, sum_value=sum(size * n for size, n in counts.items()))
         yield sizes
 
 

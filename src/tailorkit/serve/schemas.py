@@ -13,8 +13,15 @@ class _Body(BaseModel):
 
 
 class PredictRequest(_Body):
-    model: str | None = Field(None, description="served run (folder name); optional with one text run")
-    texts: list[str] = Field(..., min_length=1)
+    """One of `texts` (with `text_pairs` for a run trained on pairs) or `images`; which one the
+    run takes is checked in app.py, against the run."""
+
+    model: str | None = Field(None, description="served run (folder name); optional with one such run")
+    texts: list[str] | None = Field(None, min_length=1)
+    text_pairs: list[str] | None = Field(None, min_length=1, description="second text of each pair, one "
+                                                                          "per text")
+    images: list[str] | None = Field(None, min_length=1, description="base64-encoded image files (PNG, "
+                                                                      "JPEG, ...)")
 
 
 class Message(_Body):
