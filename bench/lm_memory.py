@@ -6,7 +6,9 @@ Every side instruction-tunes the same model (default SmolLM2-135M-Instruct) on t
 ChatterBot examples (tailorkit's own `prepare_chat_data`: the same tokens and the same masked
 prompts), LoRA r=8 alpha=16 dropout 0 on every linear layer, batch 8, length 128, fp32, AdamW
 lr 5e-4 with weight decay 0.01, clipping 1.0 and a linear schedule, for `--steps` optimiser steps.
-Each side runs in its own subprocess, one after the other, so its peak is its own:
+Each side runs in its own subprocess, one after the other, so its peak is its own. The
+tailorkit sides run on the allocator `tailor train` picks (tcmalloc where installed:
+src/tailorkit/launch.py), the Trainer sides on the C library's, as their users run them:
 
 - peak RSS: the process's VmHWM, read from /proc at the end (model load, training, validation);
 - samples/s: batch x steps over the summed step time (tailorkit's own `samples_per_second`; for
@@ -160,13 +162,20 @@ def child(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix=f"lm-memory-{args.side}-") as work:
         run = run_trainer if args.side.startswith("trainer") else run_tailorkit
         result = run(args, Path(work))
-    args.result_json.write_text(json.dumps({**result, "peak_rss_mb": peak_rss_mb()}))
+    from tailorkit.runtime import allocator
+
+    result = {**result, "peak_rss_mb": peak_rss_mb(), "allocator": allocator()}
+    args.result_json.write_text(json.dumps(result))
 
 
 def run_side(side: str, argv: list[str], log_dir: Path) -> dict:
     out = log_dir / f"{side}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--side", side, "--result-json", str(out)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    if side.startswith("tailorkit"):  # the allocator `tailor train` would run on
+        from tailorkit.launch import allocator_env
+
+        env = allocator_env(env) or env
     with (log_dir / f"{side}.log").open("w") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0:
@@ -188,14 +197,14 @@ def report(args: argparse.Namespace, command: str, results: dict[str, dict],
               f"{args.steps} steps · load average {load[0]:.2f} before, {load[1]:.2f} after"
               + (f" · {args.note}" if args.note else ""))
     lines = [title, "", header, "", f"`{command}`", "",
-             "| side | peak RSS MB | vs Trainer+PEFT | samples/s | vs Trainer+PEFT | validation loss "
-             "| trainable |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| side | allocator | peak RSS MB | vs Trainer+PEFT | samples/s | vs Trainer+PEFT "
+             "| validation loss | trainable |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for side, r in results.items():
         rss = f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}×" if base else "-"
         sps = f"{r['samples_per_s'] / base['samples_per_s']:.2f}×" if base else "-"
-        lines.append(f"| {side} | {r['peak_rss_mb']:.0f} | {rss} | {r['samples_per_s']:.2f} | {sps} | "
-                     f"{r['val_loss']:.4f} | {r['trainable']:,} |")
+        lines.append(f"| {side} | {r['allocator']} | {r['peak_rss_mb']:.0f} | {rss} "
+                     f"| {r['samples_per_s']:.2f} | {sps} | {r['val_loss']:.4f} | {r['trainable']:,} |")
     return "\n".join(lines) + "\n"
 
 

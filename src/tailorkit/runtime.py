@@ -100,6 +100,16 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def allocator() -> str:
+    """The malloc this process runs on: tcmalloc or jemalloc when one is loaded (tailorkit's
+    launcher preloads tcmalloc where installed, tailorkit/launch.py), else the C library's."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "system"
+    return next((name for name in ("tcmalloc", "jemalloc") if f"lib{name}" in maps), "system")
+
+
 def versions() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "transformers": version("transformers")}

@@ -24,7 +24,8 @@ def test_smoke_run_writes_the_memory_table(tiny_llama, qa_csv, tmp_path):  # noq
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     text = results.read_text()
     assert "SMOKE (no claims)" in text and "--smoke" in text
-    rows = re.findall(r"^\| (\S+) \| (\d+) \| ([\d.]+)× \| [\d.]+ \| [\d.]+× \| (\d+\.\d{4}) \| ([\d,]+) \|$",
+    rows = re.findall(r"^\| (\S+) \| (?:tcmalloc|jemalloc|system) \| (\d+) \| ([\d.]+)× \| [\d.]+ \| [\d.]+× "
+                      r"\| (\d+\.\d{4}) \| ([\d,]+) \|$",
                       text, re.M)
     assert [r[0] for r in rows] == sides.split(",")
     assert len({r[4] for r in rows}) == 1  # the same trainable parameter count on every side

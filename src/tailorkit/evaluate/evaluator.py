@@ -59,15 +59,17 @@ LM_EVAL_ROWS = 8
 @torch.inference_mode()
 def language_model_metrics(handle: ModelHandle, data, batch_size: int,
                            precision: str | bool = "fp32", lm_head_chunk: int = 0) -> dict:
-    """Token loss and perplexity. A causal LM with `lm_head_chunk` scores its labelled tokens
-    a chunk at a time (evaluate/lm_head_loss.py); otherwise a batch's logits are rows x length x
-    vocabulary floats (64 x 128 x 49k = 1.6 GB for SmolLM2), so a few rows go at a time."""
+    """Token loss and perplexity, a few rows at a time. A causal LM with `lm_head_chunk` scores
+    its labelled tokens a chunk at a time (evaluate/lm_head_loss.py); otherwise a batch's logits
+    are rows x length x vocabulary floats (64 x 128 x 49k = 1.6 GB for SmolLM2). Even chunked,
+    SmolLM2's evaluation at 64 rows x 128 peaked at 1,932 MB, above the 1,573 MB of the
+    checkpointed LoRA training it validated (bench/lm_memory.py)."""
     was_training = handle.model.training
     handle.model.eval()
     total, tokens = 0.0, 0
     causal = handle.output == "next_token"
     chunked = ChunkedLMLoss.for_model(handle.model, lm_head_chunk) if causal else None
-    rows = batch_size if chunked else min(batch_size, LM_EVAL_ROWS)
+    rows = min(batch_size, LM_EVAL_ROWS)
     for indices in eval_batches(data.lengths, rows):
         batch = to_device(data.collate(indices), handle.device)
         with autocast(handle.device, precision):

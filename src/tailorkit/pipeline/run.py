@@ -43,7 +43,7 @@ from tailorkit.pipeline.run_dir import (
 )
 from tailorkit.pipeline.stages import Evaluate, Prepare, Run, Save, Stage, Train
 from tailorkit.recipe import dump_recipe, resolve_defaults
-from tailorkit.runtime import bound_onednn_cache, default_threads, peak_rss_mb, versions
+from tailorkit.runtime import allocator, bound_onednn_cache, default_threads, peak_rss_mb, versions
 from tailorkit.tasks import task_of
 from tailorkit.track.jsonl import METRICS
 from tailorkit.track.trackers import check_installed
@@ -201,6 +201,7 @@ def _summary(run: Run, threads: int, started: float) -> dict:
         "wall_seconds": round(time.time() - started, 2),
         "samples_per_second": throughput(state),
         "peak_rss_mb": round(peak_rss_mb(), 1),  # of rank 0's process
+        "allocator": allocator(),  # the peak depends on it (tailorkit/launch.py)
         "memory_estimate": run.memory.as_dict() if run.memory else None,  # made before training
         "peak_memory": peak_memory_mb(s.handle.device),  # on CUDA: peak allocated and reserved
         "threads": threads,

@@ -29,6 +29,7 @@ from tailorkit.config.train import TrainConfig
 from tailorkit.evaluate.lm_head_loss import ChunkedLMLoss
 from tailorkit.models.handle import ModelHandle
 from tailorkit.runtime import resident_mb
+from tailorkit.train.gated_mlp import lean_gated_mlps
 from tailorkit.train.recompute import chosen_blocks
 
 MB = 2**20
@@ -117,7 +118,7 @@ def _activation_bytes(handle: ModelHandle, batch: dict, checkpointing: bool | in
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), lean_gated_mlps(handle.model):
             if head_loss:
                 head_loss.hidden_states(handle, batch)
             else:
