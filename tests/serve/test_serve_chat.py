@@ -141,3 +141,20 @@ def test_concurrent_requests_are_batched_and_answer_as_each_alone(lm_server):
         buckets = {s.labels["le"]: s.value for f in families for s in f.samples
                    if s.name == "tailor_batch_size_bucket" and s.labels["kind"] == "generate"}
     assert buckets["+Inf"] - buckets["1.0"] >= 1  # at least one generate call held several requests
+
+
+def test_a_request_past_the_timeout_gets_504_and_the_server_goes_on(lm_server):
+    run_dir = lm_server[0]
+    # every request waits max_wait_ms for company, so 1 ms cannot be met
+    settings = ServeSettings(max_new_tokens=16, request_timeout=0.001, max_wait_ms=50)
+    with BackgroundServer(create_app(load_served([run_dir]), settings)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        with pytest.raises(openai.APIStatusError, match="--request-timeout") as err:
+            client.chat.completions.create(model="chatty", messages=[{"role": "user", "content": "hi"}],
+                                           max_tokens=8, temperature=0)
+        assert err.value.status_code == 504
+        # a stream is cut at the same time by generate's own max_time: at most the first token
+        pieces = [c.choices[0].text for c in client.completions.create(
+            model="chatty", prompt="The capital of France", max_tokens=16, temperature=0, stream=True)]
+        assert len([p for p in pieces if p]) <= 2
+        assert httpx.get(f"{url}/health").status_code == 200

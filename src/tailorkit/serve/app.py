@@ -3,6 +3,7 @@ shape OpenAI clients read) with a 4xx status naming what was wrong."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -10,6 +11,7 @@ import os
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -43,7 +45,8 @@ def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
     registry = registry_for(stats, settings.max_batch_size)
     batcher = Batcher(lambda name, _key, inputs: models[name].predict(inputs), settings.max_batch_size,
                       settings.max_wait_ms, lambda size: stats.batch(size, "predict"))
-    generations = Batcher(lambda name, key, asks: generation.complete_batch(models[name], asks, *key[:3]),
+    generations = Batcher(lambda name, key, asks: generation.complete_batch(models[name], asks, *key[:3],
+                                                                            settings.request_timeout),
                           settings.max_batch_size, settings.max_wait_ms,
                           lambda size: stats.batch(size, "generate"))
     api_key = os.environ.get(settings.api_key_env) or None
@@ -101,6 +104,15 @@ def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
     async def tailor_error(_request, err: TailorError):
         return _error(400, str(err))
 
+    async def within(answer: Awaitable, what: str):
+        """The answer, or a 504 once the request has taken --request-timeout seconds."""
+        try:
+            return await asyncio.wait_for(answer, settings.request_timeout)
+        except TimeoutError:
+            raise ApiError(504, f"{what} took longer than {settings.request_timeout:g} s, the server's "
+                                "--request-timeout; send fewer inputs or ask fewer tokens",
+                           "timeout_error") from None
+
     def pick(request: Request, name: str | None, generates: bool) -> Served:
         entry = _choose(name, generates)
         request.state.model = entry.name
@@ -146,7 +158,7 @@ def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
     async def predict(body: PredictRequest, request: Request):
         entry = pick(request, body.model, generates=False)
         inputs = await (image_inputs(entry, body) if entry.inputs == "images" else text_inputs(entry, body))
-        rows = await batcher.submit(entry.name, inputs)
+        rows = await within(batcher.submit(entry.name, inputs), "the prediction")
         return {"model": entry.name, "predictions": rows}
 
     async def text_inputs(entry: Served, body: PredictRequest) -> list:
@@ -208,7 +220,8 @@ def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
         created = int(time.time())
         if body.stream:
             async def events():
-                async for piece in iterate_in_threadpool(generation.stream(entry, ids, **args)):
+                pieces = generation.stream(entry, ids, **args, max_time=settings.request_timeout)
+                async for piece in iterate_in_threadpool(pieces):
                     yield _sse(ident, kind, created, entry.name, piece, None, chat)
                 yield _sse(ident, kind, created, entry.name, "", "stop", chat)
                 yield "data: [DONE]\n\n"
@@ -221,8 +234,8 @@ def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
         else:
             alone = None if args["seed"] is None else uuid.uuid4().hex
             key = (args["temperature"], args["top_p"], args["seed"], alone)
-        [(text, n, finish)] = await generations.submit(entry.name, [generation.Ask(ids, args["max_tokens"])],
-                                                       key)
+        [(text, n, finish)] = await within(
+            generations.submit(entry.name, [generation.Ask(ids, args["max_tokens"])], key), "the generation")
         choice = ({"index": 0, "message": {"role": "assistant", "content": text.strip()},
                    "finish_reason": finish}
                   if chat else {"index": 0, "text": text, "finish_reason": finish, "logprobs": None})

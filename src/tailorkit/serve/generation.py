@@ -25,7 +25,7 @@ def text_ids(entry: Served, prompt: str) -> list[int]:
 
 
 def _kwargs(entry: Served, ids: list[int], max_tokens: int, temperature: float, top_p: float,
-            seed: int | None) -> dict:
+            seed: int | None, max_time: float) -> dict:
     tokenizer = entry.handle.tokenizer
     tensor = torch.tensor([ids], device=entry.handle.device)
     greedy = temperature == 0
@@ -34,7 +34,7 @@ def _kwargs(entry: Served, ids: list[int], max_tokens: int, temperature: float, 
     sampling = {} if greedy else {"temperature": temperature, "top_p": top_p}
     return {"input_ids": tensor, "attention_mask": torch.ones_like(tensor), "max_new_tokens": max_tokens,
             "do_sample": not greedy, "pad_token_id": tokenizer.pad_token_id,
-            "eos_token_id": stop_token_ids(tokenizer), **sampling}
+            "eos_token_id": stop_token_ids(tokenizer), "max_time": max_time, **sampling}
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Ask:
 
 @torch.inference_mode()
 def complete_batch(entry: Served, asks: list[Ask], temperature: float, top_p: float,
-                   seed: int | None) -> list[tuple[str, int, str]]:
+                   seed: int | None, max_time: float) -> list[tuple[str, int, str]]:
     """(text, completion tokens, finish reason) per request, from one `generate` call: prompts
     padded on the left (the mask hides the padding), as many new tokens as the largest
     max_tokens asks, then each answer cut at its own max_tokens and first stop token."""
@@ -66,7 +66,7 @@ def complete_batch(entry: Served, asks: list[Ask], temperature: float, top_p: fl
         entry.activate()
         out = entry.handle.model.generate(input_ids=ids, attention_mask=mask, do_sample=not greedy,
                                           max_new_tokens=max(a.max_tokens for a in asks), pad_token_id=pad,
-                                          eos_token_id=stops, **sampling)
+                                          eos_token_id=stops, max_time=max_time, **sampling)
     answers = []
     for row, ask in zip(out[:, width:].tolist(), asks, strict=True):
         new = row[:ask.max_tokens]
@@ -78,7 +78,7 @@ def complete_batch(entry: Served, asks: list[Ask], temperature: float, top_p: fl
 
 
 def stream(entry: Served, ids: list[int], max_tokens: int, temperature: float, top_p: float,
-           seed: int | None) -> Iterator[str]:
+           seed: int | None, max_time: float) -> Iterator[str]:
     """Text pieces as they are generated; the model's lock is held until the last one."""
     from transformers import TextIteratorStreamer
 
@@ -89,8 +89,8 @@ def stream(entry: Served, ids: list[int], max_tokens: int, temperature: float, t
     def work() -> None:
         try:
             with torch.inference_mode():
-                entry.handle.model.generate(**_kwargs(entry, ids, max_tokens, temperature, top_p, seed),
-                                            streamer=streamer)
+                entry.handle.model.generate(**_kwargs(entry, ids, max_tokens, temperature, top_p, seed,
+                                                      max_time), streamer=streamer)
         except BaseException as err:  # surfaced to the reader below, after the stream ends
             failure.append(err)
             streamer.end()

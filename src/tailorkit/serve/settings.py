@@ -23,6 +23,8 @@ class ServeSettings(BaseModel):
     max_new_tokens: int = Field(256, ge=1, description="largest max_tokens a generation request may ask")
     max_prompt_tokens: int = Field(2048, ge=1, description="largest prompt of a generation request, "
                                                             "in tokens")
+    request_timeout: float = Field(120.0, gt=0, description="seconds a request may take: a longer one gets "
+                                                            "504, and its generation stops then")
     api_key_env: str = Field("TAILOR_API_KEY", description="environment variable holding the API key; "
                                                             "when it is set, requests need "
                                                             "'Authorization: Bearer KEY'")
