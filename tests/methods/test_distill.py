@@ -133,7 +133,7 @@ def test_an_image_teacher_scores_each_batch_as_it_comes():
         def collate(self, indices):
             return {"pixel_values": torch.randn(len(indices), 3, 32, 32), "labels": torch.tensor(indices)}
 
-    split = WithTeacher(Augmented(), LiveTargets(teacher, bf16=False))
+    split = WithTeacher(Augmented(), LiveTargets(teacher, precision="fp32"))
     first, second = split.collate([0, 1]), split.collate([0, 1])
     for batch in (first, second):
         with torch.no_grad():

@@ -38,6 +38,7 @@ from pydantic import Field
 
 from tailorkit.data.batching import EncodedSplit, eval_batches
 from tailorkit.data.prepare import Split
+from tailorkit.device import autocast, to_device
 from tailorkit.errors import TailorError
 from tailorkit.evaluate.evaluator import predict_logits
 from tailorkit.evaluate.token_loss import token_loss_sum
@@ -111,13 +112,13 @@ class LiveTargets:
     """Image models: the teacher scores each batch as it comes. Training images are augmented
     afresh every epoch, so logits cached once would belong to other pixels."""
 
-    def __init__(self, teacher: ModelHandle, bf16: bool) -> None:
-        self.teacher, self.bf16 = teacher, bf16
+    def __init__(self, teacher: ModelHandle, precision: str) -> None:
+        self.teacher, self.precision = teacher, precision
 
     @torch.no_grad()  # not inference_mode: the logits enter the student's autograd graph
     def batch(self, indices: list[int], batch: dict) -> dict[str, torch.Tensor]:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            return {"teacher_logits": self.teacher.forward(batch).float()}
+        with autocast(self.teacher.device, self.precision):
+            return {"teacher_logits": self.teacher.forward(to_device(batch, self.teacher.device)).float()}
 
 
 class TokenTargets:
@@ -158,13 +159,14 @@ class WithTeacher:
 def class_targets(teacher: ModelHandle, teacher_recipe, train) -> tuple[ClassTargets, dict]:
     own = EncodedSplit(Split("train", train.texts, train.pairs, train.targets), teacher.tokenizer,
                        teacher_recipe.model.max_length)
-    logits = predict_logits(teacher, own, teacher_recipe.train.eval_batch_size, teacher_recipe.train.bf16)
+    t = teacher_recipe.train
+    logits = predict_logits(teacher, own, t.eval_batch_size, t.precision)
     agreement = float((logits.argmax(-1) == train.targets).mean())
     return ClassTargets(torch.from_numpy(logits)), {"teacher_train_accuracy": round(agreement, 4)}
 
 
 @torch.inference_mode()
-def token_targets(teacher: ModelHandle, train, k: int, temperature: float, bf16: bool
+def token_targets(teacher: ModelHandle, train, k: int, temperature: float, precision: str
                   ) -> tuple[TokenTargets, dict]:
     positions: list = [None] * len(train)
     logprobs: list = [None] * len(train)
@@ -172,16 +174,17 @@ def token_targets(teacher: ModelHandle, train, k: int, temperature: float, bf16:
     total, count = 0.0, 0
     teacher.model.eval()
     for indices in eval_batches(train.lengths, 8):  # 8 x length x vocabulary logits at a time
-        batch = train.collate(indices)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        batch = to_device(train.collate(indices), teacher.device)
+        with autocast(teacher.device, precision):
             logits = teacher.forward(batch)
         loss_sum, n = token_loss_sum(logits, batch["labels"])
         total, count = total + float(loss_sum), count + int(n)
         top = F.log_softmax(logits.float() / temperature, -1).topk(k, dim=-1)
+        values, ids = top.values.cpu(), top.indices.cpu()  # kept for the whole training: host memory
         for row, i in enumerate(indices):
             where = np.flatnonzero(np.asarray(train.labels[i][1:]) != -100)
             positions[i] = where
-            logprobs[i], tokens[i] = top.values[row, where], top.indices[row, where].int()
+            logprobs[i], tokens[i] = values[row, where], ids[row, where].int()
     facts = {"teacher_train_loss": round(total / max(count, 1), 4)}
     return TokenTargets(positions, logprobs, tokens, k), facts
 
@@ -211,6 +214,7 @@ class Distill(Method):
         c, student = self.config, setup.handle
         started = time.perf_counter()
         teacher_recipe, teacher, labels, _ = setup.load_run(c.teacher)
+        teacher.model.to(student.device)  # it scores the student's batches where they are
         train = setup.splits["train"]
         if student.output == "classes" and (teacher.output != "classes" or labels != setup.labels):
             raise TailorError(f"distill.teacher: {c.teacher} predicts {labels}, the data has "
@@ -222,7 +226,7 @@ class Distill(Method):
                 raise TailorError(f"distill.teacher: {c.teacher} must be an image run that reads images as "
                                   "this recipe does (the same data.image settings)")
             teacher.model.eval()
-            targets, facts = LiveTargets(teacher, recipe.train.bf16), {}
+            targets, facts = LiveTargets(teacher, recipe.train.precision), {}
         elif student.output == "classes":
             print(f"distill: teacher {c.teacher} predicts the {len(train)} training examples",
                   file=sys.stderr)
@@ -233,7 +237,7 @@ class Distill(Method):
                                   "vocabulary; token-level distillation needs the same tokenizer")
             print(f"distill: teacher {c.teacher} scores the next tokens of {len(train)} training examples",
                   file=sys.stderr)
-            targets, facts = token_targets(teacher, train, c.top_k, c.temperature, recipe.train.bf16)
+            targets, facts = token_targets(teacher, train, c.top_k, c.temperature, recipe.train.precision)
         setup.splits["train"] = WithTeacher(train, targets)
         setup.info["distill"] = {"teacher": c.teacher, "teacher_parameters": teacher.count_parameters()[1],
                                  **facts, "teacher_seconds": round(time.perf_counter() - started, 2)}
