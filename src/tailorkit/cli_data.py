@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel, ValidationError
 
+from tailorkit.cli_data_chat import clean_instruction_file
 from tailorkit.config.base import format_validation_error
 from tailorkit.config.data import ChatColumns, DataConfig
 from tailorkit.config.model import ModelConfig
@@ -23,6 +24,7 @@ from tailorkit.data.augment.augment import augment_frame
 from tailorkit.data.augment.synonyms import synonym_source
 from tailorkit.data.cleaning.changes import count_lines, write_changes
 from tailorkit.data.cleaning.clean import TableColumns, clean_frames
+from tailorkit.data.cleaning.encoder_features import Encoder
 from tailorkit.data.inspection import CLASS_LIMIT, inspect_table
 from tailorkit.data.inspection_chat import render_report, render_text
 from tailorkit.data.inspection_render import html_report, text_report
@@ -46,6 +48,10 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
                    help="with --model: report the share of rows longer than this (default %(default)s)")
     i.add_argument("--near", type=float, default=0.9, metavar="JACCARD",
                    help="near-duplicate threshold, 0 turns the search off (default %(default)s)")
+    i.add_argument("--label-errors", choices=typing.get_args(CleanConfig.model_fields["label_error_features"]
+                                                             .annotation),
+                   help="also search likely label errors (cleanlab, as data clean does) with out-of-fold "
+                        "logistic regression on TF-IDF, or on the encoder features of --model")
     i.add_argument("--json", help="also write the report as JSON to this new file")
     i.add_argument("--html", help="also write the report as an HTML page to this new file")
     i.add_argument("--force", action="store_true", help="replace existing --json/--html files")
@@ -62,7 +68,14 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     _add_input(c)
     c.add_argument("--test", help="a test table: rows of DATA found in it are removed (leakage)")
     _add_output(c)
-    _add_config_flags(c, CleanConfig, skip={"splits"})
+    c.add_argument("--model", help="with --label-error-features encoder: the encoder whose mean-pooled "
+                                   "features the label-error search reads (catalogue name or folder)")
+    c.add_argument("--max-length", type=int, default=ModelConfig.model_fields["max_length"].default,
+                   help="with --model: tokens of each row the encoder reads (default %(default)s)")
+    _add_config_flags(c, CleanConfig, skip={"splits", "label_error_model"})
+    c.add_argument("--format", choices=formats, help="DATA is instruction data (causal LMs) in this format "
+                   "(auto: from its columns): every text repaired with its line breaks kept, whole examples "
+                   "compared; an --output ending .jsonl keeps lists of turns as lists")
 
     a = dsub.add_parser("augment", help="write DATA plus EDA-edited copies of its rows, each recorded")
     _add_input(a)
@@ -168,8 +181,15 @@ def _cmd_inspect(args) -> None:
     if args.render is not None:
         _cmd_render(args)
         return
+    if args.label_errors == "encoder" and not args.model:
+        raise TailorError("--label-errors encoder needs --model: the encoder whose features are read "
+                          "(e.g. minilm-l6)")
+    encoder = Encoder(args.model, "--model", args.max_length) if args.label_errors == "encoder" else None
     source, frame = _read(args)
     columns = _columns(source, frame, args)
+    if args.label_errors and not _is_classes(frame, columns):
+        raise TailorError(f"--label-errors: {source} has no class labels (column '{args.label_column}' "
+                          "is missing or holds regression targets)")
     test_source, test = _read(args, "--test", args.test) if args.test else (None, None)
     if test is not None:
         _columns(test_source, test, args)
@@ -179,7 +199,8 @@ def _cmd_inspect(args) -> None:
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
     report = inspect_table(frame, source, columns, test, test_source, tokenizer, args.model,
-                           args.max_length if args.model else None, args.near or None)
+                           args.max_length if args.model else None, args.near or None,
+                           args.label_errors, encoder)
     print(text_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
@@ -227,21 +248,39 @@ def _check_outputs(args, inputs: dict[str, str | None]) -> None:
 
 def _cmd_clean(args) -> None:
     cfg = _config(args, CleanConfig)
+    encoder = _encoder(args, cfg)
     _check_outputs(args, {"DATA": args.data, "--test": args.test})
     source, frame = _read(args)
+    if args.format is not None:  # instruction data
+        test = _read(args, "--test", args.test)[1] if args.test else None
+        clean_instruction_file(frame, test, cfg, args.format, args.output, _changes_path(args.output))
+        return
     columns = _columns(source, frame, args)
     frames = {"train": frame}
     if args.test:
         test_source, frames["test"] = _read(args, "--test", args.test)
         _columns(test_source, frames["test"], args)
     cleaned = clean_frames(frames, cfg.model_copy(update={"splits": ["train"]}), columns,
-                           numeric=not _is_classes(frame, columns))
+                           numeric=not _is_classes(frame, columns), encoder=encoder)
     cleaned.frames["train"].to_csv(args.output, index=False)
     write_changes(cleaned.changes, _changes_path(args.output))
     for line in count_lines(cleaned.changes) + cleaned.notes:
         print(line.removeprefix("train "))
     print(f"wrote {len(cleaned.frames['train']):,} of {len(frame):,} rows to {args.output}; "
           f"changes: {_changes_path(args.output)}")
+
+
+def _encoder(args, cfg: CleanConfig) -> Encoder | None:
+    if cfg.label_error_features != "encoder":
+        if args.model:
+            raise TailorError("--model is read only with --label-error-features encoder")
+        return None
+    if not args.model:
+        raise TailorError("--label-error-features encoder needs --model: the encoder whose features "
+                          "are read (e.g. minilm-l6)")
+    if args.max_length < 1:
+        raise TailorError(f"--max-length: {args.max_length}: give 1 or more tokens")
+    return Encoder(args.model, "--model", args.max_length)
 
 
 def _cmd_augment(args) -> None:

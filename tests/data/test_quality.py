@@ -38,11 +38,11 @@ def test_a_run_cleans_augments_and_records(tiny_model_dir, tmp_path):
     assert not (run / "data" / "test.csv").exists()  # the test split was not touched
 
 
-def test_tasks_that_do_not_clean_refuse_the_sections(tiny_model_dir, sentiment_csv, tmp_path):
+def test_tasks_that_do_not_augment_refuse_the_section(tiny_model_dir, sentiment_csv, tmp_path):
     raw = recipe_dict(tiny_model_dir, sentiment_csv, tmp_path / "run")
-    raw |= {"task": "mlm"}
-    raw["data"] |= {"clean": {}}
-    with pytest.raises(TailorError, match=r"data.clean: task mlm does not run it .*classification"):
+    raw |= {"task": "causal_lm"}
+    raw["data"] |= {"augment": {}}
+    with pytest.raises(TailorError, match=r"data.augment: task causal_lm does not run it .*classification"):
         recipe_from_dict(raw)
 
 

@@ -143,10 +143,10 @@ class DataConfig(Strict):
                                                "10% kept).")
     max_train_samples: int | None = Field(None, ge=1, description="Seeded subset of train.")
     max_eval_samples: int | None = Field(None, ge=1, description="Seeded subset of validation/test.")
-    clean: CleanConfig | None = Field(None, description="classification, regression: repair and filter "
-                                                        "the data, each change recorded (section; "
-                                                        "`clean: {}` takes the defaults).")
-    augment: AugmentConfig | None = Field(None, description="classification, regression: add edited "
+    clean: CleanConfig | None = Field(None, description="Repair and filter the data, each change "
+                                                        "recorded (section; `clean: {}` takes the "
+                                                        "defaults); images: duplicates and leakage only.")
+    augment: AugmentConfig | None = Field(None, description="classification, regression, mlm: add edited "
                                                             "copies of training rows (section).")
 
     @field_validator("encoding")

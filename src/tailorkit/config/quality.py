@@ -37,7 +37,9 @@ class CleanConfig(Strict):
                                            "HTML escapes and spacing ignored): keep the first.")
     near_duplicates: float | None = Field(
         None, gt=0.0, le=1.0, description="Also drop near duplicates: estimated Jaccard similarity of "
-                                          "character 5-grams at or above this (MinHash LSH), e.g. 0.8.")
+                                          "character 5-grams at or above this (MinHash LSH), e.g. 0.8; "
+                                          "images: 1 - mean absolute difference of 32x32 grayscale "
+                                          "thumbnails (pHash candidates), e.g. 0.98.")
     label_conflicts: Literal["drop", "majority", "keep"] = Field(
         "majority", description="Duplicates with different labels: drop all, keep one with the majority "
                                 "label (a tie drops all; regression: the median), or keep one per label.")
@@ -46,11 +48,24 @@ class CleanConfig(Strict):
                                             "training rows also against validation.")
     label_errors: Literal["off", "flag", "remove"] = Field(
         "flag", description="classification: likely label errors of the training split by confident "
-                            "learning (cleanlab) on out-of-fold TF-IDF + logistic-regression "
-                            "probabilities; flag records them, remove drops them.")
+                            "learning (cleanlab) on out-of-fold logistic-regression probabilities "
+                            "(see label_error_features); flag records them, remove drops them.")
+    label_error_features: Literal["tfidf", "encoder"] = Field(
+        "tfidf", description="What the out-of-fold logistic regression reads: tfidf (word 1-2-grams, "
+                             "seconds) or encoder (a frozen encoder's mean-pooled features, computed "
+                             "once and cached on disk; the model is label_error_model).")
+    label_error_model: str | None = Field(
+        None, description="encoder: the encoder (catalogue name or folder); null: the run's model.name "
+                          "(tailor data clean: --model).")
     label_error_folds: int = Field(5, ge=2, le=20, description="Cross-validation folds of the "
                                                                 "out-of-fold probabilities.")
     seed: int = Field(0, description="Seed of MinHash and of the label-error folds.")
+
+    @model_validator(mode="after")
+    def _model_needs_encoder(self) -> CleanConfig:
+        if self.label_error_model is not None and self.label_error_features != "encoder":
+            raise ValueError("label_error_model is read only with label_error_features: encoder")
+        return self
 
 
 class BackTranslationConfig(Strict):

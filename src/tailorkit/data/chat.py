@@ -17,6 +17,7 @@ import torch
 from tailorkit.config.data import DataConfig
 from tailorkit.data.instructions import Conversation, detect_format, to_conversations
 from tailorkit.data.prepare import SPLITS, carve_missing_splits, read_splits, subset
+from tailorkit.data.quality import DataQuality
 from tailorkit.data.templates import IGNORE, render_all
 from tailorkit.errors import TailorError
 
@@ -50,12 +51,18 @@ class ChatData:
     conversations: dict[str, list[Conversation]]  # kept for sample generations
     format: str
     truncated: dict[str, int]  # examples cut to max_length, per split
+    quality: DataQuality | None = None  # what data.clean did, when it ran
 
 
-def prepare_chat_data(cfg: DataConfig, tokenizer, max_length: int) -> ChatData:
+def prepare_chat_data(cfg: DataConfig, tokenizer, max_length: int, quality: DataQuality | None = None
+                      ) -> ChatData:
+    """With `quality` (a run's data stage), `data.clean` cleans the carved splits (data/cleaning/chat.py)
+    and `quality` records what it did."""
     raw = carve_missing_splits(read_splits(cfg), cfg, stratify=None)
     train_source, train = raw["train"]
     fmt = detect_format(list(train.columns), cfg.chat) if cfg.format == "auto" else cfg.format
+    if quality is not None:
+        raw = quality.clean_chat(raw, fmt)
     splits, conversations, truncated = {}, {}, {}
     for name in SPLITS:
         source, frame = raw[name]
@@ -65,6 +72,8 @@ def prepare_chat_data(cfg: DataConfig, tokenizer, max_length: int) -> ChatData:
                               f"(columns: {', '.join(map(str, frame.columns))}); set data.chat")
         frame = subset(frame, cfg.max_train_samples if name == "train" else cfg.max_eval_samples,
                         cfg.split.seed)
+        if quality is not None:
+            quality.keep(name, frame)
         chats = to_conversations(frame, fmt, cfg.chat, source)
         rendered = render_all(chats, tokenizer, cfg.template, max_length, source,
                               rows=[int(i) + 1 for i in frame.index])
@@ -80,4 +89,6 @@ def prepare_chat_data(cfg: DataConfig, tokenizer, max_length: int) -> ChatData:
                                    [rendered.labels[i] for i in keep], tokenizer.pad_token_id)
         conversations[name] = [chats[i] for i in keep]
         truncated[name] = len(rendered.truncated)
-    return ChatData(splits, conversations, fmt, truncated)
+    if quality is not None:
+        quality.write()
+    return ChatData(splits, conversations, fmt, truncated, quality)

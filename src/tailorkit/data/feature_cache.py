@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from tailorkit.data.batching import eval_batches
 from tailorkit.device import autocast, model_device, to_device
@@ -84,12 +85,15 @@ def cache_key(identity: dict, data) -> str:
 
 
 @torch.inference_mode()
-def extract(model, data, batch_size: int, bf16: bool) -> torch.Tensor:
-    """Features of every example, in the split's order (batches are length-sorted inside)."""
+def extract(model, data, batch_size: int, bf16: bool, progress: str | None = None) -> torch.Tensor:
+    """Features of every example, in the split's order (batches are length-sorted inside);
+    `progress`: the label of a progress bar on stderr (None: no bar)."""
     model.eval()
     device = model_device(model)  # computed where the model is; kept in host memory
     out: torch.Tensor | None = None
-    for indices in eval_batches(data.lengths, batch_size):
+    batches = tqdm(eval_batches(data.lengths, batch_size), desc=progress, disable=progress is None,
+                   total=-(-len(data) // batch_size), unit="batch", dynamic_ncols=True)
+    for indices in batches:
         batch = {k: v for k, v in to_device(data.collate(indices), device).items() if k != "labels"}
         with autocast(device, bf16):
             features = model.extract(**batch).float().cpu()
@@ -100,8 +104,8 @@ def extract(model, data, batch_size: int, bf16: bool) -> torch.Tensor:
     return out
 
 
-def cached_features(model, data, key: str, where: str, batch_size: int, bf16: bool
-                    ) -> tuple[torch.Tensor, bool]:
+def cached_features(model, data, key: str, where: str, batch_size: int, bf16: bool,
+                    progress: str | None = None) -> tuple[torch.Tensor, bool]:
     """The features of `data` under `key` ("memory" or "disk" cache); True if found there."""
     if where == "memory" and key in _MEMORY:
         _MEMORY.move_to_end(key)
@@ -109,7 +113,7 @@ def cached_features(model, data, key: str, where: str, batch_size: int, bf16: bo
     path = _disk_path(key)
     if where == "disk" and path.is_file():
         return load_file(str(path))["features"], True
-    features = extract(model, data, batch_size, bf16)
+    features = extract(model, data, batch_size, bf16, progress)
     if where == "memory":
         _MEMORY[key] = features
         while len(_MEMORY) > MEMORY_ENTRIES:

@@ -19,6 +19,7 @@ from tailorkit.data.image_catalogue import load_catalogue_images
 from tailorkit.data.image_mix import BatchMix
 from tailorkit.data.image_transforms import ImageTransform
 from tailorkit.data.images import ImageSet, load_image_file
+from tailorkit.data.quality import DataQuality
 from tailorkit.errors import TailorError
 
 
@@ -44,8 +45,10 @@ class EncodedImages:
         return self.mix(batch) if self.mix is not None else batch
 
 
-def prepare_image_data(cfg: DataConfig) -> tuple[dict[str, ImageSet], list[str], dict[str, int]]:
-    """The splits, the class names, and how many unreadable images each given file skipped."""
+def prepare_image_data(cfg: DataConfig, quality: DataQuality | None = None
+                       ) -> tuple[dict[str, ImageSet], list[str], dict[str, int]]:
+    """The splits, the class names, and how many unreadable images each given file skipped. With
+    `quality` (a run's data stage), `data.clean` cleans the carved splits and `quality` records it."""
     if cfg.name is not None:
 
         splits = load_catalogue_images(cfg.name)
@@ -62,6 +65,9 @@ def prepare_image_data(cfg: DataConfig) -> tuple[dict[str, ImageSet], list[str],
         if name not in splits:
             train, splits[name] = _carve(train, total, getattr(cfg.split, name), cfg.split, name)
     splits["train"] = train
+    if quality is not None:
+        splits = quality.clean_images(splits)
+        quality.write()
     limits = {"train": cfg.max_train_samples, "validation": cfg.max_eval_samples,
               "test": cfg.max_eval_samples}
     splits = {name: _subset(split, limits[name], cfg.split.seed) for name, split in splits.items()}

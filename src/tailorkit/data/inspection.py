@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from tailorkit.config.quality import CleanConfig
-from tailorkit.data.cleaning.clean import TableColumns, keys_of
+from tailorkit.data.cleaning.clean import TableColumns, keys_of, label_issues_of
 from tailorkit.data.cleaning.duplicates import NearIndex, exact_groups, near_groups
 from tailorkit.data.cleaning.text import garbled_count, has_control, has_html, has_mojibake
 from tailorkit.data.cleaning.text import repair as repair_text
@@ -121,10 +121,24 @@ def overlap(train: pd.DataFrame, test: pd.DataFrame, columns: TableColumns, thre
     return out
 
 
+def label_errors(frame: pd.DataFrame, columns: TableColumns, features: str, encoder=None) -> dict:
+    """Likely label errors, as `data.clean` finds them with label_error_features `features`."""
+    cfg = CleanConfig(label_error_features=features)
+    index_of, issues, note = label_issues_of(frame, cfg, columns, encoder)
+    indices = [index_of[i.position] for i in issues]
+    examples = [{"row": int(index) + 1, "text": str(frame.at[index, columns.text]), "label": i.given,
+                 "predicted": i.predicted, "confidence": round(i.confidence, 3)}
+                for index, i in zip(indices[:EXAMPLES], issues, strict=False)]
+    return {"features": features, "model": encoder.name if encoder else None, "count": len(issues),
+            "rows": [int(index) + 1 for index in indices[:50]], "examples": examples, "note": note}
+
+
 def inspect_table(frame: pd.DataFrame, source: str, columns: TableColumns, test: pd.DataFrame | None = None,
                   test_source: str | None = None, tokenizer=None, tokenizer_name: str | None = None,
-                  max_length: int | None = None, threshold: float | None = 0.9) -> dict:
-    """The report of one table (and its overlap with a test table)."""
+                  max_length: int | None = None, threshold: float | None = 0.9,
+                  label_error_features: str | None = None, encoder=None) -> dict:
+    """The report of one table (and its overlap with a test table); with `label_error_features`
+    (tfidf, or encoder with `encoder`), its likely label errors too."""
     text = frame[columns.text]
     present = text.notna()
     as_text = text.where(present, "").astype(str)
@@ -143,6 +157,8 @@ def inspect_table(frame: pd.DataFrame, source: str, columns: TableColumns, test:
     report["html"] = _finding(frame, as_text.map(has_html), columns.text)
     report["control_characters"] = _finding(frame, as_text.map(has_control), columns.text)
     report |= duplicates(frame[present], columns, threshold)
+    if label_error_features and columns.label:
+        report["label_errors"] = label_errors(frame[present], columns, label_error_features, encoder)
     if test is not None:
         report["test"] = {"source": test_source, **overlap(frame[present], test[test[columns.text].notna()],
                                                            columns, threshold)}

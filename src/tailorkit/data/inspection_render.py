@@ -58,6 +58,14 @@ def text_report(r: dict) -> str:
         c = r["label_conflicts"]
         out.append(f"same text, different labels: {c['groups']:,} groups ({c['rows']:,} rows)")
         _group_lines(out, c["examples"])
+    if "label_errors" in r:
+        le = r["label_errors"]
+        via = "TF-IDF" if le["features"] == "tfidf" else f"{le['model']} features"
+        out.append(f"likely label errors (cleanlab, out-of-fold logistic regression on {via}): "
+                   + (le["note"] if le["note"] else _share(le["count"], n)))
+        for ex in le["examples"][:3]:
+            out.append(f"    row {ex['row']} [{ex['label']}, model says {ex['predicted']} "
+                       f"p={ex['confidence']:.2f}]: {_short(ex['text'], 80)}")
     if "test" in r:
         t = r["test"]
         line = f"test {t['source']}: {t['rows']:,} rows; {_share(t['exact'], t['rows'])} in train exactly"
@@ -104,5 +112,13 @@ def html_report(r: dict) -> str:
                              f"<td>{e(', '.join(g.get('labels', [])))}</td>"
                              f"<td>{'<br>'.join(e(t) for t in g['texts'])}</td></tr>")
             parts.append("</table>")
+    if r.get("label_errors", {}).get("examples"):
+        le = r["label_errors"]
+        parts.append(f"<h2>likely label errors ({le['count']:,})</h2><table><tr><th>row</th><th>label</th>"
+                     "<th>model says</th><th>p</th><th>text</th></tr>")
+        for ex in le["examples"]:
+            parts.append(f"<tr><td>{ex['row']}</td><td>{e(ex['label'])}</td><td>{e(ex['predicted'])}</td>"
+                         f"<td>{ex['confidence']:.2f}</td><td>{e(ex['text'])}</td></tr>")
+        parts.append("</table>")
     parts.append("</body></html>\n")
     return "\n".join(parts)

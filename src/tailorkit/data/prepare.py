@@ -9,13 +9,13 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from tailorkit.config.data import DataConfig
-from tailorkit.data.quality import DataQuality
 from tailorkit.data.tables import read_table
 from tailorkit.errors import TailorError
 from tailorkit.sources import load_catalogue_dataset
@@ -36,12 +36,31 @@ class Split:
         return len(self.texts)
 
 
+class QualitySteps(Protocol):
+    """The data stage's `data.clean` / `data.augment` (data/quality.py's DataQuality). Only this
+    shape is named here: the steps themselves sit above this module (label-error features read
+    encoded splits, data/batching.py, which imports this module)."""
+
+    def clean(self, raw: dict[str, tuple[str, pd.DataFrame]], classes: bool
+              ) -> dict[str, tuple[str, pd.DataFrame]]:
+        ...
+
+    def augment(self, train: pd.DataFrame, classes: bool) -> pd.DataFrame:
+        ...
+
+    def keep(self, name: str, frame: pd.DataFrame) -> None:
+        ...
+
+    def write(self) -> None:
+        ...
+
+
 @dataclass
 class TaskData:
     classes: bool  # targets are class names (else numbers)
     splits: dict[str, Split]
     labels: list[str] = field(default_factory=list)  # class names; empty for regression
-    quality: DataQuality | None = None  # what data.clean and data.augment did, when they ran
+    quality: QualitySteps | None = None  # what data.clean and data.augment did, when they ran
 
     @property
     def num_labels(self) -> int:
@@ -196,7 +215,7 @@ def read_splits(cfg: DataConfig) -> dict[str, tuple[str, pd.DataFrame]]:
 
 
 def prepare_data(cfg: DataConfig, classes: bool, labels: list[str] | None = None,
-                 flags: dict[str, str] | None = None, quality: DataQuality | None = None) -> TaskData:
+                 flags: dict[str, str] | None = None, quality: QualitySteps | None = None) -> TaskData:
     """Load, check and split; `classes`: the label column holds class names, else numbers.
     `labels` fixes the class list (when re-evaluating a run); `flags` names the command-line
     flag of each column option in messages (`tailor eval`). With `quality` (a run's data stage),

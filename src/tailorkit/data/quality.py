@@ -4,6 +4,7 @@ the training split, and the record of both in the run directory:
     <run>/data/changes.csv   one line per removed, repaired, relabelled, flagged or added row
     <run>/data/quality.json  counts by split, action and reason; steps that could not run
     <run>/data/<split>.csv   each split a step changed, as the run trains and scores on it
+                             (<split>.jsonl for instruction data)
 
 The user's files are only read.
 """
@@ -20,7 +21,11 @@ from tailorkit.config.data import DataConfig
 from tailorkit.data.augment.augment import augment_frame
 from tailorkit.data.augment.synonyms import synonym_source
 from tailorkit.data.cleaning.changes import CHANGES, Change, count_lines, counts, write_changes
-from tailorkit.data.cleaning.clean import TableColumns, clean_frames
+from tailorkit.data.cleaning.chat import clean_chat_frames
+from tailorkit.data.cleaning.clean import Cleaned, TableColumns, clean_frames
+from tailorkit.data.cleaning.encoder_features import Encoder
+from tailorkit.data.cleaning.images import clean_image_sets
+from tailorkit.data.images import ImageSet
 
 DATA_DIR = "data"  # in the run directory
 QUALITY = "quality.json"
@@ -33,9 +38,13 @@ class DataQuality:
     cfg: DataConfig
     folder: Path
     model_path: Path | None = None  # for synonyms from the model's embeddings
+    model_name: str | None = None  # the run's model.name: label_error_features' default encoder
+    max_length: int = 128  # the run's model.max_length, for encoder features
+    progress: bool = False  # a progress bar while encoding
     changes: list[Change] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     touched: dict[str, pd.DataFrame] = field(default_factory=dict)  # split -> the table it became
+    suffix: str = "csv"  # of the changed splits' files: csv, or jsonl for instruction data
 
     @property
     def enabled(self) -> bool:
@@ -45,25 +54,62 @@ class DataQuality:
         return TableColumns(self.cfg.text_column, self.cfg.label_column if labelled else None,
                             self.cfg.text_pair_column)
 
-    def clean(self, raw: dict[str, tuple[str, pd.DataFrame]], classes: bool
+    def clean(self, raw: dict[str, tuple[str, pd.DataFrame]], classes: bool, labelled: bool = True
               ) -> dict[str, tuple[str, pd.DataFrame]]:
+        """Tables of text, with labels unless `labelled` is False (masked-LM text)."""
         if self.cfg.clean is None:
             return raw
         cleaned = clean_frames({name: frame for name, (_, frame) in raw.items()}, self.cfg.clean,
-                               self.columns(), numeric=not classes)
+                               self.columns(labelled), numeric=not classes,
+                               encoder=self.encoder() if labelled else None)
+        return self._record(raw, cleaned)
+
+    def clean_chat(self, raw: dict[str, tuple[str, pd.DataFrame]], fmt: str
+                   ) -> dict[str, tuple[str, pd.DataFrame]]:
+        """Instruction data in format `fmt`; its changed splits are written as JSON lines (lists of
+        turns survive them, not CSV)."""
+        if self.cfg.clean is None:
+            return raw
+        self.suffix = "jsonl"
+        cleaned = clean_chat_frames({name: frame for name, (_, frame) in raw.items()}, self.cfg.clean, fmt,
+                                    self.cfg.chat)
+        return self._record(raw, cleaned)
+
+    def clean_images(self, sets: dict[str, ImageSet]) -> dict[str, ImageSet]:
+        """Image splits: duplicates and leakage by decoded pixels; only the record is written."""
+        if self.cfg.clean is None:
+            return sets
+        cleaned = clean_image_sets(sets, self.cfg.clean)
+        self.changes += cleaned.changes
+        return cleaned.sets
+
+    def _record(self, raw: dict[str, tuple[str, pd.DataFrame]], cleaned: Cleaned
+                ) -> dict[str, tuple[str, pd.DataFrame]]:
         self.changes += cleaned.changes
         self.notes += cleaned.notes
         changed = {c.split for c in cleaned.changes if c.action in ("removed", "repaired", "relabelled")}
         self.touched |= {name: cleaned.frames[name] for name in changed}
         return {name: (source, cleaned.frames[name]) for name, (source, _) in raw.items()}
 
-    def augment(self, train: pd.DataFrame, classes: bool) -> pd.DataFrame:
+    def encoder(self) -> Encoder | None:
+        """The model of `data.clean.label_error_features: encoder`: label_error_model, else model.name."""
+        cfg = self.cfg.clean
+        if cfg is None or cfg.label_error_features != "encoder":
+            return None
+        if cfg.label_error_model is not None:
+            return Encoder(cfg.label_error_model, "data.clean.label_error_model", self.max_length,
+                           self.progress)
+        if self.model_name is None:
+            return None
+        return Encoder(self.model_name, "model.name", self.max_length, self.progress)
+
+    def augment(self, train: pd.DataFrame, classes: bool, labelled: bool = True) -> pd.DataFrame:
         cfg = self.cfg.augment
         if cfg is None:
             return train
         synonyms = synonym_source(cfg, self.model_path)
-        train, added = augment_frame(train, cfg, self.cfg.text_column, self.cfg.label_column, classes,
-                                     synonyms)
+        train, added = augment_frame(train, cfg, self.cfg.text_column,
+                                     self.cfg.label_column if labelled else None, classes, synonyms)
         self.changes += added
         self.touched["train"] = train
         return train
@@ -86,5 +132,14 @@ class DataQuality:
         self.folder.mkdir(parents=True, exist_ok=True)
         write_changes(self.changes, self.folder / CHANGES)
         for name, frame in self.touched.items():
-            frame.to_csv(self.folder / f"{name}.csv", index=False)
+            path = self.folder / f"{name}.{self.suffix}"
+            if self.suffix == "jsonl":
+                frame.to_json(path, orient="records", lines=True, force_ascii=False)
+            else:
+                frame.to_csv(path, index=False)
         (self.folder / QUALITY).write_text(json.dumps(self.summary(), indent=2) + "\n")
+
+
+def quality_info(quality: DataQuality | None) -> dict:
+    """The run summary's `data_quality` entry (nothing when no step ran)."""
+    return {"data_quality": quality.summary()} if quality is not None else {}

@@ -34,6 +34,11 @@ class Task:
     # Recipe fields (dotted paths) that only some tasks read: each task names those it reads,
     # and `tailor recipe validate` leaves out the others' (`unread_fields`).
     reads: ClassVar[frozenset[str]] = frozenset()
+    # Fields of a section it reads that mean nothing to this task, with why: a value other than the
+    # default (or off) is refused, naming the field (e.g. data.clean.label_errors for causal LMs).
+    ignores: ClassVar[dict[str, str]] = {}
+    # Sections it does not read, with why; said when a recipe sets one.
+    refuses: ClassVar[dict[str, str]] = {}
 
     def check_recipe(self, recipe: Recipe) -> None:
         """Refuse options that do not fit the task with a ValueError naming the field, one
@@ -51,10 +56,27 @@ class Task:
         for section in ("clean", "augment"):  # the data-quality steps of tasks that run them
             if getattr(recipe.data, section) is not None and f"data.{section}" not in self.reads:
                 doing = sorted(t.name for t in TASKS.values() if f"data.{section}" in t.reads)
+                why = f": {self.refuses[f'data.{section}']}" if f"data.{section}" in self.refuses else ""
                 problems.append(f"data.{section}: task {self.name} does not run it (tasks that do: "
-                                f"{', '.join(doing)})")
+                                f"{', '.join(doing)}){why}")
+        problems += self._ignored_fields(recipe)
         if problems:
             raise ValueError("\n".join(problems))
+
+    def _ignored_fields(self, recipe: Recipe) -> list[str]:
+        problems = []
+        for path, why in self.ignores.items():
+            *sections, name = path.split(".")
+            node = recipe
+            for section in sections:
+                node = getattr(node, section, None)
+            if node is None:
+                continue
+            value, default = getattr(node, name), type(node).model_fields[name].default
+            if value != default and value not in (False, None, 0, "off"):
+                problems.append(f"{path}: {value!r} does not apply to task {self.name} ({why}); "
+                                "leave it out")
+        return problems
 
     def unread_fields(self) -> set[str]:
         """The task-specific recipe fields of other tasks, which this one never reads."""
@@ -87,6 +109,12 @@ class Task:
 
 
 TASKS: dict[str, Task] = {}
+# data.clean's fields about labels: unlabelled tasks (causal LM, masked LM) ignore them
+CLEAN_LABEL_FIELDS = ("label_conflicts", "label_errors", "label_error_features", "label_error_model",
+                      "label_error_folds")
+# data.clean's fields about text only: image data ignores them
+TEXT_CLEAN_FIELDS = ("fix_text", "strip_html", "whitespace", "garbled", "min_words", "max_words", "min_chars",
+                     "max_chars")
 
 
 def register(cls: type[Task]) -> type[Task]:

@@ -4,17 +4,19 @@ before and after training."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from tailorkit.config.metrics import LANGUAGE_MODEL_METRICS
 from tailorkit.config.recipe import Recipe
 from tailorkit.data.chat import prepare_chat_data
+from tailorkit.data.quality import DATA_DIR, DataQuality, quality_info
 from tailorkit.data.templates import resolve_template
 from tailorkit.evaluate.evaluator import evaluate_split
 from tailorkit.generate import sample_answers
 from tailorkit.models.handle import ModelHandle, load_causal_lm
 from tailorkit.sources import resolve_model
-from tailorkit.tasks.base import Task, register
+from tailorkit.tasks.base import CLEAN_LABEL_FIELDS, Task, register
 from tailorkit.train.loop import seed_everything
 from tailorkit.train.losses import TaskLoss
 from tailorkit.train.setup import Setup
@@ -32,7 +34,11 @@ class CausalLM(Task):
     metrics = LANGUAGE_MODEL_METRICS
     headline = ["loss", "perplexity"]
     auto_class = "AutoModelForCausalLM"
-    reads = frozenset({"model.max_length", "data.format", "data.template", "data.chat", "generation"})
+    reads = frozenset({"model.max_length", "data.format", "data.template", "data.chat", "generation",
+                       "data.clean"})
+    ignores = {f"data.clean.{name}": "instruction data has no labels" for name in CLEAN_LABEL_FIELDS}
+    refuses = {"data.augment": "word edits of an instruction change what the response answers, and of a "
+                               "response the target itself; clean the data instead (docs/data.md)"}
 
     def build_base(self, recipe: Recipe, labels: list[str]) -> ModelHandle:
         seed_everything(recipe.seed)
@@ -43,7 +49,11 @@ class CausalLM(Task):
         tokenizer = handle.tokenizer
         if recipe.data.template is not None:  # saved with the model, so inference formats alike
             tokenizer.chat_template = resolve_template(tokenizer, recipe.data.template)
-        data = prepare_chat_data(recipe.data, tokenizer, recipe.model.max_length)
+        quality = DataQuality(recipe.data, run_dir / DATA_DIR)
+        data = prepare_chat_data(recipe.data, tokenizer, recipe.model.max_length,
+                                 quality if quality.enabled else None)
+        if data.quality is not None and recipe.train.progress:
+            print("\n".join(data.quality.lines()), file=sys.stderr)
         g = recipe.generation
         prompts = data.conversations["validation"][: g.samples]
         before = run_dir / BEFORE
@@ -52,7 +62,8 @@ class CausalLM(Task):
             before.write_text(json.dumps(answers))
         seed_everything(recipe.seed)  # methods start from the same RNG state with or without samples
         return Setup(handle, data.splits, [], TaskLoss(self.output, recipe.train, None), recipe.train,
-                     prompts=prompts, info={"format": data.format, "truncated": data.truncated})
+                     prompts=prompts, info={"format": data.format, "truncated": data.truncated,
+                                            **quality_info(data.quality)})
 
     def write_test_outputs(self, setup: Setup, recipe: Recipe, run_dir: Path) -> dict:
         """Test loss and perplexity; generations.jsonl holds each prompt's answer before and after."""

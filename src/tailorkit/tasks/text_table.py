@@ -37,7 +37,8 @@ class TextTableTask(Task):
 
     def prepare(self, recipe: Recipe, run_dir: Path, augment: bool = True) -> Setup:
         model_path = resolve_model(recipe.model.name) if recipe.data.augment else None  # synonyms
-        quality = DataQuality(recipe.data, run_dir / DATA_DIR, model_path)
+        quality = DataQuality(recipe.data, run_dir / DATA_DIR, model_path, recipe.model.name,
+                              recipe.model.max_length, recipe.train.progress)
         data = prepare_data(recipe.data, classes=self.output == "classes",
                             quality=quality if quality.enabled else None)
         if data.quality is not None and recipe.train.progress:

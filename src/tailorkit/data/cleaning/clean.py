@@ -18,8 +18,10 @@ from tailorkit.config.quality import CleanConfig
 from tailorkit.data.cleaning.changes import Change
 from tailorkit.data.cleaning.conflicts import resolve
 from tailorkit.data.cleaning.duplicates import NearIndex, exact_groups, near_groups
-from tailorkit.data.cleaning.label_errors import find_label_issues
+from tailorkit.data.cleaning.encoder_features import Encoder, encoder_features
+from tailorkit.data.cleaning.label_errors import LabelIssue, find_label_issues
 from tailorkit.data.cleaning.text import dedupe_key, garbled_count, repair
+from tailorkit.errors import TailorError
 
 LEAK_ORDER = (("validation", ("test",)), ("train", ("validation", "test")))  # cleaned split, its references
 
@@ -46,8 +48,13 @@ def keys_of(frame: pd.DataFrame, columns: TableColumns) -> list[str]:
 
 
 def clean_frames(frames: dict[str, pd.DataFrame], cfg: CleanConfig, columns: TableColumns,
-                 numeric: bool) -> Cleaned:
-    """`frames`: split -> table; `numeric`: the labels are regression targets."""
+                 numeric: bool, encoder: Encoder | None = None) -> Cleaned:
+    """`frames`: split -> table; `numeric`: the labels are regression targets; `encoder`: the
+    model of `label_error_features: encoder`."""
+    searched = cfg.label_errors != "off" and columns.label is not None and not numeric
+    if searched and cfg.label_error_features == "encoder" and encoder is None:
+        raise TailorError("data.clean.label_error_features: encoder needs a model: set "
+                          "data.clean.label_error_model (tailor data clean: --model)")
     out = dict(frames)
     changes: list[Change] = []
     notes: list[str] = []
@@ -64,7 +71,7 @@ def clean_frames(frames: dict[str, pd.DataFrame], cfg: CleanConfig, columns: Tab
         if numeric:
             notes.append("label errors not searched: regression targets have no classes")
         else:
-            out["train"], note = _label_errors(out["train"], cfg, columns, changes)
+            out["train"], note = _label_errors(out["train"], cfg, columns, changes, encoder)
             notes += [note] if note else []
     return Cleaned(out, changes, notes)
 
@@ -163,19 +170,32 @@ def _remove_leaks(split: str, frame: pd.DataFrame, references: dict[str, pd.Data
     return _drop(split, frame, dict(sorted(drop.items())), columns, changes)
 
 
-def _label_errors(frame: pd.DataFrame, cfg: CleanConfig, columns: TableColumns, changes: list[Change]
-                  ) -> tuple[pd.DataFrame, str | None]:
-    texts = frame[columns.text].astype(str)
+def label_issues_of(frame: pd.DataFrame, cfg: CleanConfig, columns: TableColumns, encoder: Encoder | None
+                    ) -> tuple[pd.Index, list[LabelIssue], str | None]:
+    """The likely label errors of a table's labelled rows: (those rows' index, the issues by
+    position in it, why none were looked for)."""
+    labelled = frame[frame[columns.label].notna()]  # a row without a label has none to doubt
+    texts = labelled[columns.text].fillna("").astype(str)
+    pairs = labelled[columns.pair].fillna("").astype(str).tolist() if columns.pair else None
+    features = None
+    if cfg.label_error_features == "encoder" and encoder is not None and len(labelled):
+        features, _ = encoder_features(encoder, texts.tolist(), pairs)
     if columns.pair:
-        texts = texts + " [SEP] " + frame[columns.pair].astype(str)
-    issues, note = find_label_issues(texts.tolist(), frame[columns.label].astype(str).tolist(),
-                                     cfg.label_error_folds, cfg.seed)
+        texts = texts + " [SEP] " + pd.Series(pairs, index=texts.index)
+    issues, note = find_label_issues(texts.tolist(), labelled[columns.label].astype(str).tolist(),
+                                     cfg.label_error_folds, cfg.seed, features)
+    return labelled.index, issues, note
+
+
+def _label_errors(frame: pd.DataFrame, cfg: CleanConfig, columns: TableColumns, changes: list[Change],
+                  encoder: Encoder | None) -> tuple[pd.DataFrame, str | None]:
+    index_of, issues, note = label_issues_of(frame, cfg, columns, encoder)
     action = "removed" if cfg.label_errors == "remove" else "flagged"
     for issue in issues:
-        index = frame.index[issue.position]
+        index = index_of[issue.position]
         changes.append(Change("train", int(index) + 1, action, "label_error",
                               f"labelled {issue.given}; out-of-fold model says {issue.predicted} "
                               f"(p={issue.confidence:.2f})", _text(frame, index, columns)))
     if cfg.label_errors == "remove":
-        frame = frame.drop(index=[frame.index[i.position] for i in issues])
+        frame = frame.drop(index=[index_of[i.position] for i in issues])
     return frame, note

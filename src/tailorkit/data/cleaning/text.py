@@ -18,6 +18,8 @@ from tailorkit.config.quality import CleanConfig
 TAG = re.compile(r"<\s*/?\s*[a-zA-Z][a-zA-Z0-9]*(\s[^<>]*)?/?\s*>")
 ENTITY = re.compile(r"&(#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);")
 SPACES = re.compile(r"\s+")
+LINE_BREAKS = re.compile(r"\r\n?|[\u2028\u2029\x85\x0b\x0c]")
+BLANK_LINES = re.compile(r"\n{3,}")
 
 
 def is_garbled_char(ch: str) -> bool:
@@ -42,18 +44,30 @@ def has_control(text: str) -> bool:
     return any(unicodedata.category(ch) == "Cc" and ch not in "\n\t " for ch in text)
 
 
-def repair(text: str, cfg: CleanConfig) -> str:
-    """The text as `cfg` cleans it (garbled characters stripped only when `cfg.garbled` is strip)."""
+def repair(text: str, cfg: CleanConfig, keep_lines: bool = False) -> str:
+    """The text as `cfg` cleans it (garbled characters stripped only when `cfg.garbled` is strip).
+    `keep_lines` (instruction data, where line breaks, indentation and tags carry meaning: code,
+    lists, `identity<T>`) keeps tags (entities are still unescaped), line breaks, tabs and
+    indentation, removes control characters and trailing spaces, and merges runs of blank lines."""
     if cfg.fix_text:
         text = ftfy.fix_text(text, unescape_html=False, normalization="NFC")
     if cfg.strip_html:
-        text = html.unescape(TAG.sub(" ", text))
+        text = html.unescape(text if keep_lines else TAG.sub(" ", text))
     if cfg.garbled == "strip":
         text = "".join(ch for ch in text if not is_garbled_char(ch))
+    if cfg.whitespace and keep_lines:
+        return _tidy_lines(text)
     if cfg.whitespace:
         text = "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)
         text = SPACES.sub(" ", text).strip()
     return text
+
+
+def _tidy_lines(text: str) -> str:
+    text = LINE_BREAKS.sub("\n", text)
+    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    return BLANK_LINES.sub("\n\n", text).strip()
 
 
 def dedupe_key(text: str) -> str:
