@@ -3,11 +3,11 @@ has it, before Python has allocated anything that matters.
 
 glibc's malloc keeps freed activation memory in holes that the next step's larger tensors do
 not fit, so a causal-LM LoRA run's resident memory climbs over its first steps: SmolLM2-135M
-at batch 8 x 128 peaked at 3,132 MB under glibc and 2,312 MB under tcmalloc, at the same
-speed (docs/causal-lm.md, "Memory"). Telling glibc to return every freed block instead
-(`mallopt(M_MMAP_THRESHOLD)`) took the peak as low but made each step about 40% slower: every
-activation is then freshly mapped and page-faulted. tcmalloc reuses freed memory by size class
-and has neither cost.
+LoRA steps at batch 8 x up to 128 peaked at about 2,850 MB under glibc and 2,300 MB under
+tcmalloc, at the same speed (bench/allocator_steps.py; docs/causal-lm.md, "Memory"). Telling
+glibc to return every freed block of 128 KiB or more instead (its mmap threshold) took the peak
+as low but made the steps about 40% slower: every activation is then freshly mapped and
+page-faulted. tcmalloc reuses freed memory by size class and has neither cost.
 
 An allocator must be chosen before the process starts, so the command re-executes itself with
 LD_PRELOAD set (Debian/Ubuntu: `apt install libtcmalloc-minimal4`). Processes it starts

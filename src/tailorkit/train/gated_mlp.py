@@ -4,7 +4,7 @@ Autograd keeps three tensors as wide as the MLP for the gated product: `gate x` 
 gradient), `silu(gate x)` and `up x` (for the product's). `silu(gate x)` costs one sigmoid to
 rebuild from `gate x`, so one autograd function keeps only `gate x` and `up x` and recomputes
 the rest in the backward, as Liger-Kernel's SwiGLU does (Hsu et al. 2024). For SmolLM2-135M at
-8 x 128 tokens that is 189 MB of the 1,178 MB of activations a LoRA step keeps, at the cost of
+8 x 128 tokens that is 180 MB of the 1,178 MB of activations a LoRA step keeps, at the cost of
 one sigmoid per MLP in the backward. The layers, their weights and their saved files are
 untouched; the forward computes exactly what the model's own does.
 """
