@@ -52,9 +52,11 @@ def test_the_fused_path_gives_peft_outputs_and_gradients(bf16):
     x = torch.randn(3, 5, 64)
     (y1, gx1, g1), (y2, gx2, g2) = _run(reference, x, bf16), _run(fused, x, bf16)
     assert sorted(g1) == sorted(g2) and len(g1) == 4  # lora_A and lora_B of both layers
-    if not bf16:
-        assert torch.equal(y1, y2) and torch.equal(gx1, gx2)
-        assert all(torch.equal(g1[n], g2[n]) for n in g1)
+    if not bf16:  # the same arithmetic; the r-wide products sum in another order (_SKINNY)
+        torch.testing.assert_close(y2, y1, atol=1e-5 * float(y1.abs().max()), rtol=0)
+        torch.testing.assert_close(gx2, gx1, atol=1e-5 * float(gx1.abs().max()), rtol=0)
+        for n in g1:
+            torch.testing.assert_close(g2[n], g1[n], atol=1e-5 * float(g1[n].abs().max()), rtol=0)
     else:  # the same arithmetic in another order, rounded to bf16 on the way
         torch.testing.assert_close(y2, y1, atol=0.02 * float(y1.abs().max()), rtol=0)
         torch.testing.assert_close(gx2, gx1, atol=0.02 * float(gx1.abs().max()), rtol=0)
