@@ -29,12 +29,11 @@ LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr
 
 
 def tcmalloc_path() -> str | None:
-    """The tcmalloc library on this system, or None."""
+    """The tcmalloc library on this system (a path, or a name the loader finds), or None."""
     for folder in LIBRARY_DIRS:
         if (Path(folder) / TCMALLOC).is_file():
             return str(Path(folder) / TCMALLOC)
-    found = ctypes.util.find_library("tcmalloc_minimal")
-    return found if found and Path(found).is_absolute() else None
+    return ctypes.util.find_library("tcmalloc_minimal")  # ldconfig's cache: other folders, versions
 
 
 def allocator_env(environ: dict[str, str] | None = None) -> dict[str, str] | None:
