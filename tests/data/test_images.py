@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from tailorkit.data import image_catalogue as catalogue
+from tailorkit.data.idx import read_idx
 from tailorkit.data.images import (
     BadImage,
     load_idx,
@@ -20,7 +21,6 @@ from tailorkit.data.images import (
     load_image_file,
     load_image_folder,
     load_image_table,
-    read_idx,
     read_image,
 )
 from tailorkit.errors import TailorError

@@ -13,7 +13,6 @@ count (1 = grayscale, 3 = RGB); resizing and grayscale -> RGB happen in
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from tailorkit.data.idx import read_idx
 from tailorkit.data.tables import read_table
 from tailorkit.errors import TailorError
 
@@ -355,37 +355,6 @@ def load_image_arrays(path: str | Path, *, classes: list[str] | None = None,
 
 
 # -- IDX (MNIST format) -------------------------------------------------------------------------------
-
-IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """An IDX file (optionally gzipped): 2 zero bytes, a type byte, a rank byte, big-endian uint32
-    dimensions, then the big-endian data."""
-    path = Path(path)
-    if not path.is_file():
-        raise TailorError(f"IDX file not found: {path}")
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as err:
-            raise TailorError(f"{path}: corrupt gzip data ({err})") from None
-    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in IDX_TYPES:
-        raise TailorError(f"{path}: not an IDX file (bad magic number {data[:4].hex()})")
-    rank = data[3]
-    header = 4 + 4 * rank
-    if len(data) < header:
-        raise TailorError(f"{path}: truncated IDX header")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(rank))
-    dtype = np.dtype(IDX_TYPES[data[2]])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) - header != expected:
-        raise TailorError(f"{path}: IDX header says {shape} ({expected} bytes of data) but the file "
-                          f"has {len(data) - header}; the file is truncated or corrupt")
-    return np.frombuffer(data, dtype=dtype, count=expected // dtype.itemsize, offset=header).reshape(shape)
-
 
 def load_idx(images_path: str | Path, labels_path: str | Path, *,
              classes: list[str] | None = None) -> ImageSet:

@@ -67,25 +67,25 @@ def to_conversations(frame: pd.DataFrame, fmt: str, cols: ChatColumns, source: s
     for index, row in zip(frame.index, frame.to_dict("records"), strict=True):
         try:
             out.append(convert(row, cols))
-        except _RowError as err:
+        except RowError as err:
             raise TailorError(f"{source}: row {int(index) + 1}: {err}") from None
     return out
 
 
-class _RowError(Exception):
+class RowError(Exception):
     """A problem with one row; to_conversations adds the source and row number."""
 
 
-def _missing(value) -> bool:
+def missing(value) -> bool:
     return not isinstance(value, (list, tuple, dict, np.ndarray)) and bool(pd.isna(value))
 
 
 def _field(row: dict, column: str, required: bool) -> str:
     """The cell as text; '' for an empty optional cell, an error for an empty required one."""
     value = row.get(column)
-    if _missing(value) or (isinstance(value, str) and not value.strip()):
+    if missing(value) or (isinstance(value, str) and not value.strip()):
         if required:
-            raise _RowError(f"empty '{column}'; fill it or remove the row")
+            raise RowError(f"empty '{column}'; fill it or remove the row")
         return ""
     if not isinstance(value, str):
         value = str(value)  # numbers in a CSV column are still text to the model
@@ -120,44 +120,45 @@ def _messages(row: dict, cols: ChatColumns) -> Conversation:
     return _turns(row[cols.messages], cols.messages, cols.messages_role, cols.messages_content)
 
 
-def _turn_list(value, column: str) -> list:
+def turn_list(value, column: str) -> list:
     """A real list (JSONL, Parquet, datasets) or a JSON string (how CSV stores lists)."""
-    if _missing(value):
-        raise _RowError(f"empty '{column}'; fill it or remove the row")
+    if missing(value):
+        raise RowError(f"empty '{column}'; fill it or remove the row")
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError as err:
-            raise _RowError(f"column '{column}' is not valid JSON ({err.msg} at character {err.pos}); "
+            raise RowError(f"column '{column}' is not valid JSON ({err.msg} at character {err.pos}); "
                             "it must be a JSON list of turns") from None
     if isinstance(value, (np.ndarray, tuple)):  # Parquet and datasets give arrays
         value = list(value)
     if not isinstance(value, list):
-        raise _RowError(f"column '{column}' holds {type(value).__name__}, not a list of turns")
-    if not value:
-        raise _RowError(f"column '{column}' has no turns")
+        raise RowError(f"column '{column}' holds {type(value).__name__}, not a list of turns")
     return value
 
 
 def _turns(value, column: str, role_key: str, content_key: str) -> Conversation:
+    given = turn_list(value, column)
+    if not given:
+        raise RowError(f"column '{column}' has no turns")
     turns = []
-    for number, turn in enumerate(_turn_list(value, column), start=1):
+    for number, turn in enumerate(given, start=1):
         where = f"column '{column}', turn {number}"
         if not isinstance(turn, dict) or role_key not in turn or content_key not in turn:
-            raise _RowError(f"{where}: expected an object with keys '{role_key}' and '{content_key}', "
+            raise RowError(f"{where}: expected an object with keys '{role_key}' and '{content_key}', "
                             f"got {str(turn)[:80]}")
         name = str(turn[role_key]).strip().lower()
         if name not in ROLES:
-            raise _RowError(f"{where}: unknown role {turn[role_key]!r} (known: {', '.join(ROLES)})")
+            raise RowError(f"{where}: unknown role {turn[role_key]!r} (known: {', '.join(ROLES)})")
         content = turn[content_key]
         if not isinstance(content, str):
-            raise _RowError(f"{where}: content is {type(content).__name__}, not text")
+            raise RowError(f"{where}: content is {type(content).__name__}, not text")
         role = ROLES[name]
         if role == "assistant" and not content.strip():
-            raise _RowError(f"{where}: empty assistant reply; fill it or remove the row")
+            raise RowError(f"{where}: empty assistant reply; fill it or remove the row")
         turns.append({"role": role, "content": content})
     if turns[-1]["role"] != "assistant":
-        raise _RowError(f"column '{column}': the conversation ends with a {turns[-1]['role']} turn, "
+        raise RowError(f"column '{column}': the conversation ends with a {turns[-1]['role']} turn, "
                         "not an assistant reply; there is nothing to learn from its last turn — "
                         "drop that turn or add the reply")
     return turns

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 
 from tailorkit.config.data import ChatColumns
@@ -22,6 +21,7 @@ from tailorkit.config.quality import CleanConfig
 from tailorkit.data.cleaning.changes import Change
 from tailorkit.data.cleaning.clean import Cleaned, TableColumns, clean_frames
 from tailorkit.data.cleaning.text import garbled_count, repair
+from tailorkit.data.instructions import ROLES, RowError, missing, turn_list
 
 EXAMPLE = "example"  # the view column: every text of a row, joined
 # format -> (ChatColumns field, required) of each text column, in reading order
@@ -31,7 +31,6 @@ FLAT = {"alpaca": (("system", False), ("instruction", True), ("input", False), (
 # format -> the ChatColumns fields of the turn list, a turn's role key and its text key
 TURNS = {"sharegpt": ("conversations", "sharegpt_role", "sharegpt_content"),
          "messages": ("messages", "messages_role", "messages_content")}
-REPLY_ROLES = ("gpt", "assistant")
 
 
 def clean_chat_frames(frames: dict[str, pd.DataFrame], cfg: CleanConfig, fmt: str, cols: ChatColumns
@@ -66,7 +65,7 @@ def _repair_split(split: str, frame: pd.DataFrame, cfg: CleanConfig, fmt: str, c
             if column not in frame.columns:
                 continue
             for index, value in frame[column].items():
-                text = None if _missing(value) else str(value)
+                text = None if missing(value) else str(value)
                 new = None if text is None else repair(text, cfg, keep_lines=True)
                 if text is not None and new != text:
                     changes.append(Change(split, int(index) + 1, "repaired", f"{column}_repaired",
@@ -78,7 +77,7 @@ def _repair_split(split: str, frame: pd.DataFrame, cfg: CleanConfig, fmt: str, c
         column, role_key, content_key = (getattr(cols, f) for f in TURNS[fmt])
         values = []
         for index, value in frame[column].items():
-            turns = _turn_list(value)
+            turns = _turn_list(value, column)
             values.append(value)
             if turns is None:  # not a list of turns: to_conversations names the row's problem
                 continue
@@ -91,7 +90,7 @@ def _repair_split(split: str, frame: pd.DataFrame, cfg: CleanConfig, fmt: str, c
                     changes.append(Change(split, int(index) + 1, "repaired", f"{column}_repaired",
                                           f"turn {number} was: {text}", new))
                     turn[content_key] = new
-                reply = str(turn.get(role_key, "")).strip().lower() in REPLY_ROLES
+                reply = ROLES.get(str(turn.get(role_key, "")).strip().lower()) == "assistant"
                 if index not in drop:
                     drop |= _problem(index, f"{column} turn {number}", text, new, reply, cfg)
             values[-1] = json.dumps(turns, ensure_ascii=False) if isinstance(value, str) else turns
@@ -112,31 +111,23 @@ def _problem(index: int, where: str, text: str | None, new: str | None, required
     return {}
 
 
-def _missing(value) -> bool:
-    return not isinstance(value, (list, tuple, dict, np.ndarray)) and bool(pd.isna(value))
-
-
-def _turn_list(value) -> list[dict] | None:
-    """A fresh copy of the turns (a list, an array, or JSON text, as instructions.py reads them)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            return None
-    if isinstance(value, (np.ndarray, tuple)):
-        value = list(value)
-    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+def _turn_list(value, column: str) -> list[dict] | None:
+    """A fresh copy of the turns, read as instructions.py reads them; None where it would refuse
+    the row (to_conversations then names the row's problem)."""
+    try:
+        turns = turn_list(value, column)
+    except RowError:
         return None
-    return [dict(t) for t in value]
+    return [dict(t) for t in turns] if all(isinstance(t, dict) for t in turns) else None
 
 
 def _example(row: dict, fmt: str, cols: ChatColumns) -> str:
     """Every text of one row, in reading order: what dedupe, length and leakage compare."""
     if fmt in FLAT:
         texts = [row.get(getattr(cols, field)) for field, _ in FLAT[fmt]]
-        return "\n".join(str(t) for t in texts if t is not None and not _missing(t) and str(t).strip())
+        return "\n".join(str(t) for t in texts if t is not None and not missing(t) and str(t).strip())
     column, _, content_key = (getattr(cols, f) for f in TURNS[fmt])
-    turns = _turn_list(row.get(column))
+    turns = _turn_list(row.get(column), column)
     if turns is None:  # left for to_conversations to refuse with the row's problem
         return str(row.get(column))
     return "\n".join(str(t.get(content_key, "")) for t in turns)

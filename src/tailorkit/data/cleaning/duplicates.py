@@ -70,7 +70,15 @@ class NearIndex:
 def near_groups(keys: list[str], threshold: float, seed: int = 0) -> list[list[int]]:
     """Connected groups of near duplicates (single linkage), two or more per group, each in order."""
     index = NearIndex(keys, threshold, seed)
-    parent = list(range(len(keys)))
+    pairs = [(i, j) for i, (s, h) in enumerate(zip(index.sets, index.hashes, strict=True))
+             for j, _ in index.matches(s, h)]
+    return linked_groups(len(keys), pairs)
+
+
+def linked_groups(n: int, pairs: list[tuple[int, int]]) -> list[list[int]]:
+    """The connected groups of two or more of positions 0..n-1 that `pairs` link (union-find),
+    each in order, ordered by their first position."""
+    parent = list(range(n))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -78,12 +86,11 @@ def near_groups(keys: list[str], threshold: float, seed: int = 0) -> list[list[i
             i = parent[i]
         return i
 
-    for i, (s, h) in enumerate(zip(index.sets, index.hashes, strict=True)):
-        for j, _ in index.matches(s, h):
-            a, b = root(i), root(j)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
+    for i, j in pairs:
+        a, b = root(i), root(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
     groups: dict[int, list[int]] = defaultdict(list)
-    for i in range(len(keys)):
+    for i in range(n):
         groups[root(i)].append(i)
     return [g for g in groups.values() if len(g) > 1]

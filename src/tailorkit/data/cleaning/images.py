@@ -22,14 +22,12 @@ from dataclasses import dataclass
 import imagehash
 import numpy as np
 from PIL import Image
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from tailorkit.config.quality import CleanConfig
 from tailorkit.data.cleaning.changes import Change
 from tailorkit.data.cleaning.clean import LEAK_ORDER
 from tailorkit.data.cleaning.conflicts import resolve
-from tailorkit.data.cleaning.duplicates import exact_groups
+from tailorkit.data.cleaning.duplicates import exact_groups, linked_groups
 from tailorkit.data.images import ImageSet
 
 THUMB = 32  # side of the grayscale thumbnails whose pixels near duplicates are compared on
@@ -122,16 +120,7 @@ def near_pairs(a: Looks, b: Looks, similarity: float, same: bool) -> list[tuple[
 def _near_groups(looks: Looks, similarity: float) -> list[list[int]]:
     """Connected groups of near duplicates (single linkage), two or more, each in order."""
     pairs = near_pairs(looks, looks, similarity, same=True)
-    if not pairs:
-        return []
-    n = len(looks.hashes)
-    i, j, _ = zip(*pairs, strict=True)
-    _, component = connected_components(coo_matrix((np.ones(len(pairs)), (i, j)), shape=(n, n)),
-                                        directed=False)
-    groups: dict[int, list[int]] = {}
-    for position, c in enumerate(component):
-        groups.setdefault(int(c), []).append(position)
-    return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
+    return linked_groups(len(looks.hashes), [(i, j) for i, j, _ in pairs])
 
 
 def _dedupe(split: str, sets: dict[str, ImageSet], keys: list[str], rows: list[int], cfg: CleanConfig,
