@@ -11,7 +11,7 @@ untouched; the forward computes exactly what the model's own does.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -22,13 +22,17 @@ from torch import nn
 SILU = frozenset({"SiLU", "SiLUActivation"})
 
 
+def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    return F.silu(gate) * up
+
+
 class _SiluMul(torch.autograd.Function):
     """silu(gate) * up, keeping only its two inputs for the backward."""
 
     @staticmethod
     def forward(ctx, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(gate, up)
-        return F.silu(gate) * up
+        return silu_mul(gate, up)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,21 +54,29 @@ def is_gated_mlp(module: nn.Module) -> bool:
             and type(children["act_fn"]).__name__ in SILU)
 
 
-def _lean_forward(mlp: nn.Module):
+Rebuildable = Callable[..., None]  # (tensor, fn, *args): tensor is fn(*args), cheap to redo
+
+
+def _lean_forward(mlp: nn.Module, rebuildable: Rebuildable | None):
     def forward(x: torch.Tensor) -> torch.Tensor:
         gate, up = mlp.gate_proj(x), mlp.up_proj(x)
-        hidden = _SiluMul.apply(gate, up) if torch.is_grad_enabled() else mlp.act_fn(gate) * up
+        if not torch.is_grad_enabled():
+            return mlp.down_proj(mlp.act_fn(gate) * up)
+        hidden = _SiluMul.apply(gate, up)
+        if rebuildable is not None:  # down_proj may keep `gate` and `up` instead of `hidden`
+            rebuildable(hidden, silu_mul, gate, up)
         return mlp.down_proj(hidden)
     return forward
 
 
 @contextmanager
-def lean_gated_mlps(model: nn.Module) -> Iterator[int]:
+def lean_gated_mlps(model: nn.Module, rebuildable: Rebuildable | None = None) -> Iterator[int]:
     """Inside, every gated MLP of `model` keeps two tensors instead of three; yields how many.
-    Outside, the model is as it was (the instance attribute is removed again)."""
+    `rebuildable` hears of each MLP's product (train/lean_activations.py). Outside, the model
+    is as it was (the instance attribute is removed again)."""
     mlps = [m for m in model.modules() if is_gated_mlp(m)]
     for mlp in mlps:
-        mlp.forward = _lean_forward(mlp)  # an instance attribute shadows the class's
+        mlp.forward = _lean_forward(mlp, rebuildable)  # an instance attribute shadows the class's
     try:
         yield len(mlps)
     finally:

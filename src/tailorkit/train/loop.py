@@ -44,7 +44,7 @@ from tailorkit.train.checkpoint import (
     save_checkpoint,
 )
 from tailorkit.train.frozen_prefix import FrozenPrefix, why_not
-from tailorkit.train.gated_mlp import lean_gated_mlps
+from tailorkit.train.lean_activations import lean_activations
 from tailorkit.train.losses import TaskLoss, penalty
 from tailorkit.train.memory_estimate import MemoryEstimate, estimate_memory
 from tailorkit.train.optim import build_optimizer, build_scheduler
@@ -166,7 +166,7 @@ class Trainer:
                 total=self.total_steps, initial=self.state.step, unit="step", desc="train",
                 disable=not self.cfg.progress or not self.world.main, dynamic_ncols=True,
             ) as bar, activation_checkpointing(self.handle, self.cfg.activation_checkpointing), \
-                    lean_gated_mlps(self.handle.model):
+                    lean_activations(self.handle.model):
                 while self.state.step < self.total_steps and not self.state.stopped_early:
                     self._run_epoch(stop, bar)
             if self.state.last_eval_step != self.state.step:

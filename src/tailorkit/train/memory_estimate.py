@@ -29,7 +29,7 @@ from tailorkit.config.train import TrainConfig
 from tailorkit.evaluate.lm_head_loss import ChunkedLMLoss
 from tailorkit.models.handle import ModelHandle
 from tailorkit.runtime import resident_mb
-from tailorkit.train.gated_mlp import lean_gated_mlps
+from tailorkit.train.lean_activations import lean_activations
 from tailorkit.train.recompute import chosen_blocks
 
 MB = 2**20
@@ -89,11 +89,10 @@ def _activation_bytes(handle: ModelHandle, batch: dict, checkpointing: bool | in
     saved: dict[int, int] = {}  # storage -> bytes, each storage once (views share one)
     weights = {p.untyped_storage().data_ptr() for p in handle.model.parameters()}
 
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
+    def count(tensor: torch.Tensor) -> None:
         storage = tensor.untyped_storage()
         if storage.data_ptr() not in weights:  # weights are in the loaded memory already
             saved.setdefault(storage.data_ptr(), storage.nbytes())
-        return tensor
 
     blocks = list(handle.blocks) if checkpointing else []
     entered: dict[int, tuple[int, int]] = {}  # block -> (bytes saved before it, its input's bytes)
@@ -118,7 +117,7 @@ def _activation_bytes(handle: ModelHandle, batch: dict, checkpointing: bool | in
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), lean_gated_mlps(handle.model):
+        with lean_activations(handle.model, observe=count):  # as the loop trains
             if head_loss:
                 head_loss.hidden_states(handle, batch)
             else:
