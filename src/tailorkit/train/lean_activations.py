@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
 
 import torch
@@ -136,9 +136,11 @@ def lean_activations(model: nn.Module, observe: Callable[[torch.Tensor], None] |
 
     hooks = [m.register_forward_hook(norm_output) for m in model.modules() if is_rms_norm(m)]
     try:
-        with lean_gated_mlps(model, rebuilder.register), \
-                torch.autograd.graph.saved_tensors_hooks(rebuilder.pack, rebuilder.unpack):
-            yield
+        with lean_gated_mlps(model, rebuilder.register) as mlps:
+            needed = hooks or mlps or observe is not None  # a BERT or a CNN pays no hook per save
+            with torch.autograd.graph.saved_tensors_hooks(rebuilder.pack, rebuilder.unpack) if needed \
+                    else nullcontext():
+                yield
     finally:
         for hook in hooks:
             hook.remove()
