@@ -28,7 +28,8 @@ HEAVY = {"peft", "transformers", "bitsandbytes", "sklearn", "skops", "optuna", "
          "torch.ao",  # deprecated, and warns as soon as it is imported: only where it is used
          "mlflow", "wandb", "torch.utils",  # optional trackers (torch.utils.tensorboard needs tensorboard)
          "onnx", "onnxruntime",  # tailor export --format onnx only
-         "gguf"}  # tailor export --format gguf only; an offline asset, installed --no-deps
+         "gguf",  # tailor export --format gguf only; an offline asset, installed --no-deps
+         "fastapi", "uvicorn"}  # tailor serve only: a training run must not load them (test_import_cost.py)
 
 
 def modules(root: Path) -> dict[str, Path]:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tailorkit.config import DataConfig
-from tailorkit.data.prepare import prepare_data
+from tailorkit.data.prepare import prepare_data, random_split
 from tailorkit.errors import TailorError
 
 
@@ -160,6 +160,18 @@ def test_unstratified_split_is_also_seeded(skewed_csv):
     assert a != _split_texts(skewed_csv, 5, stratify=True)
 
 
+@pytest.mark.parametrize(("rows", "n_out", "seed"), [(10, 1, 0), (200, 37, 3), (1738, 217, 42)])
+def test_random_split_is_sklearns_unstratified_split(rows, n_out, seed):
+    """The split carved without importing scikit-learn picks the very rows train_test_split does."""
+    from sklearn.model_selection import train_test_split
+
+    frame = pd.DataFrame({"text": [f"row {i}" for i in range(rows)]}, index=np.arange(rows)[::-1] * 3)
+    rest, out = random_split(frame, n_out, seed)
+    want_rest, want_out = train_test_split(frame, test_size=n_out, random_state=seed)
+    pd.testing.assert_frame_equal(rest, want_rest)
+    pd.testing.assert_frame_equal(out, want_out)
+
+
 # -- bad input: one line that names the file, row or column ------------------------------------------
 
 def test_missing_column_lists_the_available_ones(sentences, write_table):
@@ -270,6 +282,12 @@ def test_too_few_rows_for_the_split(sentences, write_table):
     path = write_table(sentences(5), "s.csv")
     message = _error(_cfg(train=str(path)))
     assert "split is empty after splitting" in message and str(path) in message
+
+
+def test_fractions_above_the_whole_file_are_refused(sentences, write_table):
+    path = write_table(sentences(20), "s.csv")
+    message = _error(_cfg(train=str(path), split={"validation": 0.6, "test": 0.6, "stratify": False}))
+    assert "the validation split is empty after splitting 8 rows" in message
 
 
 def test_dataset_dict_without_a_train_split(sentences, tmp_path):

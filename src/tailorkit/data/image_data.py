@@ -12,7 +12,6 @@ import sys
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from tailorkit.config.data import DataConfig
 from tailorkit.data.image_catalogue import load_catalogue_images
@@ -84,6 +83,8 @@ def _load(cfg: DataConfig, path: str, field: str, classes: list[str] | None) -> 
 
 
 def _carve(images: ImageSet, total: int, fraction: float, split, name: str) -> tuple[ImageSet, ImageSet]:
+    from sklearn.model_selection import train_test_split
+
     n_out = int(total * fraction)
     if n_out == 0 or n_out >= len(images):
         raise TailorError(f"{images.source}: the {name} split is empty with data.split.{name}="

@@ -13,7 +13,6 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from tailorkit.config.data import DataConfig
 from tailorkit.data.tables import read_table
@@ -162,7 +161,7 @@ def _split_off(
             f"data.split.{name} is 0 and no data.{name} file was given; set one of them"
         )
     n_out = math.floor(total * fraction)
-    if n_out == 0 or n_out == len(frame):
+    if n_out == 0 or n_out >= len(frame):
         raise TailorError(
             f"{source}: the {name} split is empty after splitting {len(frame)} rows with "
             f"data.split.{name}={fraction}; give more rows, a larger fraction or data.{name}"
@@ -172,11 +171,25 @@ def _split_off(
     lone = sorted(map(str, counts.index[counts < 2]), key=_natural_key)
     if lone:
         labels = None  # a class with one example cannot be stratified; fall back to random
-    try:
-        rest, out = train_test_split(frame, test_size=n_out, random_state=seed, stratify=labels)
-    except ValueError:  # too few rows per class for a stratified split
-        rest, out = train_test_split(frame, test_size=n_out, random_state=seed)
+    if labels is None:
+        rest, out = random_split(frame, n_out, seed)
+    else:
+        from sklearn.model_selection import train_test_split
+
+        try:
+            rest, out = train_test_split(frame, test_size=n_out, random_state=seed, stratify=labels)
+        except ValueError:  # too few rows per class for a stratified split
+            rest, out = random_split(frame, n_out, seed)
     return rest.sort_index(), out.sort_index(), lone
+
+
+def random_split(frame: pd.DataFrame, n_out: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rest, the n_out rows carved out): exactly scikit-learn's unstratified train_test_split
+    (ShuffleSplit carves the first n_out of one seeded permutation), without importing
+    scikit-learn, which costs an instruction-tuning run ~43 MB for this split alone
+    (tests/data/test_prepare.py checks that both agree)."""
+    order = np.random.RandomState(seed).permutation(len(frame))
+    return frame.iloc[order[n_out:]], frame.iloc[order[:n_out]]
 
 
 def carve_missing_splits(raw: dict[str, tuple[str, pd.DataFrame]], cfg: DataConfig,

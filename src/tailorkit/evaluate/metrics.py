@@ -1,14 +1,16 @@
-"""Classification and regression metrics (scikit-learn underneath)."""
+"""Classification and regression metrics (scikit-learn underneath, imported when a metric is
+computed: a language-model run never needs it)."""
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn import metrics as skm
 
 from tailorkit.config.metrics import HIGHER_IS_BETTER
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
+    from sklearn import metrics as skm
+
     ids = list(range(len(labels)))
     out: dict = {"accuracy": float(skm.accuracy_score(y_true, y_pred))}
     for avg in ("macro", "micro", "weighted"):
@@ -30,6 +32,8 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    from sklearn import metrics as skm
+
     mse = float(skm.mean_squared_error(y_true, y_pred))
     return {
         "mse": mse,

@@ -6,16 +6,22 @@ from __future__ import annotations
 import base64
 import io
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - after the backend is chosen
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, imported when a figure is drawn: the report
+    module is reachable from the CLI, and a training run never draws."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def png_data_uri(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -32,7 +38,7 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> l
 
 def pareto_plot(names: list[str], costs: list[float], scores: list[float], cost_label: str, metric: str,
                 higher_is_better: bool, log_x: bool = False) -> str:
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig, ax = _pyplot().subplots(figsize=(5, 3.6))
     ax.scatter(costs, scores, color="tab:blue")
     for name, x, y in zip(names, costs, scores, strict=True):
         ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
@@ -51,7 +57,7 @@ def pareto_plot(names: list[str], costs: list[float], scores: list[float], cost_
 def front_plot(points: list[tuple[float, float]], on_front: list[bool], labels: list[str], x_label: str,
                y_label: str, log_x: bool = False) -> str:
     """Every complete trial of a search on its first two objectives, the Pareto front in red."""
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = _pyplot().subplots(figsize=(5.5, 4))
     rest = [p for p, f in zip(points, on_front, strict=True) if not f]
     front = sorted(p for p, f in zip(points, on_front, strict=True) if f)
     if rest:
@@ -72,7 +78,7 @@ def front_plot(points: list[tuple[float, float]], on_front: list[bool], labels: 
 
 def curves_plot(series: dict[str, tuple[list, list]], metric: str) -> str:
     """Validation metric (left) and train loss (right) of every entry against the step."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (left, right) = _pyplot().subplots(1, 2, figsize=(10, 3.8))
     for name, (val, loss) in series.items():
         if val:
             left.plot(*zip(*val, strict=True), marker="o", markersize=3, label=name)
@@ -87,7 +93,7 @@ def curves_plot(series: dict[str, tuple[list, list]], metric: str) -> str:
 
 
 def confusion_plot(labels: list[str], matrix: list[list[int]], title: str) -> str:
-    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(labels), 1 + 0.6 * len(labels)))
+    fig, ax = _pyplot().subplots(figsize=(1.2 + 0.6 * len(labels), 1 + 0.6 * len(labels)))
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)

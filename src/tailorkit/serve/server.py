@@ -1,22 +1,25 @@
 """Running the app under uvicorn: in the foreground (`tailor serve`), or in a background
-thread on a free port (tests, benchmarks), returning once it accepts connections."""
+thread on a free port (tests, benchmarks), returning once it accepts connections. uvicorn is
+imported when a server starts, so other commands never load it."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-import uvicorn
-
 from tailorkit.errors import TailorError
 
 
 def run(app, host: str, port: int) -> None:
+    import uvicorn
+
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
 
 
 class BackgroundServer:
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0) -> None:
+        import uvicorn
+
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
