@@ -8,6 +8,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
+from tailorkit.train.fused_lora import use_fused_lora
 from tailorkit.train.gated_mlp import lean_gated_mlps
 from tailorkit.train.lean_activations import SavedRebuilder, lean_activations
 
@@ -52,28 +53,36 @@ def ids(lora_llama):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_gradients_are_bit_identical(lora_llama, ids, precision):
-    for p in lora_llama.parameters():  # B starts at zero: give every gradient something to carry
-        if p.requires_grad:
+@pytest.mark.parametrize("method", ["peft lora", "fused lora", "full"])
+def test_gradients_are_bit_identical(tiny_llama, lora_llama, ids, precision, method):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).train() if method == "full" else lora_llama
+    if method == "fused lora":
+        assert use_fused_lora(model) == 7 * model.config.num_hidden_layers
+    for p in model.parameters():  # LoRA's B starts at zero: give every gradient something to carry
+        if p.requires_grad and method != "full":
             torch.nn.init.normal_(p, std=0.02)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        with lean_gated_mlps(lora_llama):
-            kept_loss, kept = _grads(lora_llama, ids)
-        with lean_activations(lora_llama):
-            lean_loss, lean = _grads(lora_llama, ids)
+        with lean_gated_mlps(model):
+            kept_loss, kept = _grads(model, ids)
+        with lean_activations(model):
+            lean_loss, lean = _grads(model, ids)
     assert torch.equal(lean_loss, kept_loss)
     assert kept.keys() == lean.keys() and kept
     for name, grad in kept.items():
         assert torch.equal(lean[name], grad), name
 
 
-def test_norm_outputs_and_mlp_products_are_no_longer_kept(lora_llama, ids):
+@pytest.mark.parametrize("fused", [False, True])
+def test_norm_outputs_residuals_and_mlp_products_are_no_longer_kept(lora_llama, ids, fused):
+    if fused:
+        use_fused_lora(lora_llama)
     config = lora_llama.config
     plain, lean = _kept_bytes(lora_llama, ids, lean=False), _kept_bytes(lora_llama, ids, lean=True)
     tokens, layers = ids.numel(), config.num_hidden_layers
-    # per layer: two norm outputs (hidden) and the MLP product (intermediate); but block 0's
+    # per layer: two norm outputs and the residual after attention (hidden each) and the MLP
+    # product (intermediate); but block 0's
     # first norm reads the frozen embeddings, which nothing else keeps: its recipe keeps them
-    rebuilt = layers * (2 * config.hidden_size + config.intermediate_size) - config.hidden_size
+    rebuilt = layers * (3 * config.hidden_size + config.intermediate_size) - config.hidden_size
     assert plain - lean == rebuilt * tokens * 4
 
 

@@ -68,7 +68,7 @@ class TrainConfig(Strict):
                                             "cuda, cuda:N or mps.")
     threads: int | None = Field(None, ge=1, description="torch threads; default: free cores.")
     lm_head_chunk: int = Field(
-        256, ge=0, description="Causal LMs: run the output layer and token loss on this many "
+        128, ge=0, description="Causal LMs: run the output layer and token loss on this many "
                                "labelled tokens at a time, so full-vocabulary logits never exist "
                                "at once (docs/causal-lm.md, Memory); 0 = the plain loss.")
     activation_checkpointing: bool | int = Field(

@@ -28,6 +28,20 @@ from torch import nn
 LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier")
 
 
+def _cross_entropy_in_place(logits: torch.Tensor, targets: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """Adds the summed cross-entropy of `logits` (rows x vocabulary, fp32, overwritten) to
+    `total` and returns its gradient, softmax - one_hot(target), in the same buffer: one
+    vocabulary-wide tensor per chunk where F.cross_entropy and softmax write three."""
+    rows = torch.arange(len(targets), device=logits.device)
+    logits -= logits.amax(-1, keepdim=True)  # shifted by the row maximum: exp cannot overflow
+    target = logits[rows, targets]
+    sums = logits.exp_().sum(-1)
+    total += (sums.log() - target).sum()  # -log softmax(target) = log sum exp - target, shifted
+    logits /= sums.unsqueeze(-1)
+    logits[rows, targets] -= 1
+    return logits
+
+
 class _HeadCrossEntropy(torch.autograd.Function):
     """Summed token cross-entropy of `hidden @ weight.T + bias` against `targets`."""
 
@@ -41,13 +55,9 @@ class _HeadCrossEntropy(torch.autograd.Function):
         for start in range(0, hidden.size(0), chunk):
             h, y = hidden[start:start + chunk], targets[start:start + chunk]
             logits = F.linear(h, weight, bias)  # autocast (bf16) applies here as in the model
-            logits = logits.float()
-            total += F.cross_entropy(logits, y, reduction="sum")
+            grad = _cross_entropy_in_place(logits.float(), y, total)
             if grad_hidden is None and grad_weight is None and grad_bias is None:
                 continue
-            # d(sum CE)/d logits = softmax(logits) - one_hot(target)
-            grad = logits.softmax(-1)
-            grad[torch.arange(len(y)), y] -= 1
             # the matmuls run in the forward's precision (autocast casts them as it did F.linear)
             if grad_hidden is not None:
                 grad_hidden[start:start + chunk] = grad @ weight

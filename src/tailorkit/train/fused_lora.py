@@ -75,10 +75,13 @@ def fused_lora(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     return _LoraLinear.apply(x, weight, bias, a, b, scaling, p)
 
 
-def fused_forward(layer, x: torch.Tensor) -> torch.Tensor | None:
-    """The fused path for PEFT's `lora.Linear` when it applies, else None."""
+def fused_forward(layer, x: torch.Tensor, training: bool | None = None) -> torch.Tensor | None:
+    """The fused path for PEFT's `lora.Linear` when it applies, else None. `training` (default:
+    whether autograd records) picks it; a backward rebuilding a training output asks for it
+    under no_grad (train/lean_activations.py)."""
     base = layer.base_layer
-    if (not torch.is_grad_enabled()  # inference: PEFT's own forward, to the bit
+    training = torch.is_grad_enabled() if training is None else training
+    if (not training  # inference: PEFT's own forward, to the bit
             or x.device.type != "cpu" or layer.disable_adapters or layer.merged
             or len(layer.active_adapters) != 1
             or type(base) is not torch.nn.Linear or getattr(layer, "fan_in_fan_out", False)
@@ -110,6 +113,11 @@ def fused_class() -> type:
     from peft.tuners.lora.layer import Linear
 
     class FusedLoraLinear(Linear):
+        def training_output(self, x: torch.Tensor) -> torch.Tensor:
+            """What forward(x) returns while training, computed without autograd."""
+            y = fused_forward(self, x, training=True)
+            return super().forward(x) if y is None else y
+
         def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
             if not args and not kwargs:
                 y = fused_forward(self, x)

@@ -21,6 +21,7 @@ Blocks under activation checkpointing have their own hooks, which take precedenc
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -49,8 +50,9 @@ class _Recipe:
     def take(self) -> torch.Tensor:
         if self.value is None:
             enabled, dtype = self.autocast
+            args = [SavedRebuilder.unpack(a) for a in self.args]  # an input may be a recipe too
             with torch.no_grad(), torch.autocast(self.device_type, dtype=dtype, enabled=enabled):
-                self.value = self.fn(*self.args).contiguous()
+                self.value = self.fn(*args).contiguous()
         value = self.value
         self.unpacks_left -= 1
         if self.unpacks_left <= 0:  # the last reader has it: keep nothing
@@ -103,9 +105,8 @@ class SavedRebuilder:
         if ref is None or ref() is None or tensor._version != recipe.version:
             self._keep(tensor)
             return tensor
-        if recipe.unpacks_left == 0:
-            for arg in recipe.args:
-                self._keep(arg)
+        if recipe.unpacks_left == 0:  # its inputs are saved with it, as recipes where they are
+            recipe.args = tuple(self.pack(arg) for arg in recipe.args)
         recipe.unpacks_left += 1
         return _View(recipe, tensor.size(), tensor.stride(), tensor.storage_offset() - recipe.offset)
 
@@ -116,6 +117,50 @@ class SavedRebuilder:
     def _keep(self, tensor: torch.Tensor) -> None:
         if self._observe is not None:
             self._observe(tensor)
+
+
+def _training_output(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """module(x) as the training forward computed it (fused LoRA layers take another path
+    without autograd, train/fused_lora.py)."""
+    own = getattr(module, "training_output", None)
+    return own(x) if own is not None else module(x)
+
+
+def _residual_after_attention(out_proj: nn.Module, h1: torch.Tensor, o_in: torch.Tensor) -> torch.Tensor:
+    return h1 + _training_output(out_proj, o_in)
+
+
+def _residual_hooks(block: nn.Module, rebuilder: SavedRebuilder) -> list:
+    """A pre-norm block's residual stream after attention, h2 = h1 + o_proj(o), which its
+    second norm keeps, rebuilt from h1 (the first norm keeps it) and o (attention keeps it):
+    one o_proj product in the backward, for hidden_size floats per token. Checked once: the
+    rebuild must equal the forward's h2 to the bit, else the block keeps h2."""
+    norm1, norm2 = getattr(block, "input_layernorm", None), getattr(block, "post_attention_layernorm", None)
+    out_proj = getattr(getattr(block, "self_attn", None), "o_proj", None)
+    if not all(isinstance(m, nn.Module) for m in (norm1, norm2, out_proj)) or any(
+            isinstance(m, nn.Dropout) and m.p > 0 for m in out_proj.modules()):  # a rebuild would redraw
+        return []
+    seen: dict[str, torch.Tensor] = {}
+    checked: list[bool] = []
+
+    def first_norm(module: nn.Module, args: tuple) -> None:
+        seen["h1"] = args[0]
+
+    def out_projection(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        seen["o"] = args[0]
+
+    def second_norm(module: nn.Module, args: tuple) -> None:
+        h1, o = seen.pop("h1", None), seen.pop("o", None)
+        if h1 is None or o is None or not torch.is_grad_enabled():
+            return
+        if not checked:
+            with torch.no_grad():
+                checked.append(torch.equal(args[0], _residual_after_attention(out_proj, h1, o)))
+        if checked[0]:
+            rebuilder.register(args[0], functools.partial(_residual_after_attention, out_proj), h1, o)
+
+    return [norm1.register_forward_pre_hook(first_norm), out_proj.register_forward_hook(out_projection),
+            norm2.register_forward_pre_hook(second_norm)]
 
 
 def is_rms_norm(module: nn.Module) -> bool:
@@ -135,6 +180,7 @@ def lean_activations(model: nn.Module, observe: Callable[[torch.Tensor], None] |
             rebuilder.register(output, module, args[0])
 
     hooks = [m.register_forward_hook(norm_output) for m in model.modules() if is_rms_norm(m)]
+    hooks += [h for block in model.modules() for h in _residual_hooks(block, rebuilder)]
     try:
         with lean_gated_mlps(model, rebuilder.register) as mlps:
             needed = hooks or mlps or observe is not None  # a BERT or a CNN pays no hook per save

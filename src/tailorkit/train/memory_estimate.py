@@ -35,7 +35,7 @@ from tailorkit.train.recompute import chosen_blocks
 MB = 2**20
 OPTIMIZER_STATES = {"adamw": 2, "adam": 2, "sgd": 1}  # floats per trainable weight (SGD: momentum)
 LOGIT_COPIES = 4  # plain loss: logits, the shifted copy, log-softmax and the logits' gradient
-CHUNK_COPIES = 3  # chunked: a chunk's logits, its softmax (the gradient) and a rounding copy
+CHUNK_COPIES = 1.5  # chunked: one chunk of fp32 logits, made its own gradient in place; + bf16 product
 
 
 @dataclass
