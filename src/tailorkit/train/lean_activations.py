@@ -3,15 +3,16 @@ anyway is saved as a recipe instead, and rebuilt when the backward needs it (sel
 recomputation: Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer
 Models").
 
-Two tensors of a Llama-style block qualify:
+Three tensors of a Llama-style block qualify:
 - an RMSNorm's output: the layers it feeds (q, k, v; gate, up; the LM head) keep it for their
   LoRA or weight gradients, while the norm keeps its own input, the residual stream;
+- the residual stream after attention, h1 + o_proj(o), which the second norm keeps, while the
+  first keeps h1 and attention keeps o: one o_proj product to rebuild (_residual_hooks);
 - the gated MLP's product silu(gate x) * up x, which down_proj keeps, while the gated product
   itself keeps `gate x` and `up x` (train/gated_mlp.py).
-Both are elementwise work to rebuild. For SmolLM2-135M that is 2,688 of about 9,000 floats per
-token and layer. The rebuilt tensor is computed by the same operations on the same inputs, so
-gradients are bit-identical. A tensor modified in place after the forward made it is kept as it
-is (its version counter says so).
+For SmolLM2-135M that is 3,264 of about 9,000 floats per token and layer. The rebuilt tensor is
+computed by the same operations on the same inputs, so gradients are bit-identical. A tensor
+modified in place after the forward made it is kept as it is (its version counter says so).
 
 torch.autograd.graph.saved_tensors_hooks does the work: `pack` sees every tensor autograd saves
 and returns either it or the recipe; `unpack` rebuilds a recipe once and hands the value to each
@@ -171,8 +172,9 @@ def is_rms_norm(module: nn.Module) -> bool:
 @contextmanager
 def lean_activations(model: nn.Module, observe: Callable[[torch.Tensor], None] | None = None
                      ) -> Iterator[None]:
-    """Inside, a training forward of `model` keeps its RMSNorm outputs and gated-MLP products as
-    recipes, and its gated MLPs keep two tensors instead of three. Outside, the model is as it was."""
+    """Inside, a training forward of `model` keeps its RMSNorm outputs, residuals after attention
+    and gated-MLP products as recipes, and its gated MLPs keep two tensors instead of three.
+    `observe` sees every tensor still kept. Outside, the model is as it was."""
     rebuilder = SavedRebuilder(observe)
 
     def norm_output(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
