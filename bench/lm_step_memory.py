@@ -11,6 +11,7 @@ resident memory and the high-water mark after the step, and the step's seconds.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -26,12 +27,10 @@ def status_mb(field: str) -> int:
 
 
 def main() -> None:
-    argv = sys.argv[1:]
-    chunk = None
-    if "--chunk" in argv:
-        i = argv.index("--chunk")
-        chunk, argv = int(argv[i + 1]), argv[:i] + argv[i + 2:]
-    args = lm_memory.parse_args(argv)
+    own = argparse.ArgumentParser(add_help=False)
+    own.add_argument("--chunk", type=int, help="train.lm_head_chunk (default: the recipe's)")
+    mine, rest = own.parse_known_args()
+    chunk, args = mine.chunk, lm_memory.parse_args(rest)  # lm_memory's flags: --steps, --threads, ...
     from tailorkit import api
     from tailorkit.train.loop import Trainer
 

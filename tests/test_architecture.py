@@ -102,8 +102,9 @@ def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
 
 
 # The `tailor` entry point picks the allocator and may restart the process before anything
-# heavy loads: it imports the CLI (and with it torch) only after that.
-DEFERRED = {("tailorkit/launch.py", "tailorkit.cli")}
+# heavy loads: it imports the CLI (and with it torch) only after that. `tailor serve` alone
+# needs the HTTP stack: FastAPI stays out of every other command (tests/test_import_cost.py).
+DEFERRED = {("tailorkit/launch.py", "tailorkit.cli"), ("tailorkit/cli_export.py", "tailorkit.serve.app")}
 
 
 def local_imports(root: Path) -> list[str]:

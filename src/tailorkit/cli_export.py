@@ -15,7 +15,6 @@ from tailorkit.export.gguf import DEFAULT_TOLERANCE, GGUF_TYPES
 from tailorkit.export.preflight import FORMATS
 from tailorkit.export.run import export_run
 from tailorkit.runtime import default_threads
-from tailorkit.serve.app import create_app
 from tailorkit.serve.models import load_served
 from tailorkit.serve.server import run
 from tailorkit.serve.settings import ServeSettings
@@ -81,6 +80,8 @@ def cmd_serve(args) -> None:
     models = load_served(args.run_dir, trust_remote_code=args.trust_remote_code)
     print(f"serving {', '.join(models)} on http://{settings.host}:{settings.port} "
           f"({torch.get_num_threads()} threads)", flush=True)
+    from tailorkit.serve.app import create_app  # FastAPI loads only when serving (DEFERRED)
+
     run(create_app(models, settings), settings.host, settings.port)
 
 

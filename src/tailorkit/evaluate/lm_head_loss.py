@@ -28,17 +28,19 @@ from torch import nn
 LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier")
 
 
-def _cross_entropy_in_place(logits: torch.Tensor, targets: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+def _cross_entropy_in_place(logits: torch.Tensor, targets: torch.Tensor, total: torch.Tensor,
+                            gradient: bool) -> torch.Tensor:
     """Adds the summed cross-entropy of `logits` (rows x vocabulary, fp32, overwritten) to
-    `total` and returns its gradient, softmax - one_hot(target), in the same buffer: one
-    vocabulary-wide tensor per chunk where F.cross_entropy and softmax write three."""
+    `total`; with `gradient`, turns the buffer into that gradient, softmax - one_hot(target):
+    one vocabulary-wide tensor per chunk where F.cross_entropy and softmax write three."""
     rows = torch.arange(len(targets), device=logits.device)
     logits -= logits.amax(-1, keepdim=True)  # shifted by the row maximum: exp cannot overflow
     target = logits[rows, targets]
     sums = logits.exp_().sum(-1)
     total += (sums.log() - target).sum()  # -log softmax(target) = log sum exp - target, shifted
-    logits /= sums.unsqueeze(-1)
-    logits[rows, targets] -= 1
+    if gradient:
+        logits /= sums.unsqueeze(-1)
+        logits[rows, targets] -= 1
     return logits
 
 
@@ -48,6 +50,7 @@ class _HeadCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, chunk):
         need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
+        gradient = need_hidden or need_weight or need_bias
         total = hidden.new_zeros((), dtype=torch.float32)
         grad_hidden = torch.empty_like(hidden) if need_hidden else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if need_weight else None
@@ -55,8 +58,8 @@ class _HeadCrossEntropy(torch.autograd.Function):
         for start in range(0, hidden.size(0), chunk):
             h, y = hidden[start:start + chunk], targets[start:start + chunk]
             logits = F.linear(h, weight, bias)  # autocast (bf16) applies here as in the model
-            grad = _cross_entropy_in_place(logits.float(), y, total)
-            if grad_hidden is None and grad_weight is None and grad_bias is None:
+            grad = _cross_entropy_in_place(logits.float(), y, total, gradient)
+            if not gradient:
                 continue
             # the matmuls run in the forward's precision (autocast casts them as it did F.linear)
             if grad_hidden is not None:

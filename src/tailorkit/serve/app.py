@@ -1,9 +1,7 @@
 """The FastAPI app over the served runs. Errors are JSON `{"error": {"message", "type"}}` (the
-shape OpenAI clients read) with a 4xx status naming what was wrong.
+shape OpenAI clients read) with a 4xx status naming what was wrong."""
 
-FastAPI is imported by create_app, so that `tailor train` never loads it; annotations are
-evaluated when each route is defined (no `from __future__ import annotations`), which lets
-FastAPI read the route's `Request` parameter from create_app's own imports."""
+from __future__ import annotations
 
 import asyncio
 import base64
@@ -15,7 +13,11 @@ import time
 import uuid
 from collections.abc import Awaitable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tailorkit.data.images import BadImage, ImageTooLarge, decode_image
 from tailorkit.errors import TailorError
@@ -27,10 +29,6 @@ from tailorkit.serve.schemas import ChatRequest, CompletionRequest, PredictReque
 from tailorkit.serve.settings import ServeSettings
 from tailorkit.serve.stats import Stats
 
-if TYPE_CHECKING:
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse
-
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
@@ -38,18 +36,11 @@ class ApiError(Exception):
         self.status, self.message, self.kind = status, message, kind
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error") -> "JSONResponse":
-    from fastapi.responses import JSONResponse
-
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
 
 
-def create_app(models: dict[str, Served], settings: ServeSettings) -> "FastAPI":
-    from fastapi import FastAPI, Request
-    from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import Response, StreamingResponse
-
+def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
     stats = Stats()
     registry = registry_for(stats, settings.max_batch_size)
     batcher = Batcher(lambda name, _key, inputs: models[name].predict(inputs), settings.max_batch_size,
