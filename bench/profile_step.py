@@ -58,7 +58,7 @@ def main() -> None:
         s = setup_run(recipe, Path(recipe.output_dir))
         loop = make_trainer(s, recipe, Path(recipe.output_dir))
         data, cfg = loop.train_data, loop.cfg
-        batches = epoch_batches(data.lengths, cfg.batch_size, recipe.seed, 0, cfg.length_grouping)
+        batches = epoch_batches(data.lengths, cfg.batch_size, recipe.seed, 0, cfg.grouping)
         batches = batches[: args.steps + 2]
         model = s.handle.model
         model.train()

@@ -200,13 +200,18 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overrides: Seq
 
 
 def resolve_defaults(recipe: Recipe) -> Recipe:
-    """The recipe with what it left to its methods filled in, so the run's recipe.yaml shows the
-    value used: `train.lr` left out (or null) becomes the methods' default (the largest
-    `default_lr` among them; 5e-5 when none has one; `tailorkit.methods.default_lr_of`)."""
-    if recipe.train.lr is not None:
+    """The recipe with what it left to its methods and task filled in, so the run's recipe.yaml
+    shows the value used: `train.lr` left out (or null) becomes the methods' default (the largest
+    `default_lr` among them; 5e-5 when none has one; `tailorkit.methods.default_lr_of`), and
+    `train.length_grouping` the task's."""
+    update: dict[str, Any] = {}
+    if recipe.train.lr is None:
+        update["lr"] = default_lr_of(recipe.methods)
+    if recipe.train.length_grouping is None:
+        update["length_grouping"] = task_of(recipe).length_grouping
+    if not update:
         return recipe
-    train = recipe.train.model_copy(update={"lr": default_lr_of(recipe.methods)})
-    return recipe.model_copy(update={"train": train})
+    return recipe.model_copy(update={"train": recipe.train.model_copy(update=update)})
 
 
 def _without_refused(raw: dict[str, Any], err: ValidationError) -> dict[str, Any] | None:

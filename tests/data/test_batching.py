@@ -55,6 +55,29 @@ def test_length_grouping_reduces_padding(lengths):
     assert _padding(grouped, lengths) < 0.5 * _padding(plain, lengths)
 
 
+def test_a_smaller_window_pads_more_and_mixes_more(lengths):
+    """`length_grouping: N` sorts windows of N batches: true is 50, and 1 sorts nothing."""
+    assert epoch_batches(lengths, 8, seed=0, epoch=0, group_by_length=True) == \
+        epoch_batches(lengths, 8, seed=0, epoch=0, group_by_length=50)
+    padding = [_padding(epoch_batches(lengths, 8, seed=0, epoch=0, group_by_length=w), lengths)
+               for w in (50, 8, 2)]
+    assert padding == sorted(padding) and padding[0] < padding[-1]
+    no_window = epoch_batches(lengths, 8, seed=0, epoch=0, group_by_length=1)
+    assert sorted(map(sorted, no_window)) == sorted(map(sorted, epoch_batches(
+        lengths, 8, seed=0, epoch=0, group_by_length=False)))
+
+
+def test_length_grouping_must_be_a_switch_or_a_positive_window():
+    from pydantic import ValidationError
+
+    from tailorkit.config.train import TrainConfig
+
+    assert TrainConfig(length_grouping=8).length_grouping == 8
+    assert TrainConfig(length_grouping=True).length_grouping is True
+    with pytest.raises(ValidationError, match="batches per sorted window"):
+        TrainConfig(length_grouping=0)
+
+
 def test_grouped_batch_order_is_still_shuffled(lengths):
     batches = epoch_batches(lengths, 8, seed=0, epoch=0, group_by_length=True)
     widths = [int(lengths[b].max()) for b in batches]
@@ -128,3 +151,19 @@ def test_regression_targets_stay_float(tokenizer):
                         tokenizer, 32)
     labels = data.collate([1, 0])["labels"]
     assert labels.dtype == torch.float32 and labels.tolist() == [0.75, 0.25]
+
+
+@pytest.mark.parametrize("task, expected", [("classification", True), ("causal_lm", False), ("mlm", True)])
+def test_length_grouping_left_out_takes_the_tasks_default(task, expected):
+    """Causal LMs batch at random by default (grouping cost SFT loss, docs/causal-lm.md); the
+    resolved value goes into the run's recipe.yaml, so a resumed run keeps its batches."""
+    import yaml
+
+    from tailorkit.recipe import dump_recipe, recipe_from_dict
+
+    raw = {"task": task, "model": {"name": "some-model"}, "data": {"train": "train.csv"}}
+    recipe = recipe_from_dict(raw)
+    assert recipe.train.length_grouping is expected
+    assert yaml.safe_load(dump_recipe(recipe))["train"]["length_grouping"] is expected
+    chosen = recipe_from_dict({**raw, "train": {"length_grouping": 8}})
+    assert chosen.train.length_grouping == 8

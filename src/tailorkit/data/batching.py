@@ -50,13 +50,20 @@ class EncodedSplit:
         return batch
 
 
+MEGA_BATCHES = 50  # batches per sorted window under `length_grouping: true`, as the Trainer's
+
+
 def epoch_batches(
-    lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool,
-    mega: int = 50,
+    lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool | int,
 ) -> list[list[int]]:
-    """The batches of one epoch, a pure function of (seed, epoch) so resume is exact."""
+    """The batches of one epoch, a pure function of (seed, epoch) so resume is exact.
+
+    Grouping sorts each window of `mega` batches' worth of shuffled examples by length: a
+    smaller window mixes more kinds of example into a batch and pads more.
+    """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
+    mega = MEGA_BATCHES if group_by_length is True else int(group_by_length)
     if group_by_length:
         chunks = [order[i : i + batch_size * mega] for i in range(0, len(order), batch_size * mega)]
         order = np.concatenate([c[np.argsort(-lengths[c], kind="stable")] for c in chunks])

@@ -31,6 +31,7 @@ class Task:
     auto_class: ClassVar[str]  # the transformers class that loads a merged model of this task
     table: ClassVar[bool] = False  # one labelled table: cross-validation folds can be cut from it
     frozen_base_ok: ClassVar[bool] = True  # a 4-bit frozen base (QLoRA) makes sense
+    length_grouping: ClassVar[bool] = True  # `train.length_grouping` where the recipe leaves it out
     # Recipe fields (dotted paths) that only some tasks read: each task names those it reads,
     # and `tailor recipe validate` leaves out the others' (`unread_fields`).
     reads: ClassVar[frozenset[str]] = frozenset()

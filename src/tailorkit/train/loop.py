@@ -213,8 +213,7 @@ class Trainer:
         for method in self.methods:
             method.on_epoch_start(self.handle, s.epoch)
         trainable = [p for p in self.handle.model.parameters() if p.requires_grad]
-        batches = epoch_batches(self.train_data.lengths, cfg.batch_size, self.seed, s.epoch,
-                                cfg.length_grouping)
+        batches = epoch_batches(self.train_data.lengths, cfg.batch_size, self.seed, s.epoch, cfg.grouping)
         self.handle.model.train()
         if self.prefix is not None:
             self.prefix.deterministic()
