@@ -10,7 +10,8 @@ Three tensors of a Llama-style block qualify:
   first keeps h1 and attention keeps o: one o_proj product to rebuild (_residual_hooks);
 - the gated MLP's product silu(gate x) * up x, which down_proj keeps, while the gated product
   itself keeps `gate x` and `up x` (train/gated_mlp.py).
-For SmolLM2-135M that is 3,264 of about 9,000 floats per token and layer. The rebuilt tensor is
+For SmolLM2-135M that is 3,264 of about 9,000 floats per token and layer. Attention keeps
+grouped key/value heads unrepeated (train/lean_attention.py). The rebuilt tensor is
 computed by the same operations on the same inputs, so gradients are bit-identical. A tensor
 modified in place after the forward made it is kept as it is (its version counter says so).
 
@@ -32,6 +33,7 @@ import torch
 from torch import nn
 
 from tailorkit.train.gated_mlp import lean_gated_mlps
+from tailorkit.train.lean_attention import lean_attention
 
 
 class _Recipe:
@@ -173,7 +175,8 @@ def is_rms_norm(module: nn.Module) -> bool:
 def lean_activations(model: nn.Module, observe: Callable[[torch.Tensor], None] | None = None
                      ) -> Iterator[None]:
     """Inside, a training forward of `model` keeps its RMSNorm outputs, residuals after attention
-    and gated-MLP products as recipes, and its gated MLPs keep two tensors instead of three.
+    and gated-MLP products as recipes, its gated MLPs keep two tensors instead of three, and its
+    attention keeps grouped key/value heads unrepeated.
     `observe` sees every tensor still kept. Outside, the model is as it was."""
     rebuilder = SavedRebuilder(observe)
 
@@ -184,7 +187,8 @@ def lean_activations(model: nn.Module, observe: Callable[[torch.Tensor], None] |
     hooks = [m.register_forward_hook(norm_output) for m in model.modules() if is_rms_norm(m)]
     hooks += [h for block in model.modules() for h in _residual_hooks(block, rebuilder)]
     try:
-        with lean_gated_mlps(model, rebuilder.register) as mlps:
+        with lean_gated_mlps(model, rebuilder.register) as mlps, \
+                lean_attention(model):
             needed = hooks or mlps or observe is not None  # a BERT or a CNN pays no hook per save
             with torch.autograd.graph.saved_tensors_hooks(rebuilder.pack, rebuilder.unpack) if needed \
                     else nullcontext():
