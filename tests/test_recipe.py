@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from tailorkit import cli
 from tailorkit.errors import TailorError
@@ -107,9 +108,28 @@ def test_class_weights_accepts_keyword_or_list():
 ])
 def test_methods_as_strings_or_dicts(methods, expected):
     specs = recipe_from_dict(_with(methods=methods)).methods
-    assert [spec.model_dump() for spec in specs] == expected  # saved as written
+    assert [spec.model_dump() for spec in specs] == expected  # dumped as written
     for spec in specs:  # validated once, into the method's own typed options
         assert type(spec.config) is METHODS[spec.name].Config
+
+
+@pytest.mark.parametrize("recipe", [
+    _with(methods=[{"lora": {"r": 4}}]),
+    _with(methods=[{"lora": {"init_from": "some/adapter"}}]),  # init_from refuses other options
+    _with(methods=[{"prompt": {"init": "text", "init_text": "Classify:"}}]),
+    {"task": "image_classification", "model": {"name": "mobilenet-v2"}, "data": {"name": "digits"},
+     "methods": ["features"]},  # features refuses `pooling` on an image model
+])
+def test_a_saved_recipe_lists_every_option_and_reads_back_the_same(recipe):
+    """A run's recipe.yaml keeps the defaults it trained with, so a default changed later does
+    not change what the run resumes or reloads with."""
+    first = recipe_from_dict(recipe)
+    saved = yaml.safe_load(dump_recipe(first))
+    ((name, options),) = saved["methods"][0].items()
+    assert set(options) == set(METHODS[name].Config.model_fields)
+    again = recipe_from_dict(saved)
+    assert [m.config for m in again.methods] == [m.config for m in first.methods]
+    assert dump_recipe(again) == dump_recipe(first)
 
 
 @pytest.mark.parametrize(("methods", "words"), [

@@ -42,6 +42,7 @@ from tailorkit.config import (
     TrainConfig,
     format_validation_error,
 )
+from tailorkit.config.plugins import EVERY_OPTION
 from tailorkit.config.space import check_space, space_candidates
 from tailorkit.errors import TailorError, undecodable
 from tailorkit.methods import METHODS, build_methods, default_lr_of, model_owner
@@ -281,8 +282,9 @@ def _read_mapping(path: Path, what: str, example: str) -> dict:
 
 
 def dump_recipe(recipe: Recipe, full: bool = True) -> str:
-    """The resolved recipe as YAML; `full=False` leaves out the fields of other tasks (a text
-    classifier's recipe without data.image, data.chat or generation)."""
+    """The resolved recipe as YAML, every method's and compression step's options included, so
+    a run keeps what it trained with when a default changes; `full=False` leaves out the fields
+    of other tasks (a text classifier's recipe without data.image, data.chat or generation)."""
     # Optional sections a recipe leaves out stay out, so a plain run's recipe.yaml stays as it was.
     exclude: dict[str, Any] = {name: True for name in ("search", "compress") if getattr(recipe, name) is None}
     if not full:
@@ -292,7 +294,8 @@ def dump_recipe(recipe: Recipe, full: bool = True) -> str:
             for section in sections:
                 node = node.setdefault(section, {})
             node[name] = True
-    return yaml.safe_dump(recipe.model_dump(mode="json", exclude=exclude), sort_keys=False)
+    dumped = recipe.model_dump(mode="json", exclude=exclude, context={EVERY_OPTION: True})
+    return yaml.safe_dump(dumped, sort_keys=False)
 
 
 def _type_name(annotation: Any) -> str:

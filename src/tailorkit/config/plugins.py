@@ -4,15 +4,27 @@ with that plug-in's own typed options.
 An entry is written `lora` or `{lora: {r: 8}}`. The options class of each plug-in is declared
 beside its code and registered into a table here (`METHOD_CONFIGS`, `COMPRESS_CONFIGS`), so
 adding a plug-in never edits this file. A spec holds the name and the validated options, and
-is saved the way it was written (only the options the recipe set).
+is dumped the way it was written (only the options the recipe set), except in a saved recipe
+(`tailorkit.recipe.dump_recipe`), which lists every option, so that a default changed later does
+not change what a run resumes or reloads with.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
+from pydantic import BaseModel, ConfigDict, SerializationInfo, ValidationError, model_serializer
 from pydantic_core import InitErrorDetails
+
+EVERY_OPTION = "every_plugin_option"  # serialisation context key: dump unset options too
+
+
+def set_options(config: BaseModel) -> list[str]:
+    """The options a config was given with a value other than their default (a saved recipe
+    lists every option, so "given" alone would count the defaults it wrote)."""
+    fields = type(config).model_fields
+    return sorted(name for name in config.model_fields_set
+                  if getattr(config, name) != fields[name].get_default(call_default_factory=True))
 
 
 class PluginConfig(BaseModel):
@@ -36,8 +48,9 @@ class PluginSpec(BaseModel):
         return cls.table.get(part) if isinstance(part, str) else None
 
     @model_serializer
-    def _as_written(self) -> dict[str, dict[str, Any]]:
-        return {self.name: self.config.model_dump(mode="json", exclude_unset=True)}
+    def _as_written(self, info: SerializationInfo) -> dict[str, dict[str, Any]]:
+        every = bool(info.context and info.context.get(EVERY_OPTION))
+        return {self.name: self.config.model_dump(mode="json", exclude_unset=not every)}
 
     @classmethod
     def parse_list(cls, value: Any, example: str) -> list:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from tailorkit.config.plugins import set_options
 from tailorkit.data.feature_cache import EncodedFeatures, cache_key, cached_features
 from tailorkit.errors import TailorError
 from tailorkit.methods.base import Method, MethodConfig, register
@@ -84,7 +85,7 @@ class Features(Method):
                              f"{c.head} is set by hidden, dropout, standardize, head_epochs and head_lr")
         if c.head not in TORCH_HEADS:
             ESTIMATORS[c.head].check_options(task.output, c.options, f"{where}.features.options")
-        if task.modality == "image" and "pooling" in c.model_fields_set:
+        if task.modality == "image" and "pooling" in set_options(c):
             raise ValueError(f"{where}.features.pooling: applies to text models; MobileNetV2's "
                              "features are always its global average pool")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from safetensors.torch import load_file, save_file
 
+from tailorkit.config.plugins import set_options
 from tailorkit.errors import TailorError
 from tailorkit.methods.base import Method, MethodConfig, chosen_before
 from tailorkit.models.handle import ModelHandle
@@ -35,7 +36,7 @@ class PeftMethodConfig(MethodConfig):
     @model_validator(mode="after")
     def _init_from_alone(self):
         if self.init_from is not None:
-            others = sorted(self.model_fields_set - {"init_from"})
+            others = [name for name in set_options(self) if name != "init_from"]
             if others:
                 raise ValueError(f"init_from uses the adapter folder's own configuration; remove "
                                  f"{', '.join(others)}")
