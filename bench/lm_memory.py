@@ -19,8 +19,9 @@ src/tailorkit/launch.py), the Trainer sides on the C library's, as their users r
 Sides: `tailorkit` (defaults: chunked head loss), `tailorkit-plain` (train.lm_head_chunk: 0),
 `tailorkit-ckpt` (train.activation_checkpointing: true), `tailorkit-qlora` (a 4-bit NF4 base),
 `trainer` and `trainer-ckpt` (Trainer + PEFT, with transformers' gradient checkpointing).
-The result goes to bench/RESULTS.md with the date and the exact command; `--smoke` runs two
-steps on whatever model and data are given, writes elsewhere and makes no claims (CI runs it).
+The result goes into bench/RESULTS.md's causal-LM memory section with the date and the exact
+command; `--smoke` runs two steps on whatever model and data are given, writes elsewhere and
+makes no claims (CI runs it).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "RESULTS.md"
+SECTION = "## Causal-LM memory (issue #20)"
 SIDES = ("tailorkit", "tailorkit-plain", "tailorkit-ckpt", "tailorkit-qlora", "trainer", "trainer-ckpt")
 TAILORKIT_TRAIN = {"tailorkit": {}, "tailorkit-plain": {"lm_head_chunk": 0},
                    "tailorkit-ckpt": {"activation_checkpointing": True}, "tailorkit-qlora": {}}
@@ -190,7 +192,7 @@ def report(args: argparse.Namespace, command: str, results: dict[str, dict],
     import transformers
 
     base = results.get("trainer")
-    title = (f"### causal-LM SFT memory · {args.model} · LoRA r=8 · batch {args.batch_size} x "
+    title = (f"#### causal-LM SFT memory · {args.model} · LoRA r=8 · batch {args.batch_size} x "
              f"{args.max_length} · {args.precision}" + (" · SMOKE (no claims)" if args.smoke else ""))
     header = (f"{datetime.now().strftime('%Y-%m-%d %H:%M')} · {os.cpu_count()} cores · torch "
               f"{torch.__version__}, transformers {transformers.__version__} · {args.threads} thread(s) · "
@@ -228,9 +230,18 @@ def main(argv: list[str] | None = None) -> None:
     text = report(args, command, results, (load_before, os.getloadavg()[0]))
     print(text)
     target = args.results or (Path(tempfile.gettempdir()) / "lm_memory_smoke.md" if args.smoke else RESULTS)
-    with target.open("a") as out:
-        out.write("\n" + text)
-    print(f"appended to {target}", file=sys.stderr)
+    add_to_results(target, text)
+    print(f"added to {target}", file=sys.stderr)
+
+
+def add_to_results(path: Path, text: str) -> None:
+    """At the end of the file's causal-LM memory section, where the earlier tables are; at the
+    end of the file where it has none."""
+    doc = path.read_text() if path.exists() else ""
+    start = doc.find(SECTION)
+    end = doc.find("\n## ", start + len(SECTION)) + 1 if start >= 0 else 0
+    end = end or len(doc)
+    path.write_text(doc[:end].rstrip("\n") + "\n\n" + text + ("\n" + doc[end:] if doc[end:] else ""))
 
 
 if __name__ == "__main__":

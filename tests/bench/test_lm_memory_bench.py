@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_smoke_run_writes_the_memory_table(tiny_llama, qa_csv, tmp_path):  # noqa: F811
     results = tmp_path / "results.md"
+    results.write_text("# Results\n\n## Causal-LM memory (issue #20)\n\nearlier tables\n\n## Other\n\nrest\n")
     sides = "tailorkit-ckpt,trainer,trainer-ckpt"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "lm_memory.py"), "--model", str(tiny_llama), "--data",
@@ -24,6 +25,9 @@ def test_smoke_run_writes_the_memory_table(tiny_llama, qa_csv, tmp_path):  # noq
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     text = results.read_text()
     assert "SMOKE (no claims)" in text and "--smoke" in text
+    # into the section, after its earlier tables, before the next section
+    assert text.index("earlier tables") < text.index("#### causal-LM SFT memory") < text.index("## Other")
+    assert text.endswith("## Other\n\nrest\n")
     rows = re.findall(r"^\| (\S+) \| (?:tcmalloc|jemalloc|system) \| (\d+) \| ([\d.]+)× \| [\d.]+ \| [\d.]+× "
                       r"\| (\d+\.\d{4}) \| ([\d,]+) \|$",
                       text, re.M)
