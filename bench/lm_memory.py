@@ -239,8 +239,8 @@ def add_to_results(path: Path, text: str) -> None:
     end of the file where it has none."""
     doc = path.read_text() if path.exists() else ""
     start = doc.find(SECTION)
-    end = doc.find("\n## ", start + len(SECTION)) + 1 if start >= 0 else 0
-    end = end or len(doc)
+    end = doc.find("\n## ", start + len(SECTION)) if start >= 0 else -1  # the next section
+    end = len(doc) if end < 0 else end + 1
     path.write_text(doc[:end].rstrip("\n") + "\n\n" + text + ("\n" + doc[end:] if doc[end:] else ""))
 
 
