@@ -10,6 +10,11 @@ MiniLM-L6 with a 5-class head over 16 BBC News articles at length 128; a step is
 loss, backward and a fused AdamW step. The variants take turns within each repeat, so a busy
 moment of the machine slows them alike; the table shows medians. Peak RSS comes from a fresh
 process per variant (`--only NAME`), since one process's peak would hold every model.
+
+The "tailorkit" variants run as tailorkit's loop trains: inside `lean_activations`, so their
+dropout masks come from train/fast_dropout.py's cheaper draw (the model's hidden and attention
+dropout, 0.1, as well as LoRA's), and LoRA layers take the fused path. "tailorkit full" and
+"tailorkit bound" show what the cheaper draw alone gives full fine-tuning and the bound.
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 
-VARIANTS = ["full", "bound", "peft lora, dropout 0.1", "peft lora, dropout 0", "tailorkit lora, dropout 0.1",
-            "tailorkit lora, dropout 0"]
+VARIANTS = ["full", "bound", "peft lora, dropout 0.1", "peft lora, dropout 0", "tailorkit full",
+            "tailorkit bound", "tailorkit lora, dropout 0.1", "tailorkit lora, dropout 0"]
 
 
 def build(name: str, base):
@@ -34,9 +40,10 @@ def build(name: str, base):
     from tailorkit.train.fused_lora import use_fused_lora
 
     model = copy.deepcopy(base)
-    if name == "full":
+    kind = name.removeprefix("tailorkit ")
+    if kind == "full":
         return model
-    if name == "bound":
+    if kind == "bound":
         for n, p in model.named_parameters():
             p.requires_grad_(n.startswith(("bert.embeddings.word_embeddings", "classifier")))
         return model
@@ -60,9 +67,12 @@ def batch_of_articles(tokenizer, size: int, length: int) -> dict:
     return dict(batch)
 
 
-def step(model, optimizer, batch: dict, bf16: bool) -> None:
+def step(name: str, model, optimizer, batch: dict, bf16: bool) -> None:
+    from tailorkit.train.lean_activations import lean_activations
+
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    lean = lean_activations(model) if name.startswith("tailorkit") else nullcontext()
+    with lean, torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         logits = model(**inputs).logits
     F.cross_entropy(logits.float(), batch["labels"]).backward()
     optimizer.step()
@@ -114,7 +124,7 @@ def main() -> None:
         del base
         optimizer = optimizer_for(model)
         for _ in range(3):
-            step(model, optimizer, batch, args.bf16_only)
+            step(args.only, model, optimizer, batch, args.bf16_only)
         print(peak_rss_mb())
         return
     models = {name: build(name, base) for name in VARIANTS}
@@ -128,7 +138,7 @@ def main() -> None:
         for repeat in range(args.steps + 1):
             for name in VARIANTS:
                 started = time.perf_counter()
-                step(models[name], optimizers[name], batch, bf16)
+                step(name, models[name], optimizers[name], batch, bf16)
                 if repeat:  # the first step warms kernels and allocators up
                     times[name].append(time.perf_counter() - started)
         medians = {name: statistics.median(t) * 1000 for name, t in times.items()}

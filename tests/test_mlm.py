@@ -46,13 +46,14 @@ def test_evaluation_masks_are_fixed_per_example():
 
 def test_mlm_run_lowers_the_masked_loss_and_feeds_a_classifier(tiny_model_dir, sentiment_csv, tmp_path):
     def mlm(out, epochs):
-        recipe = recipe_dict(tiny_model_dir, sentiment_csv, tmp_path / out, epochs=epochs, lr=1e-2)
+        recipe = recipe_dict(tiny_model_dir, sentiment_csv, tmp_path / out, epochs=epochs, lr=3e-3)
         return api.train(recipe_from_dict({**recipe, "task": "mlm",
                                            "data": {**recipe["data"], "mlm_probability": 0.3}}))
 
     before, after = mlm("before", 0), mlm("after", 6)
     loss = [json.loads((r / "summary.json").read_text())["test"]["loss"] for r in (before, after)]
     # the tiny corpus is random filler words: little is predictable, but training must find it
+    # (lr 3e-3: the loss fell 0.16-0.28 over seeds 0-3; at 1e-2 it swung 0.05-0.32 with the seed)
     assert loss[1] < loss[0] - 0.1, loss
     assert json.loads((after / "summary.json").read_text())["test"]["tokens"] > 0
 

@@ -11,8 +11,13 @@ the kernel, in another order (equal within 1e-6, tests/train/test_lean_attention
 A boolean padding mask is also turned into SDPA's additive form once per forward rather than by
 the kernel in every layer, which kept one copy per layer (15 MB for SmolLM2 at 8 x 128).
 
+With attention dropout, SDPA runs its math path on the CPU (in fp32 even under bf16), where
+drawing the dropout mask is the largest cost: such layers run transformers' eager attention with
+train/fast_dropout.py's cheaper draw instead (BERT-style encoders train with attention dropout 0.1).
+
 Only a training forward without a cache, position bias or softcap takes this path; everything
-else goes to transformers' function unchanged.
+else goes to transformers' function unchanged. Attention layers are the modules with `scaling`
+and `is_causal`, which transformers' Llama- and BERT-style attention layers have.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+from tailorkit.train import fast_dropout
 
 _ACTIVE: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 _UNSUPPORTED = ("cache", "position_bias", "softcap")
@@ -52,13 +59,17 @@ def _sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torc
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
     groups = getattr(module, "num_key_value_groups", 1)
-    gqa = groups > 1 and (query.device.type == "cpu" or attention_mask is None)
+    drop = dropout > 0 and fast_dropout.applies(query, dropout)  # SDPA would take its math path
+    gqa = groups > 1 and not drop and (query.device.type == "cpu" or attention_mask is None)
     if groups > 1 and not gqa:
         key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     is_causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     is_causal = attention_mask is None and is_causal
     if is_causal and key.shape[2] > query.shape[2]:  # as transformers does, for the flash kernel
         key, value = key[:, :, : query.shape[2]], value[:, :, : query.shape[2]]
+    if drop:
+        out = fast_dropout.attention(query, key, value, attention_mask, dropout, scaling, is_causal)
+        return out.transpose(1, 2).contiguous(), None
     if attention_mask is not None and attention_mask.dtype == torch.bool:
         device = query.device.type  # under autocast the kernel sees the autocast dtype
         attention_mask = _additive(attention_mask, torch.get_autocast_dtype(device)
@@ -74,7 +85,7 @@ def lean_attention(model: nn.Module) -> Iterator[int]:
     models, and `model` outside, use transformers' function."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS  # loads scipy: only with a model
     config = getattr(model, "config", None)
-    layers = [m for m in model.modules() if hasattr(m, "num_key_value_groups")] \
+    layers = [m for m in model.modules() if hasattr(m, "scaling") and hasattr(m, "is_causal")] \
         if getattr(config, "_attn_implementation", None) == "sdpa" else []
     for layer in layers:
         _ACTIVE.add(layer)
