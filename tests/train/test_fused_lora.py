@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from tailorkit.train.fast_dropout import keep_mask
 from tailorkit.train.fused_lora import fused_class, fused_lora, use_fused_lora
 
 
@@ -76,9 +77,9 @@ def test_dropout_uses_one_mask_for_the_forward_and_the_backward():
     got = (y.detach(), x.grad, a.grad, b.grad)
 
     torch.manual_seed(1)
-    mask = torch.rand_like(x) >= 0.25
+    mask, keep_scale = keep_mask(x, 0.25)
     x2, a2, b2 = (t.detach().clone().requires_grad_(True) for t in (x, a, b))
-    y2 = x2 @ w.t() + bias + 0.5 * ((x2 * mask / 0.75) @ a2.t()) @ b2.t()
+    y2 = x2 @ w.t() + bias + 0.5 * ((x2 * mask * keep_scale) @ a2.t()) @ b2.t()
     (y2 ** 2).sum().backward()
     for g, want in zip(got, (y2.detach(), x2.grad, a2.grad, b2.grad), strict=True):
         torch.testing.assert_close(g, want, atol=1e-4, rtol=1e-5)

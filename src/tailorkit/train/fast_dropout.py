@@ -35,15 +35,20 @@ def applies(x: torch.Tensor, p: float) -> bool:
     return x.device.type == "cpu" and 0 < _threshold(p) < 2**LANE_BITS
 
 
+def keep_mask(x: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
+    """Which elements of x dropout at rate p keeps (bool, x's shape), and the scale of the kept
+    ones. Only where `applies(x, p)`."""
+    threshold = _threshold(p)
+    draws = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device).random_()
+    lanes = draws.view(torch.int16)[: x.numel()].view(x.shape)
+    return lanes.bitwise_and_(2**LANE_BITS - 1) >= threshold, 2**LANE_BITS / (2**LANE_BITS - threshold)
+
+
 def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     """Training-mode dropout of x at rate p (rounded to a multiple of 2^-15)."""
     if not applies(x, p):
         return F.dropout(x, p, training=True)
-    threshold = _threshold(p)
-    draws = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device).random_()
-    lanes = draws.view(torch.int16)[: x.numel()].view(x.shape)
-    keep = lanes.bitwise_and_(2**LANE_BITS - 1) >= threshold
-    return _MaskedScale.apply(x, keep, 2**LANE_BITS / (2**LANE_BITS - threshold))
+    return _MaskedScale.apply(x, *keep_mask(x, p))
 
 
 class _MaskedScale(torch.autograd.Function):
@@ -53,16 +58,16 @@ class _MaskedScale(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(keep)
         ctx.scale = scale
-        return x * _scaled(keep, x.dtype, scale)
+        return x * scaled_mask(keep, x.dtype, scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (keep,) = ctx.saved_tensors
-        return grad * _scaled(keep, grad.dtype, ctx.scale), None, None
+        return grad * scaled_mask(keep, grad.dtype, ctx.scale), None, None
 
 
-def _scaled(keep: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tensor:
-    """0 / scale in `dtype`, as torch's CPU dropout multiplies by. Through uint8: a product
+def scaled_mask(keep: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tensor:
+    """0 / scale in `dtype`: what dropout multiplies by. Through uint8: a product
     with a boolean tensor, or its conversion, runs unvectorised (7 ms against 1 for an
     attention-sized mask here)."""
     return keep.view(torch.uint8).to(dtype).mul_(scale)

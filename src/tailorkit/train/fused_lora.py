@@ -23,6 +23,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from tailorkit.train.fast_dropout import applies, keep_mask, scaled_mask
+
 # _SKINNY: the LoRA products have r (8) on one side. Written with r as the rows of the result
 # (A x^T rather than x A^T, h^T gy rather than gy^T h) they ran 2-7x faster on this CPU's BLAS:
 # for a 2,048 x 1,536 gy, gy^T h took 6.7 ms and (h^T gy)^T 1.0 ms (docs/methods.md).
@@ -32,41 +34,36 @@ class _LoraLinear(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu")
     def forward(ctx, x, weight, bias, a, b, scaling: float, p: float):
-        mask = None
-        dropped = x
-        if p > 0:
-            mask = torch.rand_like(x) >= p  # measured 2x cheaper than bernoulli_ here
-            dropped = _drop(x, mask, p)
+        mask, keep_scale, dropped = None, 1.0, x
+        if p > 0:  # train/fast_dropout.py's draw
+            mask, keep_scale = keep_mask(x, p)
+            dropped = x * scaled_mask(mask, x.dtype, keep_scale)
         y = F.linear(x, weight, bias)
         # h^T = A d(x)^T, r x tokens: the product with r as its rows (see _SKINNY)
         h_t = a @ dropped.reshape(-1, x.size(-1)).t()
         flat = y.view(-1, y.size(-1))
         flat.addmm_(h_t.t().to(flat.dtype), b.t().to(flat.dtype), alpha=scaling)
         ctx.save_for_backward(x, mask, h_t, weight, a, b)
-        ctx.scaling, ctx.p = scaling, p
+        ctx.scaling, ctx.keep_scale = scaling, keep_scale
         return y
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, gy):
         x, mask, h_t, weight, a, b = ctx.saved_tensors
-        s, p = ctx.scaling, ctx.p
+        s, keep_scale = ctx.scaling, ctx.keep_scale
         gy2 = gy.reshape(-1, gy.size(-1))
         gh_t = (b.t().to(gy2.dtype) @ gy2.t()) * s  # (gy B)^T, r x tokens (see _SKINNY)
         grad_b = (h_t.to(gy2.dtype) @ gy2).t().contiguous() * s
-        dropped = x if mask is None else _drop(x, mask, p)
+        dropped = x if mask is None else x * scaled_mask(mask, x.dtype, keep_scale)
         grad_a = gh_t @ dropped.reshape(-1, x.size(-1)).to(gh_t.dtype)
         grad_x = None
         if ctx.needs_input_grad[0]:
             back = gh_t.t() @ a.to(gh_t.dtype)
             if mask is not None:
-                back = _drop(back, mask.view(back.shape), p)
+                back = back * scaled_mask(mask.view(back.shape), back.dtype, keep_scale)
             grad_x = (gy2 @ weight.to(gy2.dtype)).add_(back.to(gy2.dtype)).view(x.shape)
         return grad_x, None, None, grad_a, grad_b, None, None
-
-
-def _drop(x: torch.Tensor, mask: torch.Tensor, p: float) -> torch.Tensor:
-    return x.mul(mask).mul_(1 / (1 - p))
 
 
 def fused_lora(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, a: torch.Tensor,
@@ -92,6 +89,8 @@ def fused_forward(layer, x: torch.Tensor, training: bool | None = None) -> torch
         return None
     dropout = layer.lora_dropout[name]
     p = dropout.p if isinstance(dropout, torch.nn.Dropout) and dropout.training else 0.0
+    if p > 0 and not applies(x, p):  # a rate the cheaper draw cannot express
+        return None
     return fused_lora(x, base.weight, base.bias, layer.lora_A[name].weight, layer.lora_B[name].weight,
                       layer.scaling[name], p)
 
