@@ -15,6 +15,7 @@ shared one, compare only numbers printed by the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 import statistics
 import sys
@@ -50,9 +51,10 @@ def main() -> None:
                             threads=args.threads, seed=42, lora_dropout=args.lora_dropout)
     from tailorkit.data.batching import epoch_batches
     from tailorkit.pipeline import make_trainer, setup_run
+    from tailorkit.train.lean_activations import lean_activations
 
     torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as training:
         recipe = make_recipe(ns, Path(tmp) / "run")
         Path(recipe.output_dir).mkdir()
         s = setup_run(recipe, Path(recipe.output_dir))
@@ -62,6 +64,8 @@ def main() -> None:
         batches = batches[: args.steps + 2]
         model = s.handle.model
         model.train()
+        # as the loop trains: rebuilt activations, cheaper dropout masks (train/fast_dropout.py)
+        training.enter_context(lean_activations(model))
         print(f"peak RSS after setup: {rss_mb():.0f} MB")
         trainable = [q for q in model.parameters() if q.requires_grad]
         phases: dict[str, list[float]] = {}
