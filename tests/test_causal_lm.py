@@ -149,6 +149,15 @@ def test_cli_train_prints_the_lm_metrics(tiny_llama, qa_csv, tmp_path, write_rec
     assert "perplexity=" in capsys.readouterr().out
 
 
+def test_predict_and_eval_refuse_a_causal_lm_run_and_name_generate(runs, qa_csv, capsys):
+    from tailorkit.cli import main
+
+    for argv in (["predict", str(runs["full"]), "--text", "hi", "--text", "What is your name?"],
+                 ["eval", str(runs["full"]), "--data", str(qa_csv)]):
+        assert main(argv) == 2
+        assert "generates text: use tailor generate or tailor chat" in capsys.readouterr().err, argv
+
+
 def test_generate_refuses_a_classifier_run(finished_run, capsys):
     from tailorkit.cli import main
 

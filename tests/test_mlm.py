@@ -12,6 +12,7 @@ from conftest import build_tiny_tokenizer, recipe_dict
 from tailorkit import api
 from tailorkit.data.mlm import EncodedMLM, mask_tokens
 from tailorkit.data.templates import IGNORE
+from tailorkit.errors import TailorError
 from tailorkit.recipe import recipe_from_dict
 
 
@@ -56,6 +57,8 @@ def test_mlm_run_lowers_the_masked_loss_and_feeds_a_classifier(tiny_model_dir, s
     # (lr 3e-3: the loss fell 0.16-0.28 over seeds 0-3; at 1e-2 it swung 0.05-0.32 with the seed)
     assert loss[1] < loss[0] - 0.1, loss
     assert json.loads((after / "summary.json").read_text())["test"]["tokens"] > 0
+    with pytest.raises(TailorError, match="adapts an encoder: train a classification or regression recipe"):
+        api.predict(after, ["hello", "a second text"])
 
     # a later classification recipe starts from the adapted encoder
     recipe = recipe_dict(after / "model", sentiment_csv, tmp_path / "cls", epochs=1)

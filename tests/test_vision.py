@@ -61,6 +61,18 @@ def test_predict_images_from_files_and_folders(full_run, tmp_path, capsys):
     assert "broken.png" in capsys.readouterr().err
 
 
+def test_texts_given_to_an_image_run_are_refused_with_the_flag_to_use(full_run, tmp_path, capsys):
+    table = tmp_path / "texts.csv"
+    table.write_text("text,label\nhello,1\n")
+    for argv in (["predict", str(full_run), "--text", "hello"],
+                 ["predict", str(full_run), "--input", str(table)],
+                 ["eval", str(full_run), "--data", str(table)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {full_run}: this image_classification run classifies images") and \
+            "--image" in err and "Traceback" not in err, argv
+
+
 @pytest.mark.parametrize(("methods", "trains"), [
     ([{"freeze": {"top": 0}}], lambda n: n.startswith("classifier.")),
     ([{"freeze": {"top": 2}}], lambda n: n.startswith(("classifier.", "features.17.", "features.18."))),

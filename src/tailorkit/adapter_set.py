@@ -60,8 +60,9 @@ class AdapterSet:
                 raise TailorError(f"{run_dir}: adapter trained on {base}, but the set's base is {self.base}")
             kind, first = _peft_type(folder), _peft_type(self.folders[0])
             if kind != first:
-                raise TailorError(f"{run_dir}: a {kind} adapter cannot join {first} adapters on one "
-                                  "base (PEFT keeps one method type per model)")
+                raise TailorError(f"{run_dir}: its {kind} adapter cannot join the {first} adapters "
+                                  "already loaded on one base (PEFT keeps one method type per model); "
+                                  "predict with these runs one at a time")
             _shape_heads(self.handle.model, folder, name)
             with quiet_peft():
                 self.handle.model.load_adapter(folder, adapter_name=name)

@@ -25,7 +25,7 @@ from tailorkit.config import GenerationConfig
 from tailorkit.data.tables import read_table
 from tailorkit.errors import TailorError
 from tailorkit.generate import generate
-from tailorkit.inference import check_output_file
+from tailorkit.inference import check_output_file, check_text_predictions
 from tailorkit.methods import METHODS
 from tailorkit.pipeline.estimate import estimate_recipe
 from tailorkit.recipe import dump_recipe, load_compress_file, load_recipe, reference_markdown
@@ -185,6 +185,7 @@ def _cmd_predict(args) -> None:
         _show(frame, args, ["image", "prediction", "confidence"])
         return
     run_dir = _chosen_run(args.run_dir, args.adapter)
+    check_text_predictions(api.run_recipe(run_dir), run_dir)  # before --input is read
     data = api.run_recipe(run_dir).data
     pairs = None
     if args.text:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -112,8 +113,9 @@ def _cmd_tune(args) -> None:
     try:
         study_dir = api.tune(recipe, workers=args.workers)
     except StudyInterrupted:
-        print(f"\ninterrupted: finished trials are kept; resume with: tailor tune {args.recipe}",
-              file=sys.stderr)
+        again = shlex.join(["tailor", "tune", args.recipe, *(f for o in args.overrides for f in ("--set", o)),
+                            *(["--workers", str(args.workers)] if args.workers != 1 else [])])
+        print(f"\ninterrupted: finished trials are kept; resume with: {again}", file=sys.stderr)
         raise SystemExit(130) from None
     print(api.tune_status(study_dir))
     best = "front recipes" if recipe.search.multi else "best recipe"

@@ -93,6 +93,7 @@ def evaluate(run_dir: str | Path, data_path: str, output: str | None = None, tex
     columns = {"text_column": text_column, "text_pair_column": text_pair_column, "label_column": label_column}
     if output:
         check_output_file(output, {"--data": data_path}, force)
+    check_text_predictions(run_recipe(run_dir), run_dir)
     if text_pair_column and not run_recipe(run_dir).data.text_pair_column:
         raise TailorError(f"eval: {run_dir} was not trained on text pairs; drop --text-pair-column")
     recipe, handle, labels, _ = load_run(run_dir, trust_remote_code=trust_remote_code)
@@ -116,9 +117,17 @@ def predict(run_dir: str | Path, texts: list[str], pairs: list[str] | None = Non
             trust_remote_code: bool = False) -> pd.DataFrame:
     """Predictions for `texts`; a run trained on text pairs needs `pairs`, one second text per text."""
     recipe = run_recipe(run_dir)
-    check_pairs(recipe, texts, pairs)  # before the model is loaded
+    check_text_predictions(recipe, run_dir)  # before the model is loaded
+    check_pairs(recipe, texts, pairs)
     recipe, handle, labels, _ = load_run(run_dir, trust_remote_code=trust_remote_code)
     return predict_with(handle, recipe, labels, texts, pairs)
+
+
+def check_text_predictions(recipe: Recipe, run_dir: str | Path) -> None:
+    """Predictions and scores from texts are for tasks that predict a class or a value from one."""
+    why = task_of(recipe).not_text_predictions
+    if why:
+        raise TailorError(f"{run_dir}: this {recipe.task} run {why}")
 
 
 def check_pairs(recipe: Recipe, texts: list[str], pairs: list[str] | None) -> None:
@@ -135,6 +144,7 @@ def check_pairs(recipe: Recipe, texts: list[str], pairs: list[str] | None) -> No
 
 def predict_with(handle: ModelHandle, recipe: Recipe, labels: list[str], texts: list[str],
                  pairs: list[str] | None = None) -> pd.DataFrame:
+    check_text_predictions(recipe, "predict")
     check_pairs(recipe, texts, pairs)
     if not texts or any(not str(t).strip() for t in [*texts, *(pairs or [])]):
         raise TailorError("predict: every input text must be non-empty")

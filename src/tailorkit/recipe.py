@@ -144,9 +144,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Set each dotted path; a number indexes a list (`methods.0.lora.r=4`), and a missing
-    section is created."""
+    section is created. Under `search.space` the rest of the path is one key, the recipe field
+    a dimension searches (`search.space.train.lr=[1e-4, 1e-3]`)."""
     for text in overrides:
         path, value = parse_override(text)
+        if path[:2] == ["search", "space"] and len(path) > 3:
+            path = [*path[:2], ".".join(path[2:])]
         node: Any = raw
         for above, part, below in zip([None, *path[:-1]], path, [*path[1:], None], strict=True):
             if isinstance(node, list):

@@ -57,3 +57,12 @@ def test_text_and_html_say_the_same_counts():
     page = html_report(r)
     assert page.startswith("<!doctype html>") and "fish &amp;amp; chips" in page  # escaped as written
     assert "<script" not in page
+
+
+def test_missing_and_whole_number_labels_read_as_training_reads_them():
+    frame = pd.DataFrame({"text": ["a b", "c d", "a b", "e f", "g h", "i j"],
+                          "label": [1.0, 5.0, None, 5.0, 1.0, None]})
+    r = inspect_table(frame, "t.csv", COLUMNS, threshold=None)
+    assert r["labels"]["counts"] == {"1": 2, "5": 2} and r["labels"]["missing"] == 2
+    assert r["label_conflicts"]["groups"] == 0  # "a b" once labelled, once not: no conflict
+    assert "missing label: 2 rows" in text_report(r)

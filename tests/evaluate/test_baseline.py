@@ -30,8 +30,9 @@ def test_a_classifier_that_predicts_one_class_is_called_out():
     y = np.array([0, 0, 1, 2])
     trivial = baseline("classes", np.array([0, 0, 1]), {"test": y}, LABELS)
     lazy = classification_metrics(y, np.zeros(4, dtype=int), LABELS)
-    found = shortfalls("classes", lazy, trivial)
+    found = shortfalls("classes", lazy, trivial, lr=0.001)
     assert found[0].startswith("the model predicts 'a' for every test example; train longer")
+    assert "check train.lr (0.001 now) (LoRA and other adapters often need 1e-3" in found[0]
     assert found[1].startswith("test accuracy 0.5000 does not beat the majority class 'a' (0.5000)")
     good = classification_metrics(y, y, LABELS)
     assert shortfalls("classes", good, trivial) == []

@@ -97,6 +97,36 @@ def test_refusals_name_the_reason_and_write_nothing(tiny_model_dir, sentiment_cs
         export_run(finished_run, "tflite", tmp_path / "y")
 
 
+@pytest.mark.parametrize(("head", "fmt", "why"), [
+    ("linear", "hf", "not one transformers model; export --format onnx"),
+    ("logistic_regression", "onnx", r"scikit-learn head \(logistic_regression\) has no ONNX graph")])
+def test_features_runs_export_to_onnx_with_a_torch_head_only(tiny_model_dir, sentiment_csv, tmp_path,
+                                                             head, fmt, why):
+    recipe = recipe_dict(tiny_model_dir, sentiment_csv, tmp_path / "features")
+    recipe["methods"] = [{"features": {"head": head, "head_epochs": 2}}]
+    run = api.train(recipe_from_dict(recipe))
+    with pytest.raises(TailorError, match=why):
+        export_run(run, fmt, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_an_export_that_fails_before_parity_leaves_nothing(finished_run, tmp_path, monkeypatch, existing):
+    import tailorkit.export.run as export_module
+
+    def broken(model, example, out):
+        (out / "model.onnx").write_bytes(b"half a file")
+        raise RuntimeError("the tracer fell over")
+
+    monkeypatch.setattr(export_module, "export_onnx", broken)
+    out = tmp_path / "o"
+    if existing:
+        out.mkdir()
+    with pytest.raises(RuntimeError, match="fell over"):
+        export_run(finished_run, "onnx", out, samples=4)
+    assert (out.is_dir() and not any(out.iterdir())) if existing else not out.exists()
+
+
 def test_a_mobilenet_v2_run_exports_to_onnx(tmp_path):
     recipe = {"task": "image_classification", "model": {"name": "mobilenet-v2", "pretrained": False},
               "data": {"name": "digits", "max_train_samples": 32, "max_eval_samples": 16,

@@ -178,3 +178,17 @@ def test_the_method_is_a_dimension_and_its_options_are_conditional():
     assert "the grid sampler cannot search an option of a method that search.space.methods.0 chooses" in \
         error_of(space={"methods.0": ["lora", "freeze"], "methods.0.freeze.bias": [True]}, sampler="grid")
     recipe_from_dict(with_search(space={"methods.0": ["lora", "freeze"]}, sampler="grid"))
+
+
+def test_set_adds_or_replaces_a_dimension_whose_name_is_a_dotted_path(tmp_path):
+    from tailorkit.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(with_search(space={"train.lr": [1e-3]})))
+    recipe = load_recipe(path, ["search.space.train.lr={low: 1e-4, high: 1e-2, log: true}",
+                                "search.space.methods.0.lora.r=[2, 8]"])
+    space = recipe.search.space
+    assert isinstance(space["train.lr"], FloatParam) and space["train.lr"].high == 1e-2
+    assert space["methods.0.lora.r"].choices == [2, 8] and set(space) == {"train.lr", "methods.0.lora.r"}
+    with pytest.raises(TailorError, match=r"--set search.space.train.lrr=\[1\].*did you mean 'lr'"):
+        load_recipe(path, ["search.space.train.lrr=[1]"])

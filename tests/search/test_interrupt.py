@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -44,7 +45,7 @@ def test_kill_stops_the_workers_and_the_same_command_resumes(tiny_recipe, tmp_pa
     os.kill(proc.pid, signal.SIGTERM)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err
-    assert "resume with: tailor tune" in err and "Traceback" not in err
+    assert f"resume with: tailor tune {path} --workers 2" in err and "Traceback" not in err
     trials = study_mod.open_study(recipe, Path(raw["output_dir"])).get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.FAIL] * 2
     assert all(t.user_attrs["error"] == "interrupted" for t in trials)
@@ -53,3 +54,24 @@ def test_kill_stops_the_workers_and_the_same_command_resumes(tiny_recipe, tmp_pa
     done = study_mod.open_study(recipe, study_dir).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     points = sorted((t.params["train.lr"], t.params["train.batch_size"]) for t in done)
     assert points == sorted(itertools.product(*space.values()))
+
+
+def test_the_resume_hint_repeats_the_command_s_options(tiny_recipe, tmp_path, monkeypatch, capsys):
+    """Run as printed, the hint must reopen the same study: same --set options, same workers."""
+    from tailorkit.cli import main
+    from tailorkit.search.worker import StudyInterrupted
+
+    raw = {**tiny_recipe, "search": {"space": {"train.lr": [1e-3, 3e-3]}, "sampler": "grid"}}
+    path = tmp_path / "my recipe.yaml"
+    path.write_text(yaml.safe_dump(raw))
+
+    def interrupted(recipe, workers):
+        raise StudyInterrupted
+
+    monkeypatch.setattr(api, "tune", interrupted)
+    argv = ["tune", str(path), "--set", "output_dir=runs/my study", "--set", "search.n_trials=3"]
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 130
+    hint = capsys.readouterr().err.split("resume with: ")[1].strip()
+    assert shlex.split(hint) == ["tailor", *argv]

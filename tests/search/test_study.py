@@ -237,6 +237,11 @@ def test_timeout_stops_starting_trials(fake_trials, fake_clock, study_recipe):
     assert [t.state for t in trials(study_dir, raw)] == [TrialState.COMPLETE] * 4
     summary = json.loads((study_dir / report.SUMMARY).read_text())
     assert summary["wall_seconds"] == 1.2  # the report times the study on the same clock
+    more = {**raw, "search": {**raw["search"], "timeout": 2.0}}  # resumed: 7 more trials, 2.1 s
+    tune(more)
+    assert len(fake_trials.calls) == 4 + 7
+    summary = json.loads((study_dir / report.SUMMARY).read_text())
+    assert summary["wall_seconds"] == pytest.approx(1.2 + 2.1)  # both sessions
 
 
 def test_refuses_to_mix_studies_or_overwrite_a_run(fake_trials, study_recipe, tmp_path):

@@ -9,10 +9,10 @@ import json
 import pytest
 import yaml
 
-from conftest import recipe_dict
+from conftest import make_sentences, recipe_dict
 from tailorkit.config.study import StudyConfig
 from tailorkit.errors import TailorError
-from tailorkit.study.plan import load_study, plan_runs
+from tailorkit.study.plan import load_study, plan_runs, read_plan
 from tailorkit.study.run import read_status, run_study, write_tables
 
 
@@ -91,6 +91,29 @@ def test_a_bad_variant_is_refused_before_anything_trains(tiny_model_dir, sentime
     with pytest.raises(TailorError, match=r"variants\[1\] \(typo\).*lrr.*did you mean 'lr'"):
         plan_runs(cfg)
     assert not (tmp_path / "study").exists()
+
+
+def test_a_misspelled_metric_is_refused_before_anything_trains(tiny_model_dir, sentiment_csv, tmp_path):
+    cfg = study(tiny_model_dir, sentiment_csv, tmp_path, [{"name": "ok"}])
+    cfg = cfg.model_copy(update={"metric": "acuracy"})
+    with pytest.raises(TailorError, match="metric: 'acuracy' is not a classification metric; did you mean "
+                                          "'accuracy'"):
+        plan_runs(cfg)
+    assert not (tmp_path / "study").exists()
+
+
+def test_the_default_metric_is_the_tasks_first(tiny_model_dir, tmp_path):
+    csv_file = tmp_path / "scores.csv"
+    make_sentences(40).to_csv(csv_file, index=False)
+    base = recipe_dict(tiny_model_dir, csv_file, tmp_path / "unused", epochs=1)
+    base["task"], base["data"]["label_column"] = "regression", "score"
+    cfg = StudyConfig.model_validate({"base": base, "variants": [{"name": "full"}], "isolate": False,
+                                      "output_dir": str(tmp_path / "study")})
+    study_dir = run_study(cfg, log=lambda line: None)
+    write_tables(study_dir, measure_latency=False)
+    assert read_plan(study_dir).metric == "mse"
+    row = next(csv.DictReader((study_dir / "results.csv").open()))
+    assert float(row["mse_mean"]) > 0
 
 
 def test_study_file_reads_a_base_recipe_file_relative_to_it(tiny_model_dir, sentiment_csv, tmp_path):

@@ -41,7 +41,8 @@ class StudyConfig(Strict):
     variants: list[VariantConfig] = Field(min_length=1, description="The strategies compared.")
     seeds: list[int] | None = Field(None, min_length=1, description="Run each variant once per seed "
                                                                     "(default: the base recipe's seed).")
-    metric: str = Field("accuracy", description="The test metric the table and plots compare.")
+    metric: str | None = Field(None, description="The test metric the table and plots compare "
+                                                 "(default: the task's first, accuracy, mse or loss).")
     isolate: bool = Field(True, description="Train each run in a process of its own, so its peak "
                                             "memory is its own and a crash fails only it.")
     output_dir: str = Field("runs/study", description="The study directory: one run per variant and "

@@ -11,6 +11,7 @@ from tailorkit.data.cleaning.clean import TableColumns, keys_of, label_issues_of
 from tailorkit.data.cleaning.duplicates import NearIndex, exact_groups, near_groups
 from tailorkit.data.cleaning.text import garbled_count, has_control, has_html, has_mojibake
 from tailorkit.data.cleaning.text import repair as repair_text
+from tailorkit.data.prepare import class_names
 
 EXAMPLES = 5  # shown per finding
 CLASS_LIMIT = 50  # a numeric label column with more distinct values is a regression target
@@ -37,7 +38,7 @@ def label_summary(labels: pd.Series) -> dict:
     if numeric.notna().all() and labels.nunique() > CLASS_LIMIT:
         return {"kind": "numbers", "mean": float(numeric.mean()), "std": float(numeric.std()),
                 "min": float(numeric.min()), "max": float(numeric.max()), "missing": int(labels.isna().sum())}
-    counts = labels.dropna().astype(str).value_counts()
+    counts = class_names("", labels, note=False).dropna().value_counts()  # 5.0 reads as 5, as in training
     total = int(counts.sum())
     return {"kind": "classes", "counts": {k: int(v) for k, v in counts.items()},
             "shares": {k: round(v / total, 4) for k, v in counts.items()},
@@ -79,9 +80,9 @@ def duplicates(frame: pd.DataFrame, columns: TableColumns, threshold: float | No
     out = {"duplicates": {"groups": len(exact), "extra_rows": sum(len(g) - 1 for g in exact),
                           "examples": _groups(frame, exact, columns)}}
     conflicts = []
-    if columns.label:
-        labels = frame[columns.label].astype(str).tolist()
-        conflicts = [g for g in exact if len({labels[i] for i in g}) > 1]
+    if columns.label:  # a missing label conflicts with none
+        labels = class_names("", frame[columns.label], note=False).tolist()
+        conflicts = [g for g in exact if _conflicting(labels, g)]
     if threshold is not None:
         firsts = _first_of_each(keys)
         near = [[firsts[i] for i in g] for g in near_groups([keys[i] for i in firsts], threshold)]
@@ -89,11 +90,15 @@ def duplicates(frame: pd.DataFrame, columns: TableColumns, threshold: float | No
                                   "extra_rows": sum(len(g) - 1 for g in near),
                                   "examples": _groups(frame, near, columns)}
         if columns.label:
-            conflicts += [g for g in near if len({labels[i] for i in g}) > 1]
+            conflicts += [g for g in near if _conflicting(labels, g)]
     if columns.label:
         out["label_conflicts"] = {"groups": len(conflicts), "rows": sum(len(g) for g in conflicts),
                                   "examples": _groups(frame, conflicts, columns)}
     return out
+
+
+def _conflicting(labels: list, group: list[int]) -> bool:
+    return len({labels[i] for i in group if isinstance(labels[i], str)}) > 1
 
 
 def _first_of_each(keys: list[str]) -> list[int]:

@@ -31,6 +31,8 @@ def text_report(r: dict) -> str:
     elif labels:
         out.append(f"target: mean {labels['mean']:.4g}, std {labels['std']:.4g}, "
                    f"range {labels['min']:.4g} .. {labels['max']:.4g}")
+    if labels and labels.get("missing"):
+        out.append(f"missing label: {labels['missing']:,} rows (training refuses them; drop or label them)")
     ln = r["lengths"]
     if "median" in ln:
         line = (f"length in {ln['unit']}" + (f" ({ln['tokenizer']})" if "tokenizer" in ln else "")

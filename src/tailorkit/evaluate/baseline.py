@@ -12,8 +12,9 @@ import numpy as np
 from tailorkit.evaluate.evaluator import scalar_metrics
 from tailorkit.evaluate.metrics import classification_metrics, regression_metrics
 
-ADVICE = ("train longer (train.epochs), raise train.lr (adapter methods often need 1e-3 or more), "
-          "try train.class_weights: balanced for imbalanced classes, or search with tailor tune")
+ADVICE = ("train longer (train.epochs), check train.lr{now} (LoRA and other adapters often need 1e-3 "
+          "or more, full fine-tuning 1e-5 to 1e-4), try train.class_weights: balanced for imbalanced "
+          "classes, or search with tailor tune")
 
 
 def baseline(output: str, train_targets: np.ndarray, splits: dict[str, np.ndarray],
@@ -33,8 +34,8 @@ def baseline(output: str, train_targets: np.ndarray, splits: dict[str, np.ndarra
     return {"rule": rule, **{name: scalar_metrics(m) for name, m in scores.items()}}
 
 
-def shortfalls(output: str, test: dict, trivial: dict | None) -> list[str]:
-    """What the summary must not let pass silently."""
+def shortfalls(output: str, test: dict, trivial: dict | None, lr: float | None = None) -> list[str]:
+    """What the summary must not let pass silently; `lr` is the run's learning rate, for the advice."""
     if trivial is None or "test" not in trivial:
         return []
     out = []
@@ -49,4 +50,5 @@ def shortfalls(output: str, test: dict, trivial: dict | None) -> list[str]:
     elif output == "scalar" and test["mse"] >= trivial["test"]["mse"]:
         out.append(f"test mse {test['mse']:.4g} does not beat the {trivial['rule']} "
                    f"({trivial['test']['mse']:.4g})")
-    return [f"{w}; {ADVICE}" for w in out]
+    advice = ADVICE.format(now="" if lr is None else f" ({lr:g} now)")
+    return [f"{w}; {advice}" for w in out]

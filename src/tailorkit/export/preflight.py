@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tailorkit.config.recipe import Recipe
 from tailorkit.errors import TailorError
+from tailorkit.methods import build_methods
 from tailorkit.pipeline.run_dir import model_folder
 from tailorkit.tasks import task_of
 
@@ -35,6 +36,9 @@ def preflight(run_dir: Path, recipe: Recipe, fmt: str, dequantize: bool) -> None
         raise TailorError(f"{run_dir}: a compressed run's model/ folder is already its exported form "
                           "(torch quantised or pruned layers, which neither merging nor the ONNX tracer "
                           "takes); export the run it was compressed from")
+    for method in build_methods(recipe.methods):
+        if why := method.export_refusal(fmt):
+            raise TailorError(f"{run_dir}: {why}")
     kind = peft_type(run_dir)
     if kind in VIRTUAL_TOKENS and fmt in ("hf", "gguf"):
         raise TailorError(f"{run_dir}: a {kind.lower()} adapter adds virtual tokens in front of every "

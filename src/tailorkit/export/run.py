@@ -19,7 +19,7 @@ from tailorkit.export.gguf import (
 )
 from tailorkit.export.hf import export_hf
 from tailorkit.export.onnx import export_onnx, onnx_runner
-from tailorkit.export.parity import check_parity, write_record
+from tailorkit.export.parity import EXPORT_FILE, check_parity, write_record
 from tailorkit.export.preflight import has_adapter, peft_type, preflight
 from tailorkit.export.samples import test_samples
 from tailorkit.methods import model_owner
@@ -52,6 +52,17 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, *, tolerance: flo
         raise TailorError(f"--samples {samples}: give 1 or more test examples")
     if tolerance < 0:
         raise TailorError(f"--tolerance {tolerance}: give a difference of 0 or more")
+    created = not out.exists()
+    try:
+        return _export(run_dir, recipe, fmt, out, tolerance, samples, trust_remote_code, gguf_type)
+    except BaseException:
+        if not (out / EXPORT_FILE).exists():  # it failed before parity: leave no partial artefact
+            _clear(out, created)
+        raise
+
+
+def _export(run_dir: Path, recipe, fmt: str, out: Path, tolerance: float, samples: int | None,
+            trust_remote_code: bool, gguf_type: GgufType | None) -> dict:
     _, handle, labels, _ = load_run(run_dir, trust_remote_code=trust_remote_code)
     data = test_samples(recipe, handle, labels, samples)
     started = time.perf_counter()
@@ -99,6 +110,21 @@ def _merged(run_dir: Path, trust_remote_code: bool) -> ModelHandle:
     if owner is not None:
         owner.merge(handle)
     return handle
+
+
+def _clear(out: Path, created: bool) -> None:
+    """Remove what a failed export wrote: `out` itself if the export made it, else its contents
+    (it was an empty folder)."""
+    if not out.is_dir():
+        return
+    if created:
+        shutil.rmtree(out)
+        return
+    for entry in out.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _size(folder: Path) -> int:

@@ -133,6 +133,10 @@ class Method:
         """Adapter methods: load what save_adapter wrote into a handle `apply` prepared."""
         raise NotImplementedError
 
+    def export_refusal(self, fmt: str) -> str:
+        """Why `tailor export --format fmt` cannot hold what this method trained ("" if it can)."""
+        return ""
+
     def merge(self, handle: ModelHandle) -> None:
         """Fold the trained weights into the base so the result is a plain model."""
         raise TailorError(f"method '{self.name}' has nothing to merge: its weights are the model's")

@@ -127,4 +127,4 @@ class BottleneckAdapter(Method):
     def merge(self, handle: ModelHandle) -> None:
         raise TailorError("bottleneck adapters cannot be merged: the activation between down and up "
                           "projection makes them nonlinear, so no weight change equals them. Use the "
-                          "run's adapter folder with the base model")
+                          "run itself (tailor predict, eval or serve), or export it --format onnx")

@@ -69,6 +69,16 @@ class Features(Method):
     def apply(self, handle) -> None:
         handle.set_trainable(lambda name: name.startswith("head."))
 
+    def export_refusal(self, fmt: str) -> str:
+        if fmt != "onnx":
+            return ("a features run is the frozen base with a head on its pooled features "
+                    "(model/head.safetensors, features.json), not one transformers model; export "
+                    "--format onnx, which holds both, or serve the run (tailor serve)")
+        if self.config.head not in TORCH_HEADS:
+            return (f"a scikit-learn head ({self.config.head}) has no ONNX graph; train features with "
+                    "head: linear or mlp to export, or serve the run (tailor serve)")
+        return ""
+
     def check_recipe(self, recipe, task, where: str) -> None:
         c = self.config
         if len(recipe.methods) > 1:

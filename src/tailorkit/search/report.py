@@ -181,6 +181,14 @@ def write_plots(study, cfg, folder: Path) -> dict[str, str]:
     return written
 
 
+def wall_seconds_so_far(study_dir: Path) -> float:
+    """The wall time earlier `tailor tune` sessions of this study recorded (0 for a new one)."""
+    summary = study_dir / SUMMARY
+    if not summary.is_file():
+        return 0.0
+    return float(json.loads(summary.read_text()).get("wall_seconds") or 0.0)
+
+
 def write_report(recipe, study_dir: Path, wall_seconds: float | None = None) -> dict:
     """Write every report file from the storage; returns the study summary."""
     cfg = recipe.search

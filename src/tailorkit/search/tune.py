@@ -21,6 +21,7 @@ def tune(recipe: Recipe, workers: int = 1) -> Path:
         raise TailorError(f"--workers must be at least 1 (got {workers})")
     started = time.time()
     study_dir = study.claim_study_dir(recipe)
+    earlier = report.wall_seconds_so_far(study_dir)  # a resumed study adds this session's time
     study.open_study(recipe, study_dir, create=True)  # once, here, before workers race to it
     if recipe.search.cv_folds:
         fold_sections(recipe, study_dir)  # written once, before any worker reads them
@@ -28,7 +29,7 @@ def tune(recipe: Recipe, workers: int = 1) -> Path:
     try:
         worker.run_workers(recipe, study_dir, workers, deadline)
     finally:  # also after Ctrl-C or an error: the report shows what is done so far
-        report.write_report(recipe, study_dir, time.time() - started)
+        report.write_report(recipe, study_dir, earlier + time.time() - started)
     return study_dir
 
 

@@ -4,6 +4,7 @@ recipe with the variant's overrides, validated before anything trains."""
 from __future__ import annotations
 
 import copy
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from tailorkit.config.recipe import Recipe
 from tailorkit.config.study import StudyConfig
 from tailorkit.errors import TailorError
 from tailorkit.recipe import _read_mapping, apply_overrides, recipe_from_dict
+from tailorkit.tasks import task_of
 
 PLAN = "plan.yaml"  # the study directory's marker: the study as run, base recipe inlined
 RUNS = "runs"
@@ -78,9 +80,24 @@ def plan_runs(cfg: StudyConfig, source: str = "study") -> list[PlannedRun]:
                 problems.append(str(err) if str(err).startswith(where) else f"{where}: {err}")
                 break
             planned.append(PlannedRun(key, variant.name, seed, recipe))
+    problems += _metric_problems(cfg.metric, planned, source)
     if problems:
         raise TailorError("\n".join(problems))
     return planned
+
+
+def _metric_problems(metric: str, planned: list[PlannedRun], source: str) -> list[str]:
+    """The study's metric must be one every variant's task reports."""
+    problems = []
+    if metric is None:  # run_study takes the task's own
+        return problems
+    for task in {task_of(run.recipe).name: task_of(run.recipe) for run in planned}.values():
+        if metric not in task.metrics:
+            hint = difflib.get_close_matches(metric, task.metrics, n=1)
+            problems.append(f"{source}: metric: '{metric}' is not a {task.name} metric"
+                            + (f"; did you mean '{hint[0]}'?" if hint else "")
+                            + f" (allowed: {', '.join(task.metrics)})")
+    return problems
 
 
 def claim_study_dir(cfg: StudyConfig) -> Path:

@@ -21,6 +21,7 @@ from tailorkit.pipeline.run_dir import PROGRESS, SUMMARY, write_json_atomically
 from tailorkit.study.plan import RUNS, PlannedRun, claim_study_dir, plan_runs, planned_keys, read_plan
 from tailorkit.study.results import Entry, row
 from tailorkit.study.tables import csv_table, markdown_table, text_table
+from tailorkit.tasks import task_of
 from tailorkit.train.checkpoint import find_checkpoint
 
 STATUS = "status.json"
@@ -34,6 +35,8 @@ def read_status(study_dir: Path) -> dict:
 def run_study(cfg: StudyConfig, source: str = "study", log=print) -> Path:
     """Run what is not finished yet; return the study directory."""
     planned = plan_runs(cfg, source)  # every variant checked before the first one trains
+    if cfg.metric is None:
+        cfg = cfg.model_copy(update={"metric": task_of(planned[0].recipe).headline[0]})
     study_dir = claim_study_dir(cfg)
     status = read_status(study_dir)
     for n, run in enumerate(planned, 1):

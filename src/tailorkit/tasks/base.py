@@ -32,6 +32,9 @@ class Task:
     table: ClassVar[bool] = False  # one labelled table: cross-validation folds can be cut from it
     frozen_base_ok: ClassVar[bool] = True  # a 4-bit frozen base (QLoRA) makes sense
     length_grouping: ClassVar[bool] = True  # `train.length_grouping` where the recipe leaves it out
+    # Where `tailor predict` and `tailor eval` on texts do not fit the task: what its runs do
+    # instead, said when they are asked (empty: they fit).
+    not_text_predictions: ClassVar[str] = ""
     # Recipe fields (dotted paths) that only some tasks read: each task names those it reads,
     # and `tailor recipe validate` leaves out the others' (`unread_fields`).
     reads: ClassVar[frozenset[str]] = frozenset()

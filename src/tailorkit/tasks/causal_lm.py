@@ -36,6 +36,7 @@ class CausalLM(Task):
     auto_class = "AutoModelForCausalLM"
     # Length-grouped batches ended an SFT epoch 5-10% higher in loss (docs/causal-lm.md).
     length_grouping = False
+    not_text_predictions = "generates text: use tailor generate or tailor chat"
     reads = frozenset({"model.max_length", "data.format", "data.template", "data.chat", "generation",
                        "data.clean"})
     ignores = {f"data.clean.{name}": "instruction data has no labels" for name in CLEAN_LABEL_FIELDS}

@@ -29,6 +29,7 @@ class ImageClassification(Task):
     summary = "image classification (MobileNetV2 or a Hugging Face image classifier)"
     output = "classes"
     modality = "image"
+    not_text_predictions = "classifies images: use tailor predict --image"
     losses = ("auto", "cross_entropy")
     metrics = CLASSIFICATION_METRICS
     headline = ["accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"]

@@ -24,6 +24,8 @@ class MaskedLM(Task):
     name = "mlm"
     summary = "masked-LM domain adaptation of an encoder (the text column only)"
     output = "masked_token"
+    not_text_predictions = ("adapts an encoder: train a classification or regression recipe from "
+                            "its model/ folder (model.name: RUN/model) and predict with that run")
     metrics = LANGUAGE_MODEL_METRICS
     headline = ["loss", "perplexity"]
     auto_class = "AutoModelForMaskedLM"

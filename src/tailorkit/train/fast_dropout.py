@@ -1,14 +1,14 @@
 """Dropout with a cheaper random draw, for training on the CPU.
 
 torch's CPU dropout draws one Mersenne-Twister number per element. On MiniLM (16 x 128 tokens)
-its masks took about a quarter of a training step, most of it in attention's dropout over
-16 x 12 x 128 x 128 probabilities (bench/RESULTS.md, "Dropout masks"). Here one 64-bit draw
-gives four elements a 15-bit uniform number each (`random_()` fills 63 bits; the lanes' top bits
-are masked off). An element is dropped when its number is below t = round(p 2^15), so the drop
-rate is t / 2^15, within 2^-16 of p, and kept elements are scaled by 1 / (1 - t / 2^15), so
-the expectation is unchanged (a bf16 tensor's scale is rounded to bf16, as torch's is). The draws come from torch's generator, so a seed and a checkpoint's RNG
-state fix them as before. The backward keeps the mask as bytes (torch's CPU dropout keeps a
-mask in the input's dtype).
+its masks took about a quarter of a training step, most of it in attention's dropout over 16 x
+12 x 128 x 128 probabilities (bench/RESULTS.md, "Dropout masks"). Here one 64-bit draw gives
+four elements a 15-bit uniform number each (`random_()` fills 63 bits; the lanes' top bits are
+masked off). An element is dropped when its number is below t = round(p 2^15), so the drop rate
+is t / 2^15, within 2^-16 of p, and kept elements are scaled by 1 / (1 - t / 2^15), so the
+expectation is unchanged (a bf16 tensor's scale is rounded to bf16, as torch's is). The draws
+come from torch's generator, so a seed and a checkpoint's RNG state fix them as before. The
+backward keeps the mask as bytes (torch's CPU dropout keeps a mask in the input's dtype).
 
 Attention dropout happens inside `scaled_dot_product_attention`, which then runs its math path
 on the CPU: `attention` is transformers' eager attention with this dropout instead.
