@@ -107,6 +107,13 @@ def test_clean_records_each_removal_with_its_row_and_never_changes_the_input():
     assert counts(cleaned.changes)["train"]["removed"] == {"empty": 1, "duplicate": 1, "label_conflict": 2}
 
 
+def test_rows_without_a_label_are_removed_first():
+    train = _table(["good movie", "bad movie", "good movie"], ["pos", None, None])
+    cleaned = _clean({"train": train})
+    assert cleaned.frames["train"]["text"].tolist() == ["good movie"]
+    assert sorted((c.row, c.reason) for c in cleaned.changes) == [(2, "missing_label"), (3, "missing_label")]
+
+
 def test_length_filters():
     train = _table(["one", "two words", "three words here", "a much longer row of seven words"], ["a"] * 4)
     cleaned = _clean({"train": train}, min_words=2, max_words=5)

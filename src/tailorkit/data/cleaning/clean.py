@@ -1,6 +1,7 @@
 """Clean a table's splits, top to bottom, recording every change:
 
-    repair text -> drop garbled -> drop empty and out-of-length -> exact duplicates (label conflicts)
+    drop unlabelled rows -> repair text -> drop garbled -> drop empty and out-of-length
+    -> exact duplicates (label conflicts)
     -> near duplicates (label conflicts) -> leakage into validation/test -> likely label errors (train)
 
 Each split is cleaned on its own; only leakage removal compares splits, and it only removes rows
@@ -79,6 +80,10 @@ def clean_frames(frames: dict[str, pd.DataFrame], cfg: CleanConfig, columns: Tab
 def _clean_split(split: str, frame: pd.DataFrame, cfg: CleanConfig, columns: TableColumns, numeric: bool,
                  changes: list[Change]) -> pd.DataFrame:
     frame = frame.copy()
+    if columns.label:  # training refuses a row without its label
+        unlabelled = frame.index[frame[columns.label].isna()]
+        frame = _drop(split, frame, {i: ("missing_label", f"{columns.label}: no label") for i in unlabelled},
+                      columns, changes)
     text_columns = [c for c in (columns.text, columns.pair) if c]
     for column in text_columns:
         before = frame[column]
