@@ -67,9 +67,8 @@ class _MaskedScale(torch.autograd.Function):
 
 
 def scaled_mask(keep: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tensor:
-    """0 / scale in `dtype`: what dropout multiplies by. Through uint8: a product
-    with a boolean tensor, or its conversion, runs unvectorised (7 ms against 1 for an
-    attention-sized mask here)."""
+    """0 / scale in `dtype`: what dropout multiplies by. Through uint8: a product with a
+    boolean tensor, or its conversion, runs unvectorised on the CPU."""
     return keep.view(torch.uint8).to(dtype).mul_(scale)
 
 
