@@ -182,6 +182,14 @@ def test_missing_column_lists_the_available_ones(sentences, write_table):
     assert "data.text_column" in message
 
 
+def test_a_json_object_holding_the_rows_says_so(tmp_path):
+    path = tmp_path / "wrapped.json"
+    path.write_text('{"data": [{"text": "a", "label": "x"}, {"text": "b", "label": "y"}]}')
+    message = _error(_cfg(train=str(path)))
+    assert "no column 'text' (columns: data); the file is one JSON object whose 'data' holds 2 rows" \
+        in message
+
+
 def test_missing_label_column_in_the_validation_file(sentences, write_table):
     train = write_table(sentences(20), "tr.csv")
     val = write_table(sentences(5).drop(columns=["label"]), "va.csv")

@@ -98,8 +98,6 @@ def test_one_json_lines_row_is_still_a_table(tmp_path):
     ('{\n  "text": ["a", "b"],\n  "label": ["pos", "neg"]\n}', "holds one JSON object over several lines "
                                                               "(keys: text, label)"),
     ("42", "holds a single JSON value (a number)"),
-    ('{"data": [{"text": "a", "label": "x"}]}', "holds one JSON object whose key 'data' holds 1 rows "
-                                                "(give those rows themselves)"),
 ])
 def test_other_json_shapes_say_what_they_hold_and_what_is_read(tmp_path, content, holds):
     path = tmp_path / "data.json"

@@ -94,6 +94,16 @@ def _raw_splits(cfg: DataConfig) -> dict[str, tuple[str, pd.DataFrame]]:
     return frames
 
 
+def _rows_inside(frame: pd.DataFrame) -> tuple[str, int] | None:
+    """A one-row table one of whose cells is a list of objects: (that column, how many)."""
+    if len(frame) != 1:
+        return None
+    for column, value in frame.iloc[0].items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            return str(column), len(value)
+    return None
+
+
 def check_columns(source: str, frame: pd.DataFrame, cfg: DataConfig, needs_label: bool,
                   flags: dict[str, str] | None = None) -> None:
     """Every column the recipe names is in `frame`; `flags` names the command-line flag that
@@ -107,6 +117,10 @@ def check_columns(source: str, frame: pd.DataFrame, cfg: DataConfig, needs_label
         if column not in frame.columns:
             fix = (f"name the right one with {flags[option]}" if flags
                    else f"set data.{option} to the right one")
+            nested = _rows_inside(frame)
+            if nested:  # {"data": [{...}, ...]} read as one row
+                fix = (f"the file is one JSON object whose '{nested[0]}' holds {nested[1]} rows; give "
+                       "those rows themselves (a JSON array of objects, or JSON Lines)")
             raise TailorError(
                 f"{source}: no column '{column}' (columns: {', '.join(map(str, frame.columns))}); {fix}"
             )

@@ -96,11 +96,6 @@ def _read_json(path: Path, encoding: str) -> pd.DataFrame:
         whole = json.loads(text)
     except json.JSONDecodeError:  # several values, one per line
         return pd.read_json(io.StringIO(text), lines=True)
-    rows_under = next((k for k, v in whole.items() if isinstance(v, list) and v and isinstance(v[0], dict)),
-                      None) if isinstance(whole, dict) else None
-    if rows_under is not None:
-        raise NotATable(f"one JSON object whose key '{rows_under}' holds {len(whole[rows_under])} rows "
-                        "(give those rows themselves)")
     if isinstance(whole, dict) and "\n" not in text.strip():  # JSON Lines of one row
         return pd.read_json(io.StringIO(text), lines=True)
     if isinstance(whole, list):
