@@ -72,6 +72,15 @@ def test_balance_and_cap():
     assert out["label"].value_counts().to_dict() == {"a": 6, "b": 6}
 
 
+def test_rows_without_a_label_are_kept_and_make_no_new_rows():
+    frame = pd.DataFrame({"text": [f"word{i} plot movie great" for i in range(5)],
+                          "label": ["a", "a", "b", None, None]})
+    out, changes = augment_frame(frame, AugmentConfig(per_example=0, balance=True), "text", "label", True,
+                                 _lookup)
+    assert out["label"].value_counts().to_dict() == {"a": 2, "b": 2} and out["label"].isna().sum() == 2
+    assert [c.row for c in changes] == [3]  # the one new row balances b, from row 3
+
+
 def test_embedding_neighbours_are_the_nearest_whole_words():
     vocab = {"[PAD]": 0, "good": 1, "great": 2, "##ing": 3, "awful": 4, "fine": 5}
     vectors = np.array([[0, 0], [1, 0.1], [1, 0.12], [1, 0.11], [-1, 0], [0.9, 0.3]], dtype=np.float32)

@@ -71,23 +71,25 @@ def new_rows_per_row(labels: list[str], cfg: AugmentConfig, rng: random.Random) 
 def augment_frame(frame: pd.DataFrame, cfg: AugmentConfig, text_column: str, label_column: str | None,
                   classes: bool, synonyms: Synonyms | None) -> tuple[pd.DataFrame, list[Change]]:
     """`frame` with the new rows appended (index continuing after the largest), and one `added`
-    change per new row. Regression targets are copied with their row; classes may be balanced."""
+    change per new row. Regression targets are copied with their row; classes may be balanced.
+    Rows without a label are kept as they are and make no new rows."""
     rng = random.Random(cfg.seed)
     stops = stop_words()
+    source = frame if label_column is None else frame[frame[label_column].notna()]
     if classes and label_column is not None:
-        counts = new_rows_per_row(frame[label_column].astype(str).tolist(), cfg, rng)
+        counts = new_rows_per_row(source[label_column].astype(str).tolist(), cfg, rng)
     else:
-        counts = [cfg.per_example] * len(frame)
+        counts = [cfg.per_example] * len(source)
     ops = [op for op in cfg.ops if synonyms is not None or op not in ("synonym", "insert")]
     added, changes = [], []
     if cfg.back_translation is not None:  # model output, no random choice: the EDA draws are unchanged
-        added, changes = back_translated_rows(frame, cfg.back_translation, text_column)
+        added, changes = back_translated_rows(source, cfg.back_translation, text_column)
     if cfg.paraphrase is not None:  # sampled from torch's own seeded generator, not from rng
-        rows, notes = paraphrased_rows(frame, cfg.paraphrase, text_column, label_column, classes)
+        rows, notes = paraphrased_rows(source, cfg.paraphrase, text_column, label_column, classes)
         added, changes = added + rows, changes + notes
     if not ops:
-        counts = [0] * len(frame)
-    for (index, row), copies in zip(frame.iterrows(), counts, strict=True):
+        counts = [0] * len(source)
+    for (index, row), copies in zip(source.iterrows(), counts, strict=True):
         text = str(row[text_column])
         for _ in range(copies):
             for _ in range(ATTEMPTS):
