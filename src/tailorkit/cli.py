@@ -185,8 +185,9 @@ def _cmd_predict(args) -> None:
         _show(frame, args, ["image", "prediction", "confidence"])
         return
     run_dir = _chosen_run(args.run_dir, args.adapter)
-    check_text_predictions(api.run_recipe(run_dir), run_dir)  # before --input is read
-    data = api.run_recipe(run_dir).data
+    recipe = api.run_recipe(run_dir)
+    check_text_predictions(recipe, run_dir)  # before --input is read
+    data = recipe.data
     pairs = None
     if args.text:
         texts, pairs = args.text, _text_pairs(run_dir, data.text_pair_column, args.text, args.text_pair)

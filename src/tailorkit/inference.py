@@ -93,8 +93,9 @@ def evaluate(run_dir: str | Path, data_path: str, output: str | None = None, tex
     columns = {"text_column": text_column, "text_pair_column": text_pair_column, "label_column": label_column}
     if output:
         check_output_file(output, {"--data": data_path}, force)
-    check_text_predictions(run_recipe(run_dir), run_dir)
-    if text_pair_column and not run_recipe(run_dir).data.text_pair_column:
+    saved = run_recipe(run_dir)
+    check_text_predictions(saved, run_dir)
+    if text_pair_column and not saved.data.text_pair_column:
         raise TailorError(f"eval: {run_dir} was not trained on text pairs; drop --text-pair-column")
     recipe, handle, labels, _ = load_run(run_dir, trust_remote_code=trust_remote_code)
     cfg = recipe.data.model_copy(update={"name": None, "train": data_path, "validation": data_path,
