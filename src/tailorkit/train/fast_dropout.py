@@ -76,7 +76,7 @@ class FastDropout(nn.Dropout):
     """nn.Dropout (same state, same repr) whose training forward on the CPU is `dropout`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and not self.inplace and applies(x, self.p):
+        if self.training and not self.inplace:  # `dropout` hands what it cannot do to torch
             return dropout(x, self.p)
         return super().forward(x)
 
@@ -101,14 +101,14 @@ def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask:
     computes it (Llama's `eager_attention_forward`: under autocast the products and the
     probabilities in bf16, the softmax in fp32), with this file's dropout. SDPA's math path
     would compute in fp32 throughout under bf16, at twice the cost. A boolean `mask` (True:
-    attend) masks with the dtype's lowest value, as transformers' eager masks do. Keys and values
-    have as many heads as the queries."""
+    attend) masks with the dtype's lowest value, as transformers' eager masks do; `is_causal`
+    goes without a mask, as in SDPA. Keys and values have as many heads as the queries."""
     scale = scale if scale is not None else query.size(-1) ** -0.5
     scores = torch.matmul(query, key.transpose(-2, -1)) * scale
     if is_causal:
-        causal = torch.ones(query.size(-2), key.size(-2), dtype=torch.bool, device=query.device).tril()
-        mask = causal if mask is None else mask & causal if mask.dtype == torch.bool \
-            else mask.masked_fill(causal.logical_not(), torch.finfo(mask.dtype).min)
+        if mask is not None:
+            raise ValueError("attention: a mask or is_causal, not both")
+        mask = torch.ones(query.size(-2), key.size(-2), dtype=torch.bool, device=query.device).tril()
     if mask is not None:
         scores = scores.masked_fill(mask.logical_not(), torch.finfo(scores.dtype).min) \
             if mask.dtype == torch.bool else scores + mask

@@ -59,7 +59,7 @@ def _sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torc
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
     groups = getattr(module, "num_key_value_groups", 1)
-    drop = dropout > 0 and fast_dropout.applies(query, dropout)  # SDPA would take its math path
+    drop = fast_dropout.applies(query, dropout)  # dropout: SDPA would take its math path
     gqa = groups > 1 and not drop and (query.device.type == "cpu" or attention_mask is None)
     if groups > 1 and not gqa:
         key, value = repeat_kv(key, groups), repeat_kv(value, groups)
