@@ -77,8 +77,8 @@ def test_the_pruner_really_stops_a_trial_and_frees_it(trial_recipe, monkeypatch)
     trials = frozen(raw)
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert pruned, "no trial was pruned"
-    for t in pruned:
-        assert t.user_attrs["steps"] < STEPS
+    assert min(t.user_attrs["steps"] for t in pruned) < STEPS, "no trial stopped early"
+    for t in pruned:  # ASHA may also prune at the last evaluation, step STEPS
         run = study_dir / t.user_attrs["run_dir"]
         records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
         assert max(r["step"] for r in records if r["kind"] == "train") == t.user_attrs["steps"]

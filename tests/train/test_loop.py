@@ -170,7 +170,7 @@ def test_fractional_epochs(tiny_recipe):
 def test_regression_end_to_end(tiny_recipe):
     recipe = {**tiny_recipe, "task": "regression",
               "data": {**tiny_recipe["data"], "label_column": "score"},
-              "train": {**tiny_recipe["train"], "epochs": 3, "lr": 2e-3,
+              "train": {**tiny_recipe["train"], "epochs": 10, "lr": 2e-3,
                         "early_stopping": {"metric": "mae", "patience": 5}}}
     run = api.train(recipe_from_dict(recipe))
     summary = json.loads((run / "summary.json").read_text())
@@ -186,6 +186,7 @@ def test_regression_end_to_end(tiny_recipe):
     variance = float(np.mean((frame.target - frame.target.mean()) ** 2))
     assert test["r2"] == pytest.approx(1 - test["mse"] / variance, rel=1e-3)
     train_losses = [r["loss"] for r in _records(run) if r["kind"] == "train"]
-    assert np.mean(train_losses[-5:]) < np.mean(train_losses[:5])  # it learns something
+    # it learns: 0.086 -> 0.004 at this seed; 3 epochs barely moved it, at any of seeds 0-5
+    assert np.mean(train_losses[-5:]) < 0.5 * np.mean(train_losses[:5])
     predicted = api.predict(run, ["a great film", "an awful film"])
     assert predicted["prediction"].dtype.kind == "f"

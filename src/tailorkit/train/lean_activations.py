@@ -14,7 +14,8 @@ For SmolLM2-135M that is 3,264 of about 9,000 floats per token and layer. Attent
 grouped key/value heads unrepeated (train/lean_attention.py). The rebuilt tensor is
 computed by the same operations on the same inputs, so gradients are bit-identical. A tensor
 modified in place after the forward made it is kept as it is (its version counter says so).
-Dropout masks are drawn with train/fast_dropout.py's cheaper draw and kept as bytes.
+Dropout masks are drawn with train/fast_dropout.py's cheaper draw and kept as bytes. The last
+layer of a [CLS]-pooled classifier computes only the position its head reads (train/first_token.py).
 
 torch.autograd.graph.saved_tensors_hooks does the work: `pack` sees every tensor autograd saves
 and returns either it or the recipe; `unpack` rebuilds a recipe once and hands the value to each
@@ -34,6 +35,7 @@ import torch
 from torch import nn
 
 from tailorkit.train.fast_dropout import fast_dropout
+from tailorkit.train.first_token import first_token_only
 from tailorkit.train.gated_mlp import lean_gated_mlps
 from tailorkit.train.lean_attention import lean_attention
 
@@ -178,7 +180,8 @@ def lean_activations(model: nn.Module, observe: Callable[[torch.Tensor], None] |
                      ) -> Iterator[None]:
     """Inside, a training forward of `model` keeps its RMSNorm outputs, residuals after attention
     and gated-MLP products as recipes, its gated MLPs keep two tensors instead of three, its
-    attention keeps grouped key/value heads unrepeated, and its dropout draws cheaper masks.
+    attention keeps grouped key/value heads unrepeated, its dropout draws cheaper masks, and a
+    [CLS]-pooled classifier's last layer computes position 0 only.
     `observe` sees every tensor still kept. Outside, the model is as it was."""
     rebuilder = SavedRebuilder(observe)
 
@@ -190,7 +193,7 @@ def lean_activations(model: nn.Module, observe: Callable[[torch.Tensor], None] |
     hooks += [h for block in model.modules() for h in _residual_hooks(block, rebuilder)]
     try:
         with lean_gated_mlps(model, rebuilder.register) as mlps, \
-                lean_attention(model), fast_dropout(model):
+                lean_attention(model), fast_dropout(model), first_token_only(model):
             needed = hooks or mlps or observe is not None  # a BERT or a CNN pays no hook per save
             with torch.autograd.graph.saved_tensors_hooks(rebuilder.pack, rebuilder.unpack) if needed \
                     else nullcontext():

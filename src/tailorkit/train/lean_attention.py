@@ -54,7 +54,7 @@ def _sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torc
           attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
           is_causal: bool | None = None, **kwargs) -> tuple[torch.Tensor, None]:
     """transformers' `sdpa_attention_forward` for a training forward of an active module."""
-    if module not in _ACTIVE or not torch.is_grad_enabled() or query.shape[2] == 1 or any(
+    if module not in _ACTIVE or not torch.is_grad_enabled() or any(
             kwargs.get(name) is not None for name in _UNSUPPORTED) or kwargs.get("output_attentions"):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
@@ -64,7 +64,7 @@ def _sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torc
     if groups > 1 and not gqa:
         key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     is_causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    is_causal = attention_mask is None and is_causal
+    is_causal = attention_mask is None and is_causal and query.shape[2] > 1  # as transformers decides
     if is_causal and key.shape[2] > query.shape[2]:  # as transformers does, for the flash kernel
         key, value = key[:, :, : query.shape[2]], value[:, :, : query.shape[2]]
     if drop:

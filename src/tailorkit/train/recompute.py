@@ -36,7 +36,7 @@ def activation_checkpointing(handle: ModelHandle, setting: bool | int) -> Iterat
     blocks = handle.blocks if setting is not False else []
     chosen = [blocks[i] for i in chosen_blocks(len(blocks), setting)]
     for block in chosen:
-        block.forward = _recomputed(block.forward)  # an instance attribute shadows the class's
+        block.forward = _recomputed(block)  # an instance attribute shadows the class's
     try:
         yield len(chosen)
     finally:
@@ -44,8 +44,12 @@ def activation_checkpointing(handle: ModelHandle, setting: bool | int) -> Iterat
             del block.forward
 
 
-def _recomputed(forward):
+def _recomputed(block: torch.nn.Module):
+    own = vars(block).get("forward")  # a wrapper already on the block (accelerate's hooks)
+
     def run(*args, **kwargs):
+        # else the class's forward at call time: train/first_token.py swaps the class
+        forward = own if own is not None else type(block).forward.__get__(block)
         if not torch.is_grad_enabled():  # evaluation: nothing to save, nothing to recompute
             return forward(*args, **kwargs)
         if kwargs.get("past_key_values") is not None:
