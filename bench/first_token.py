@@ -1,0 +1,72 @@
+"""What computing the last layer at position 0 only saves (train/first_token.py), on and off.
+
+    .venv/bin/python bench/first_token.py --threads 1 --steps 5
+
+tailorkit's training steps of MiniLM-L6 on 16 BBC News articles at length 128, as
+`bench/lora_bound.py` builds them (inside `lean_activations`: cheaper dropout masks, fused LoRA),
+once with the whole last layer and once with its position 0 only. The two take turns within each
+repeat on the same model and batch; the table shows medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from contextlib import contextmanager, nullcontext
+
+import torch
+from lora_bound import batch_of_articles, build, optimizer_for, step
+
+import tailorkit.train.lean_activations as lean_activations
+from tailorkit.train.first_token import first_token_only
+
+VARIANTS = ["tailorkit full", "tailorkit lora, dropout 0.1", "tailorkit lora, dropout 0"]
+
+
+@contextmanager
+def whole_last_layer(whole: bool):
+    """lean_activations without (whole) or with its first-token context."""
+    lean_activations.first_token_only = (lambda model: nullcontext()) if whole else first_token_only
+    try:
+        yield
+    finally:
+        lean_activations.first_token_only = first_token_only
+
+
+def main() -> None:
+    from tailorkit.models.handle import load_text_classifier
+    from tailorkit.sources import resolve_model
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--steps", type=int, default=5, help="timed repeats (after one warm-up step)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    handle = load_text_classifier(resolve_model("minilm-l6"), "classes", [str(i) for i in range(5)])
+    base, batch = handle.model.train(), batch_of_articles(handle.tokenizer, 16, 128)
+    models = {name: build(name, base) for name in VARIANTS}
+    optimizers = {name: optimizer_for(m) for name, m in models.items()}
+    print(f"MiniLM-L6, batch 16 x 128 BBC News tokens, {args.threads} thread(s), median of {args.steps} "
+          f"steps, torch {torch.__version__}")
+    print("| variant | precision | whole last layer ms | position 0 only ms | speed-up |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for bf16 in (False, True):
+        times = {(name, whole): [] for name in VARIANTS for whole in (True, False)}
+        for repeat in range(args.steps + 1):
+            for name in VARIANTS:
+                for whole in (True, False):
+                    with whole_last_layer(whole):
+                        started = time.perf_counter()
+                        step(name, models[name], optimizers[name], batch, bf16)
+                        if repeat:  # the first is a warm-up
+                            times[(name, whole)].append(time.perf_counter() - started)
+        for name in VARIANTS:
+            whole, first = (statistics.median(times[(name, w)]) * 1000 for w in (True, False))
+            precision = "bf16" if bf16 else "fp32"
+            print(f"| {name} | {precision} | {whole:.0f} | {first:.0f} | {whole / first:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()
