@@ -1,11 +1,13 @@
-"""What computing the last layer at position 0 only saves (train/first_token.py), on and off.
+"""What computing the last layer at position 0 only saves (models/first_token.py), on and off.
 
     .venv/bin/python bench/first_token.py --threads 1 --steps 5
 
 tailorkit's training steps of MiniLM-L6 on 16 BBC News articles at length 128, as
 `bench/lora_bound.py` builds them (inside `lean_activations`: cheaper dropout masks, fused LoRA),
 once with the whole last layer and once with its position 0 only. The two take turns within each
-repeat on the same model and batch; the table shows medians.
+repeat on the same model and batch; the table shows medians. The "prediction" rows time an
+inference-mode forward of the same batch, whole against `first_token_only(model, inference=True)`,
+which the evaluator enters for validation, test and `tailor predict`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from lora_bound import batch_of_articles, build, optimizer_for, step
 
 import tailorkit.train.lean_activations as lean_activations
-from tailorkit.train.first_token import first_token_only
+from tailorkit.models.first_token import first_token_only
 
 VARIANTS = ["tailorkit full", "tailorkit lora, dropout 0.1", "tailorkit lora, dropout 0"]
 
@@ -53,7 +55,7 @@ def main() -> None:
     print("| variant | precision | whole last layer ms | position 0 only ms | speed-up |")
     print("| --- | --- | ---: | ---: | ---: |")
     for bf16 in (False, True):
-        times = {(name, whole): [] for name in VARIANTS for whole in (True, False)}
+        times = {(name, whole): [] for name in [*VARIANTS, "prediction"] for whole in (True, False)}
         for repeat in range(args.steps + 1):
             for name in VARIANTS:
                 for whole in (True, False):
@@ -62,7 +64,14 @@ def main() -> None:
                         step(name, models[name], optimizers[name], batch, bf16)
                         if repeat:  # the first is a warm-up
                             times[(name, whole)].append(time.perf_counter() - started)
-        for name in VARIANTS:
+            for whole in (True, False):
+                with first_token_only(base, inference=True) if not whole else nullcontext(), \
+                        torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    started = time.perf_counter()
+                    base.eval()(**{k: v for k, v in batch.items() if k != "labels"})
+                    if repeat:
+                        times[("prediction", whole)].append(time.perf_counter() - started)
+        for name in [*VARIANTS, "prediction"]:
             whole, first = (statistics.median(times[(name, w)]) * 1000 for w in (True, False))
             precision = "bf16" if bf16 else "fp32"
             print(f"| {name} | {precision} | {whole:.0f} | {first:.0f} | {whole / first:.2f}× |")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from tailorkit.device import autocast, to_device
 from tailorkit.evaluate.lm_head_loss import ChunkedLMLoss
 from tailorkit.evaluate.metrics import classification_metrics, regression_metrics
 from tailorkit.evaluate.token_loss import token_loss_sum
+from tailorkit.models.first_token import first_token_only
 from tailorkit.models.handle import ModelHandle
 
 # logits of (split, example indices, their batch); the trainer's can reuse cached frozen blocks
@@ -24,19 +26,22 @@ Forward = Callable[[object, list[int], dict], torch.Tensor]
 def predict_logits(handle: ModelHandle, data: EncodedSplit, batch_size: int,
                    precision: str | bool = "fp32", forward: Forward | None = None) -> np.ndarray:
     """Logits in the split's original order (batches are length-sorted internally), computed on
-    the model's device under `precision`'s autocast (True: bf16, the old flag)."""
+    the model's device under `precision`'s autocast (True: bf16, the old flag). A [CLS]-pooled
+    classifier computes its last layer at position 0 only (models/first_token.py); a given
+    `forward` runs the model its own way."""
     was_training = handle.model.training
     handle.model.eval()
     out: np.ndarray | None = None
     device = handle.device
-    for indices in eval_batches(data.lengths, batch_size):
-        batch = to_device(data.collate(indices), device)
-        with autocast(device, precision):
-            logits = forward(data, indices, batch) if forward else handle.forward(batch)
-        logits = logits.float().cpu().numpy()
-        if out is None:
-            out = np.empty((len(data), logits.shape[-1]), dtype=np.float32)
-        out[indices] = logits
+    with first_token_only(handle.model, inference=True) if forward is None else nullcontext():
+        for indices in eval_batches(data.lengths, batch_size):
+            batch = to_device(data.collate(indices), device)
+            with autocast(device, precision):
+                logits = forward(data, indices, batch) if forward else handle.forward(batch)
+            logits = logits.float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(data), logits.shape[-1]), dtype=np.float32)
+            out[indices] = logits
     handle.model.train(was_training)
     assert out is not None
     return out

@@ -15,7 +15,7 @@ grouped key/value heads unrepeated (train/lean_attention.py). The rebuilt tensor
 computed by the same operations on the same inputs, so gradients are bit-identical. A tensor
 modified in place after the forward made it is kept as it is (its version counter says so).
 Dropout masks are drawn with train/fast_dropout.py's cheaper draw and kept as bytes. The last
-layer of a [CLS]-pooled classifier computes only the position its head reads (train/first_token.py).
+layer of a [CLS]-pooled classifier computes only the position its head reads (models/first_token.py).
 
 torch.autograd.graph.saved_tensors_hooks does the work: `pack` sees every tensor autograd saves
 and returns either it or the recipe; `unpack` rebuilds a recipe once and hands the value to each
@@ -34,8 +34,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from tailorkit.models.first_token import first_token_only
 from tailorkit.train.fast_dropout import fast_dropout
-from tailorkit.train.first_token import first_token_only
 from tailorkit.train.gated_mlp import lean_gated_mlps
 from tailorkit.train.lean_attention import lean_attention
 

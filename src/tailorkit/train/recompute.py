@@ -48,7 +48,7 @@ def _recomputed(block: torch.nn.Module):
     own = vars(block).get("forward")  # a wrapper already on the block (accelerate's hooks)
 
     def run(*args, **kwargs):
-        # else the class's forward at call time: train/first_token.py swaps the class
+        # else the class's forward at call time: models/first_token.py swaps the class
         forward = own if own is not None else type(block).forward.__get__(block)
         if not torch.is_grad_enabled():  # evaluation: nothing to save, nothing to recompute
             return forward(*args, **kwargs)

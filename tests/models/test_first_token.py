@@ -1,4 +1,4 @@
-"""The last layer of a [CLS]-pooled classifier computes position 0 only (train/first_token.py)."""
+"""The last layer of a [CLS]-pooled classifier computes position 0 only (models/first_token.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-from tailorkit.train.first_token import first_token_only, last_layer
+from tailorkit.models.first_token import first_token_only, last_layer
 from tailorkit.train.lean_activations import lean_activations
 
 SIZES = dict(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -83,6 +83,49 @@ def test_the_last_layer_returns_one_position_in_training_and_all_in_evaluation()
     assert type(model.bert.encoder.layer[-1]).__name__ == "BertLayer"
 
 
+def test_inference_contexts_nest_inside_training_and_predict_the_same_logits():
+    model = _classifier("bert").eval()
+    batch = {k: v for k, v in _batch().items() if k != "labels"}
+    layer = model.bert.encoder.layer[-1]
+    shapes = []
+    layer.register_forward_hook(lambda m, args, out: shapes.append(tuple(out.shape)))
+    with torch.no_grad():
+        whole = model(**batch).logits
+        with first_token_only(model) as outer:
+            with first_token_only(model, inference=True) as inner:
+                assert inner is outer is layer
+                first = model(**batch).logits
+            model(**batch)  # the outer context: training forwards only
+    assert shapes == [(4, 11, 32), (4, 1, 32), (4, 11, 32)]
+    assert torch.allclose(first, whole, atol=1e-6)
+    assert type(layer).__name__ == "BertLayer" and not hasattr(layer, "first_token_in_inference")
+
+
+def test_the_evaluator_predicts_on_the_first_token():
+    from tailorkit.evaluate.evaluator import predict_logits
+    from tailorkit.models.handle import handle_for
+
+    model = _classifier("bert")
+    batch = _batch()
+    shapes = []
+    model.bert.encoder.layer[-1].register_forward_hook(lambda m, args, out: shapes.append(out.shape[1]))
+
+    class Split:  # what predict_logits reads of an encoded split
+        lengths = batch["attention_mask"].sum(1).numpy()
+
+        def __len__(self) -> int:
+            return 4
+
+        def collate(self, indices):
+            return {k: v[indices] for k, v in batch.items() if k != "labels"}
+
+    logits = predict_logits(handle_for(model, None, "classes"), Split(), batch_size=2)
+    with torch.no_grad():
+        whole = model.eval()(**Split().collate([0, 1, 2, 3])).logits.numpy()
+    assert shapes[:2] == [1, 1] and shapes[2] == 11
+    assert abs(logits - whole).max() < 1e-6
+
+
 def test_lean_activations_trains_peft_lora_on_the_first_token_with_dropout():
     from peft import LoraConfig, TaskType, get_peft_model
 
@@ -123,10 +166,3 @@ def test_other_models_are_left_alone():
     for model in (llama, masked_lm):
         with first_token_only(model) as layer:
             assert layer is None
-
-
-def test_a_nested_context_leaves_the_layer_to_the_outer_one():
-    model = _classifier("bert")
-    with first_token_only(model) as outer, first_token_only(model) as inner:
-        assert outer is not None and inner is None
-    assert type(outer).__name__ == "BertLayer"

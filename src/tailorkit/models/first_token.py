@@ -1,21 +1,23 @@
-"""The last layer of a [CLS]-pooled classifier computes position 0 only, while training.
+"""The last layer of a [CLS]-pooled classifier computes position 0 only.
 
 A BERT-style sequence classifier reads one position of its last layer: BERT's pooler and the
 RoBERTa and ELECTRA heads take hidden[:, 0]. The other positions' outputs of that layer are
 computed, kept for the backward, and thrown away. Everything in the layer but attention is
 position-wise, and attention needs every position only for its keys and values; so position 0
 needs its query, its attention row, the output projection, the feed-forward layers and their
-norms. For MiniLM-L6 (6 layers, 128 tokens) the last layer then costs about a sixth of a
-layer, some 13% less work per training step.
+norms. For MiniLM-L6 (6 layers, 128 tokens) the last layer then costs about a sixth of a layer:
+a training step is 1.18-1.21x faster (bench/first_token.py).
 
-The loss and gradients are those of the whole layer: the same operations on the rows the loss
-reads (tests/train/test_first_token.py compares them with the unchanged model). Dropout in that
-layer draws one position's mask instead of every position's, so a seed draws other masks than
-the unchanged layer would. Only a training forward takes this path (grad enabled, no cache,
-no cross-attention); evaluation, feature extraction and frozen-prefix caching run the whole
-layer. The layer's output is the one position, (batch, 1, hidden): fine for the heads, which
-read position 0 only, so a model whose training forward must return every position's last
-hidden state is left alone (`first_token_only(model)` yields None).
+The logits and gradients are the whole layer's: the same operations on the rows the head reads
+(tests/models/test_first_token.py compares them with the unchanged model). Dropout in that layer
+draws one position's mask instead of every position's, so a seed draws other masks than the
+whole layer would.
+
+Inside `first_token_only(model)` (lean_activations enters it) training forwards take this path;
+with `inference=True` (the evaluator's) every forward does. A forward with a key/value cache
+(prefix tuning) or cross-attention runs the whole layer, as does every forward outside: the
+frozen-prefix cache, for one, keeps every position of the last layer when all blocks are frozen.
+The layer returns (batch, 1, hidden), which the heads read at position 0.
 """
 
 from __future__ import annotations
@@ -98,11 +100,12 @@ def _whole_layer(encoder_hidden_states: torch.Tensor | None, args: tuple, kwargs
 
 
 def _first_token_class(base: type) -> type:
-    """A subclass of the layer's class whose training forward is `first_token_forward`."""
+    """A subclass of the layer's class whose forward can be `first_token_forward`."""
     if base not in _SWAPPED:
         def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
                     encoder_hidden_states: torch.Tensor | None = None, *args, **kwargs) -> torch.Tensor:
-            if torch.is_grad_enabled() and not _whole_layer(encoder_hidden_states, args, kwargs):
+            now = self.first_token_in_inference or torch.is_grad_enabled()
+            if now and not _whole_layer(encoder_hidden_states, args, kwargs):
                 return first_token_forward(self, hidden_states, attention_mask)
             return base.forward(self, hidden_states, attention_mask, encoder_hidden_states, *args, **kwargs)
 
@@ -111,17 +114,25 @@ def _first_token_class(base: type) -> type:
 
 
 @contextmanager
-def first_token_only(model: nn.Module) -> Iterator[nn.Module | None]:
-    """Inside, a training forward of a first-token classifier's last layer computes position 0
-    only; yields that layer, or None where `model` is not such a classifier. Outside, the layer
-    is as it was."""
+def first_token_only(model: nn.Module, inference: bool = False) -> Iterator[nn.Module | None]:
+    """Inside, training forwards (with `inference`, all forwards) of a first-token classifier's
+    last layer compute position 0 only; yields that layer, or None where `model` is not such a
+    classifier. Contexts nest; outside the outermost, the layer is as it was."""
     layer = last_layer(model)
-    if layer is None or type(layer) in _SWAPPED.values():
+    if layer is None:
         yield None
         return
-    base = type(layer)
-    layer.__class__ = _first_token_class(base)
+    outer = type(layer) in _SWAPPED.values()
+    if not outer:
+        base = type(layer)
+        layer.__class__ = _first_token_class(base)
+        layer.first_token_in_inference = False
+    before = layer.first_token_in_inference
+    layer.first_token_in_inference = before or inference
     try:
         yield layer
     finally:
-        layer.__class__ = base
+        layer.first_token_in_inference = before
+        if not outer:
+            layer.__class__ = base
+            del layer.first_token_in_inference
