@@ -79,11 +79,8 @@ def first_token_forward(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tens
     value = attention.value(hidden).view(batch, length, -1, head).transpose(1, 2)
     if mask is not None and mask.dim() == 4 and mask.shape[2] > 1:
         mask = mask[:, :, :1]  # the first query's row
-    implementation = attention.config._attn_implementation
-    interface = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, None) if implementation != "eager" \
-        else None
-    if interface is None:  # the model's own eager attention
-        interface = sys.modules[type(attention).__module__].eager_attention_forward
+    eager = sys.modules[type(attention).__module__].eager_attention_forward  # the model's own
+    interface = ALL_ATTENTION_FUNCTIONS.get_interface(attention.config._attn_implementation, eager)
     context, _ = interface(attention, query, key, value, mask, dropout=attention.dropout.p
                            if attention.training else 0.0, scaling=attention.scaling)
     attended = layer.attention.output(context.reshape(batch, 1, -1), first)
@@ -122,8 +119,8 @@ def first_token_only(model: nn.Module, inference: bool = False) -> Iterator[nn.M
     if layer is None:
         yield None
         return
-    outer = type(layer) in _SWAPPED.values()
-    if not outer:
+    nested = type(layer) in _SWAPPED.values()  # an outer context swapped it
+    if not nested:
         base = type(layer)
         layer.__class__ = _first_token_class(base)
         layer.first_token_in_inference = False
@@ -133,6 +130,6 @@ def first_token_only(model: nn.Module, inference: bool = False) -> Iterator[nn.M
         yield layer
     finally:
         layer.first_token_in_inference = before
-        if not outer:
+        if not nested:
             layer.__class__ = base
             del layer.first_token_in_inference
