@@ -105,8 +105,11 @@ def test_predict(finished_run):
     frame = api.predict(finished_run, ["a lovely and superb film", "an awful nasty plot"])
     assert frame.prediction.tolist() == ["pos", "neg"]
     assert ((frame.confidence > 0.5) & (frame.confidence <= 1)).all()
-    with pytest.raises(TailorError, match="non-empty"):
-        api.predict(finished_run, ["fine", "  "])
+    for texts in (["fine", "  "], ["fine", None]):
+        with pytest.raises(TailorError, match="non-empty"):
+            api.predict(finished_run, texts)
+    with pytest.raises(TailorError, match="no texts"):
+        api.predict(finished_run, [])
 
 
 def test_load_run_refuses_what_is_not_a_finished_run(tmp_path, finished_run):

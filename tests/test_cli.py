@@ -188,6 +188,17 @@ def test_predict_input_without_the_text_column(finished_run, capsys, write_table
     _assert_one_line_error(code, err, "no column 'text'", "--text-column")
 
 
+def test_predict_input_with_an_empty_text_or_no_rows(finished_run, capsys, write_table, sentences, tmp_path):
+    rows = sentences(3)
+    rows.loc[1, "text"] = None
+    code, _, err = _run(capsys, "predict", finished_run, "--input", write_table(rows, "gap.csv"))
+    _assert_one_line_error(code, err, "row 2: empty text in column 'text'")
+    header = tmp_path / "header.csv"
+    header.write_text("text,label\n")
+    code, _, err = _run(capsys, "predict", finished_run, "--input", str(header))
+    _assert_one_line_error(code, err, "has no rows", str(header))
+
+
 # -- a file with other column names than the run's recipe (#21 item 7) ----------------------------------
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from tailorkit.cli_flags import add_set, add_trust
 from tailorkit.cli_study import STUDY_COMMANDS, add_study_commands
 from tailorkit.cli_train import TRAIN_COMMANDS, add_train_commands
 from tailorkit.config import GenerationConfig
+from tailorkit.data.prepare import column_texts
 from tailorkit.data.tables import read_table
 from tailorkit.errors import TailorError
 from tailorkit.generate import generate
@@ -210,7 +211,9 @@ def _input_column(path: str, table, column: str, flag: str) -> list[str]:
         names = ", ".join(map(str, table.columns))
         raise TailorError(f"--input {path}: no column '{column}' (columns: {names}); "
                           f"name the right one with {flag}")
-    return table[column].astype(str).tolist()
+    if not len(table):
+        raise TailorError(f"--input {path}: has no rows")
+    return column_texts(f"--input {path}", table, column)
 
 
 def _text_pairs(run_dir: str, column: str | None, texts: list[str], pairs: list[str] | None

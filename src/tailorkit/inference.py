@@ -147,7 +147,9 @@ def predict_with(handle: ModelHandle, recipe: Recipe, labels: list[str], texts: 
                  pairs: list[str] | None = None) -> pd.DataFrame:
     check_text_predictions(recipe, "predict")
     check_pairs(recipe, texts, pairs)
-    if not texts or any(not str(t).strip() for t in [*texts, *(pairs or [])]):
+    if not texts:
+        raise TailorError("predict: no texts to predict")
+    if any(t is None or not str(t).strip() for t in [*texts, *(pairs or [])]):
         raise TailorError("predict: every input text must be non-empty")
     pairs = None if pairs is None else [str(p) for p in pairs]
     split = Split("input", list(texts), pairs, np.zeros(len(texts), dtype=np.int64))
