@@ -139,6 +139,11 @@ def test_a_head_pruned_model_recovers_by_training_from_its_folder(finished_run, 
     assert (run / "model" / "structure.json").is_file()
     table = pd.read_csv(run / "predictions_test.csv")
     assert api.predict(run, table["text"].tolist())["prediction"].tolist() == table["prediction"].tolist()
+    # a plain transformers folder cannot hold fewer heads than its config says: refused, not written
+    from tailorkit.export.run import export_run
+    with pytest.raises(TailorError, match="structured pruning reshaped its layers.*--format onnx"):
+        export_run(run, "hf", tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
     # compressed further, from the recovered run: every step keeps the structure
     labels = json.loads((run / "summary.json").read_text())["labels"]
     plan = CompressConfig(steps=[{"prune_ffn": {"amount": 0.25}}, "quantize"],

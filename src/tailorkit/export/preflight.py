@@ -8,7 +8,9 @@ from pathlib import Path
 from tailorkit.config.recipe import Recipe
 from tailorkit.errors import TailorError
 from tailorkit.methods import build_methods
+from tailorkit.models.structure import STRUCTURE, has_structure
 from tailorkit.pipeline.run_dir import model_folder
+from tailorkit.sources import resolve_model
 from tailorkit.tasks import task_of
 
 FORMATS = ("hf", "onnx", "gguf")
@@ -58,6 +60,17 @@ def preflight(run_dir: Path, recipe: Recipe, fmt: str, dequantize: bool) -> None
         raise TailorError(f"{run_dir}: the base is {recipe.model.quantize_base} 4-bit; a merge folds the "
                           "adapter into dequantised fp32 weights (a larger, plain model). Pass "
                           "--dequantize to accept that")
+    if fmt in ("hf", "gguf") and _reshaped(run_dir, recipe):
+        raise TailorError(f"{run_dir}: structured pruning reshaped its layers ({STRUCTURE}: fewer heads or "
+                          "FFN neurons than its config says), which a plain transformers folder cannot "
+                          "describe: from_pretrained would refuse it. Export --format onnx, or load the "
+                          "run's model/ with tailorkit (tailor predict, serve, api.load_run)")
     if fmt == "onnx" and task_of(recipe).output not in ("classes", "scalar"):
         raise TailorError(f"{run_dir}: ONNX export covers classification, regression and image "
                           f"runs; a {recipe.task} run is not one (export --format hf)")
+
+
+def _reshaped(run_dir: Path, recipe: Recipe) -> bool:
+    """The run's model, or the base its adapter sits on, has layers its config does not describe."""
+    return has_structure(model_folder(run_dir)) or (has_adapter(run_dir) and
+                                                    has_structure(resolve_model(recipe.model.name)))
