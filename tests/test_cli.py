@@ -188,6 +188,21 @@ def test_predict_input_without_the_text_column(finished_run, capsys, write_table
     _assert_one_line_error(code, err, "no column 'text'", "--text-column")
 
 
+def test_an_empty_or_missing_file_or_run_is_named_by_its_flag(finished_run, capsys, tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    code, _, err = _run(capsys, "eval", finished_run, "--data", str(empty))
+    _assert_one_line_error(code, err, f"--data: {empty}: the file is empty")
+    code, _, err = _run(capsys, "predict", finished_run, "--input", str(empty))
+    _assert_one_line_error(code, err, f"--input: {empty}: the file is empty")
+    out = str(tmp_path / "x")
+    code, _, err = _run(capsys, "export", str(tmp_path / "gone"), "--format", "onnx", "--out", out)
+    _assert_one_line_error(code, err, "gone: no such run directory")
+    code, _, err = _run(capsys, "export", finished_run, "--format", "onnx", "--out", out, "--samples", "-3")
+    _assert_one_line_error(code, err, "--samples -3", "or 0 for the whole test split")
+    assert not (tmp_path / "x").exists()
+
+
 def test_predict_input_with_an_empty_text_or_no_rows(finished_run, capsys, write_table, sentences, tmp_path):
     rows = sentences(3)
     rows.loc[1, "text"] = None

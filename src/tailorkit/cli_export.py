@@ -49,6 +49,9 @@ def add_export_command(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args) -> None:
+    if args.samples < 0:
+        raise TailorError(f"--samples {args.samples}: give a number of test examples, or 0 for the whole "
+                          "test split")
     record = export_run(args.run_dir, args.format, args.out, tolerance=args.tolerance,
                         samples=args.samples or None, dequantize=args.dequantize,
                         trust_remote_code=args.trust_remote_code, gguf_type=args.gguf_type)

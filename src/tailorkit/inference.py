@@ -18,7 +18,7 @@ from tailorkit.data.batching import EncodedSplit
 from tailorkit.data.image_data import EncodedImages
 from tailorkit.data.image_transforms import ImageTransform
 from tailorkit.data.images import ImageSet, image_files, read_image
-from tailorkit.data.prepare import Split, prepare_data
+from tailorkit.data.prepare import SPLITS, Split, prepare_data
 from tailorkit.errors import TailorError
 from tailorkit.evaluate.evaluator import predict_logits, prediction_frame, score
 from tailorkit.methods import model_owner
@@ -102,7 +102,7 @@ def evaluate(run_dir: str | Path, data_path: str, output: str | None = None, tex
                                          "test": data_path, "max_eval_samples": None,
                                          "max_train_samples": None,
                                          **{option: name for option, name in columns.items() if name}})
-    flags = {option: "--" + option.replace("_", "-") for option in columns}
+    flags = {option: "--" + option.replace("_", "-") for option in columns} | dict.fromkeys(SPLITS, "--data")
     split = prepare_data(cfg, classes=handle.output == "classes", labels=labels or None,
                          flags=flags).splits["test"]
     encoded = EncodedSplit(split, handle.tokenizer, recipe.model.max_length)

@@ -66,8 +66,9 @@ class TaskData:
         return len(self.labels) if self.classes else 1
 
 
-def _raw_splits(cfg: DataConfig) -> dict[str, tuple[str, pd.DataFrame]]:
-    """Named frames as given by the user (some splits may be missing)."""
+def _raw_splits(cfg: DataConfig, flags: dict[str, str]) -> dict[str, tuple[str, pd.DataFrame]]:
+    """Named frames as given by the user (some splits may be missing); `flags` may name the
+    command-line flag that gave a split's file."""
     if cfg.name is not None:
 
         return {"train": (cfg.name, load_catalogue_dataset(cfg.name))}
@@ -76,7 +77,7 @@ def _raw_splits(cfg: DataConfig) -> dict[str, tuple[str, pd.DataFrame]]:
         path = getattr(cfg, name)
         if path is None:
             continue
-        table = read_table(path, f"data.{name}", cfg.encoding)
+        table = read_table(path, flags.get(name, f"data.{name}"), cfg.encoding)
         if isinstance(table, dict):  # a DatasetDict folder brings its own splits
             if name != "train":
                 if name not in table:
@@ -236,19 +237,20 @@ def _warn_unstratified(source: str, lone: dict[str, list[str]]) -> None:
           f"may lack {'it' if one else 'them'}", file=sys.stderr)
 
 
-def read_splits(cfg: DataConfig) -> dict[str, tuple[str, pd.DataFrame]]:
+def read_splits(cfg: DataConfig, flags: dict[str, str] | None = None) -> dict[str, tuple[str, pd.DataFrame]]:
     """The user's tables, each with a fresh 0..n-1 index: messages report row = index + 1."""
-    return {k: (source, frame.reset_index(drop=True)) for k, (source, frame) in _raw_splits(cfg).items()}
+    raw = _raw_splits(cfg, flags or {})
+    return {k: (source, frame.reset_index(drop=True)) for k, (source, frame) in raw.items()}
 
 
 def prepare_data(cfg: DataConfig, classes: bool, labels: list[str] | None = None,
                  flags: dict[str, str] | None = None, quality: QualitySteps | None = None) -> TaskData:
     """Load, check and split; `classes`: the label column holds class names, else numbers.
     `labels` fixes the class list (when re-evaluating a run); `flags` names the command-line
-    flag of each column option in messages (`tailor eval`). With `quality` (a run's data stage),
-    `data.clean` cleans the carved splits and `data.augment` the training subset, and `quality`
-    records what they did."""
-    raw = read_splits(cfg)
+    flag of each column option and split file in messages (`tailor eval`). With `quality` (a
+    run's data stage), `data.clean` cleans the carved splits and `data.augment` the training
+    subset, and `quality` records what they did."""
+    raw = read_splits(cfg, flags)
     noted: set[str] = set()
     for source, frame in raw.values():
         check_columns(source, frame, cfg, needs_label=True, flags=flags)

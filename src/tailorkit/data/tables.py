@@ -38,6 +38,8 @@ def read_table(path: str | Path, field: str, encoding: str = "utf-8", encoding_f
             f"{field}: {path}: unknown file type '{path.suffix}' "
             f"(use one of {', '.join(READERS)} or a saved datasets folder)"
         )
+    if path.stat().st_size == 0:
+        raise TailorError(f"{field}: {path}: the file is empty")
     if encoding == AUTO and path.suffix.lower() != ".parquet":
         encoding = _detected(path, field)
     try:

@@ -64,6 +64,8 @@ def run_recipe(run_dir: str | Path) -> Recipe:
     """The resolved recipe a run recorded (cheap: no model is loaded). tailorkit wrote it, so a
     field it has since renamed (train.bf16) is read without the warning meant for recipe authors."""
     run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise TailorError(f"{run_dir}: no such run directory")
     if not (run_dir / "recipe.yaml").is_file():
         raise TailorError(f"{run_dir}: not a tailorkit run directory (no recipe.yaml)")
     with warnings.catch_warnings():
