@@ -81,6 +81,15 @@ def test_rows_without_a_label_are_kept_and_make_no_new_rows():
     assert [c.row for c in changes] == [3]  # the one new row balances b, from row 3
 
 
+def test_a_short_text_makes_no_row_twice():
+    """Two words have one swap: the first new row takes it, and no other swap is new (before,
+    all four new rows were "movie Good")."""
+    frame = pd.DataFrame({"text": ["Good movie"], "label": ["pos"]})
+    out, changes = augment_frame(frame, AugmentConfig(per_example=4, ops=["swap"]), "text", "label", True,
+                                 None)
+    assert out["text"].tolist() == ["Good movie", "movie Good"] and len(changes) == 1
+
+
 def test_embedding_neighbours_are_the_nearest_whole_words():
     vocab = {"[PAD]": 0, "good": 1, "great": 2, "##ing": 3, "awful": 4, "fine": 5}
     vectors = np.array([[0, 0], [1, 0.1], [1, 0.12], [1, 0.11], [-1, 0], [0.9, 0.3]], dtype=np.float32)

@@ -26,7 +26,7 @@ from tailorkit.data.augment.eda import (
 from tailorkit.data.augment.paraphrase import paraphrased_rows
 from tailorkit.data.cleaning.changes import Change
 
-ATTEMPTS = 4  # ops tried per new row before giving up on a row that no op changes (one word, no synonyms)
+ATTEMPTS = 4  # ops tried per new row before giving up (one word and no synonyms: no edit is new)
 
 
 def stop_words() -> frozenset[str]:
@@ -91,11 +91,13 @@ def augment_frame(frame: pd.DataFrame, cfg: AugmentConfig, text_column: str, lab
         counts = [0] * len(source)
     for (index, row), copies in zip(source.iterrows(), counts, strict=True):
         text = str(row[text_column])
+        made = {text}  # a short text has few edits: no row twice
         for _ in range(copies):
             for _ in range(ATTEMPTS):
                 op = rng.choice(ops)
                 new = edit(text, op, cfg, rng, synonyms, stops)
-                if new != text and new.strip():
+                if new not in made and new.strip():
+                    made.add(new)
                     added.append({**row.to_dict(), text_column: new})
                     changes.append(Change("train", int(index) + 1, "added", f"eda:{op}",
                                           f"from row {int(index) + 1}", new))
