@@ -15,7 +15,7 @@ MOJIBAKE = "don\u2019t stop".encode().decode("cp1252")
 
 
 def _table() -> pd.DataFrame:
-    texts = ["good film", "Good  film", "bad film", MOJIBAKE, "", "lost _\ufffd_ bytes", "fish &amp; chips",
+    texts = ["good film", "Good  film", "bad film", MOJIBAKE, None, "lost _\ufffd_ bytes", "fish &amp; chips",
              "line\rbreak", "the flight was delayed three hours and nobody told us why",
              "the flight was delayed three hours and nobody told us why!!", "good film"]
     labels = ["pos", "pos", "neg", "pos", "neg", "neg", "pos", "neg", "neg", "neg", "neg"]
@@ -32,7 +32,7 @@ def test_every_finding_is_counted(tiny_model_dir):
                       threshold=0.8)
     assert r["rows"] == 11
     assert r["labels"]["counts"] == {"neg": 7, "pos": 4}
-    assert r["empty"]["rows"] == [5]
+    assert r["empty"]["rows"] == [5] and r["empty"]["examples"][0]["text"] == ""  # a missing cell, not "nan"
     assert r["mojibake"]["rows"] == [4] and r["mojibake"]["examples"][0]["fixed"] == "don't stop"
     assert r["garbled"]["rows"] == [6]
     assert r["html"]["rows"] == [7]

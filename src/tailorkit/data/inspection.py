@@ -25,7 +25,8 @@ def _finding(frame: pd.DataFrame, mask: pd.Series, column: str, fixed=None) -> d
     rows = _rows(mask)
     examples = []
     for index in mask.index[mask.to_numpy()][:EXAMPLES]:
-        text = str(frame.at[index, column])
+        value = frame.at[index, column]
+        text = "" if pd.isna(value) else str(value)  # a missing cell, not the word "nan"
         example = {"row": int(index) + 1, "text": text}
         if fixed is not None:
             example["fixed"] = fixed(text)
