@@ -107,3 +107,32 @@ def test_report_renders_in_headless_chromium(study_dir, tmp_path):
     assert pixels.std() > 10  # text, table and plots, not a blank page
     assert json.loads((study_dir / "status.json").read_text())["broken"]["status"] == "failed"
     assert yaml.safe_load((study_dir / "plan.yaml").read_text())["variants"][0]["name"] == "full"
+
+
+def test_report_of_a_compress_output_folder_shows_each_steps_own_numbers(finished_run, tmp_path):
+    """Each step's row is that step's test metric, size and latency, never the last step's (a
+    step's recipe.yaml has a compress: section too, but the step is its own final run)."""
+    from tailorkit.config.compress import CompressConfig
+
+    out = tmp_path / "compressed"
+    api.compress(finished_run, CompressConfig(steps=[{"prune": {"amount": 0.5}}, "quantize"],
+                                              output_dir=str(out), latency_batches=[1], latency_examples=4))
+    pruned, quantized = out / "1-prune", out / "2-quantize"
+    summary = json.loads((pruned / "summary.json").read_text())
+    summary["test"]["accuracy"] = 0.125  # the two steps' metrics differ for certain
+    (pruned / "summary.json").write_text(json.dumps(summary))
+    (quantized / "latency.json").write_text(json.dumps({"batch_1_ms": 999.0, "examples": 4, "threads": 1}))
+    own = {d.name: json.loads((d / "summary.json").read_text()) for d in (pruned, quantized)}
+    assert own["1-prune"]["weights_mb"] > own["2-quantize"]["weights_mb"]
+
+    page = build_report(out).read_text()
+    table = re.search(r"<table id='results'>(.*?)</table>", page).group(1)
+    rows = {cells[0]: cells for cells in (re.findall(r"<td[^>]*>([^<]*)</td>", r)
+                                          for r in re.findall(r"<tr>(.*?)</tr>", table)) if cells}
+    assert set(rows) == {"1-prune", "2-quantize"}
+    for name, summary in own.items():  # variant, runs, metric, trainable, s, samples/s, peak, size, latency
+        assert rows[name][2] == f"{summary['test']['accuracy']:.4f}"
+        assert rows[name][7] == f"{summary['weights_mb']:.2f}"
+    assert rows["2-quantize"][8] == "999.00"
+    step_1_ms = json.loads((pruned / "latency.json").read_text())["batch_1_ms"]  # timed for itself
+    assert rows["1-prune"][8] == f"{step_1_ms:.2f}" != "999.00"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +19,18 @@ def weights_mb(folder: Path) -> float:
     """The weight files of a model folder (config and tokenizer files excluded)."""
     files = [f for f in folder.iterdir() if f.suffix in (".safetensors", ".bin", ".skops")]
     return round(sum(f.stat().st_size for f in files) / 2**20, 3)
+
+
+def source_weights_mb(model_dir: Path, handle: ModelHandle) -> float:
+    """The size of the model a compression starts from: the source run's weight files where they
+    hold the whole model (a full fine-tuning run); where they hold only an adapter (a LoRA run),
+    the merged model `handle`, saved as a plain model folder the same way, so a compressed step
+    is set beside the model it came from and not beside the adapter file."""
+    if not (model_dir / "adapter_config.json").is_file():
+        return weights_mb(model_dir)
+    with tempfile.TemporaryDirectory() as scratch:
+        handle.save(Path(scratch))
+        return weights_mb(Path(scratch))
 
 
 def parameter_counts(handle: ModelHandle) -> dict:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from tailorkit.compress import build_steps, model_writer
-from tailorkit.compress.measure import latency_ms, parameter_counts, weights_mb
+from tailorkit.compress.measure import latency_ms, parameter_counts, source_weights_mb, weights_mb
 from tailorkit.config.compress import CompressConfig
 from tailorkit.config.recipe import Recipe
 from tailorkit.errors import TailorError
@@ -70,7 +70,8 @@ def compress_chain(recipe: Recipe, task: Task, original: ModelHandle, setup: Set
     test = setup.splits["test"]
     torch_threads = torch.get_num_threads()
     handle = copy.deepcopy(original)
-    source = {"run": str(source_run), "test": source_test, "weights_mb": weights_mb(source_run / MODEL)}
+    source = {"run": str(source_run), "test": source_test,
+              "weights_mb": source_weights_mb(source_run / MODEL, original)}
     steps, dirs = build_steps(cfg.steps), []
     for i, step in enumerate(steps, 1):
         run_dir = out_root / f"{i}-{step.name}"

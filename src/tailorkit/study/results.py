@@ -1,6 +1,7 @@
 """One row per variant, read from its runs' summary.json: the metric's mean ± std over seeds
 and what the variant cost. A run with a compress: section is judged by its last compression
-step (the model it ships): that step's test metric, size on disk and latency."""
+step (the model it ships): that step's test metric, size on disk and latency. A compression
+step's own folder (a row of a report over a compress output folder) is judged as itself."""
 
 from __future__ import annotations
 
@@ -28,15 +29,24 @@ class Entry:
 
 
 def final_dir(run_dir: Path) -> Path:
-    """The run whose model the variant ships: the last compression step's, or the run itself."""
+    """The run whose model the variant ships: the last compression step's for a run that trained
+    with a compress: section, or the run itself. A compression step's folder also has a compress:
+    section in its recipe.yaml (the steps done so far); it is its own final run, never the last
+    step beside it."""
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     compress = recipe.get("compress")
-    if not compress:
+    if not compress or _compression_step(run_dir):
         return run_dir
     out = Path(compress.get("output_dir") or f"{run_dir}-compressed")
     steps = sorted((p for p in out.iterdir() if (p / SUMMARY).is_file()),
                    key=lambda p: int(p.name.split("-")[0])) if out.is_dir() else []
     return steps[-1] if steps else run_dir
+
+
+def _compression_step(run_dir: Path) -> bool:
+    """A folder that a compression step wrote (its summary names the run it was compressed from)."""
+    summary = run_dir / SUMMARY
+    return summary.is_file() and "compressed_from" in json.loads(summary.read_text())
 
 
 def finished(entry: Entry) -> list[Path]:
