@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager, nullcontext
 
 import torch
-from lora_bound import batch_of_articles, build, optimizer_for, step
+from lora_bound import build, optimizer_for, setup, step
 
 import tailorkit.train.lean_activations as lean_activations
 from tailorkit.models.first_token import first_token_only
@@ -37,21 +37,18 @@ def whole_last_layer(whole: bool):
 
 
 def main() -> None:
-    from tailorkit.models.handle import load_text_classifier
-    from tailorkit.sources import resolve_model
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=5, help="timed repeats (after one warm-up step)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--length", type=int, default=128)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    handle = load_text_classifier(resolve_model("minilm-l6"), "classes", [str(i) for i in range(5)])
-    base, batch = handle.model.train(), batch_of_articles(handle.tokenizer, 16, 128)
+    base, batch = setup(args)
     models = {name: build(name, base) for name in VARIANTS}
     optimizers = {name: optimizer_for(m) for name, m in models.items()}
-    print(f"MiniLM-L6, batch 16 x 128 BBC News tokens, {args.threads} thread(s), median of {args.steps} "
-          f"steps, torch {torch.__version__}")
+    print(f"MiniLM-L6, batch {args.batch_size} x {args.length} BBC News tokens, {args.threads} thread(s), "
+          f"median of {args.steps} steps, torch {torch.__version__}")
     print("| variant | precision | whole last layer ms | position 0 only ms | speed-up |")
     print("| --- | --- | ---: | ---: | ---: |")
     for bf16 in (False, True):
