@@ -60,18 +60,19 @@ def test_folder_that_is_not_a_saved_dataset(tmp_path):
         read_table(tmp_path / "plain", "data.train")
 
 
-@pytest.mark.parametrize(("name", "content"), [
-    ("broken.jsonl", '{"text": "a", "label": 1}\n{"text": \n'),
-    ("broken.parquet", "not parquet at all"),
-    ("empty.csv", ""),
+@pytest.mark.parametrize(("name", "content", "why"), [
+    ("broken.jsonl", '{"text": "a", "label": 1}\n{"text": \n', "cannot read as "),
+    ("broken.parquet", "not parquet at all", "cannot read as "),
+    ("empty.csv", "", "the file is empty"),
+    ("empty.parquet", "", "the file is empty"),
 ])
-def test_unreadable_file_is_one_line_naming_the_file(tmp_path, name, content):
+def test_unreadable_file_is_one_line_naming_the_file(tmp_path, name, content, why):
     path = tmp_path / name
     path.write_text(content)
     with pytest.raises(TailorError) as info:
         read_table(path, "data.train")
     message = str(info.value)
-    assert message.startswith(f"data.train: {path}: cannot read as ")
+    assert message.startswith(f"data.train: {path}: {why}")
     assert "\n" not in message
 
 
