@@ -3,7 +3,8 @@
     .venv/bin/python bench/first_token.py --threads 1 --steps 5
 
 tailorkit's training steps of MiniLM-L6 on 16 BBC News articles at length 128, as
-`bench/lora_bound.py` builds them (inside `lean_activations`: cheaper dropout masks, fused LoRA),
+`bench/lora_bound.py` builds them (inside `lean_activations`: cheaper dropout masks, fused LoRA;
+IA3 and Houlsby adapters as a recipe applies them),
 once with the whole last layer and once with its position 0 only. The two take turns within each
 repeat on the same model and batch; the table shows medians. The "prediction" rows time an
 inference-mode forward of the same batch, whole against `first_token_only(model, inference=True)`,
@@ -13,6 +14,7 @@ which the evaluator enters for validation, test and `tailor predict`.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from contextlib import contextmanager, nullcontext
@@ -23,7 +25,22 @@ from lora_bound import build, optimizer_for, setup, step
 import tailorkit.train.lean_activations as lean_activations
 from tailorkit.models.first_token import first_token_only
 
-VARIANTS = ["tailorkit full", "tailorkit lora, dropout 0.1", "tailorkit lora, dropout 0"]
+VARIANTS = ["tailorkit full", "tailorkit lora, dropout 0.1", "tailorkit lora, dropout 0", "tailorkit ia3",
+            "tailorkit houlsby adapters"]
+METHODS = {"tailorkit ia3": {"ia3": {}},
+           "tailorkit houlsby adapters": {"bottleneck": {"placement": "houlsby"}}}
+
+
+def build_variant(name: str, base):
+    """lora_bound's variants, and tailorkit's IA3 and bottleneck adapters as a recipe applies them."""
+    if name not in METHODS:
+        return build(name, base)
+    from tailorkit.methods.base import apply_methods
+    from tailorkit.models.handle import handle_for
+
+    handle = handle_for(copy.deepcopy(base), None, "classes")
+    apply_methods(handle, [METHODS[name]])
+    return handle.model
 
 
 @contextmanager
@@ -45,7 +62,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     base, batch = setup(args)
-    models = {name: build(name, base) for name in VARIANTS}
+    models = {name: build_variant(name, base) for name in VARIANTS}
     optimizers = {name: optimizer_for(m) for name, m in models.items()}
     print(f"MiniLM-L6, batch {args.batch_size} x {args.length} BBC News tokens, {args.threads} thread(s), "
           f"median of {args.steps} steps, torch {torch.__version__}")

@@ -6,7 +6,7 @@ computed, kept for the backward, and thrown away. Everything in the layer but at
 position-wise, and attention needs every position only for its keys and values; so position 0
 needs its query, its attention row, the output projection, the feed-forward layers and their
 norms. For MiniLM-L6 (6 layers, 128 tokens) the last layer then costs about a sixth of a layer:
-a training step is 1.18-1.21x faster (bench/first_token.py).
+a training step is 1.15-1.25x faster (bench/first_token.py).
 
 The logits and gradients are the whole layer's: the same operations on the rows the head reads
 (tests/models/test_first_token.py compares them with the unchanged model). Dropout in that layer
