@@ -34,6 +34,9 @@ def test_unknown_model_lists_the_catalogue():
     assert "'no-such-model-anywhere' is neither a local folder nor a catalogue model" in message
     for name in sources.MODELS:
         assert name in message
+    assert "did you mean" not in message
+    with pytest.raises(TailorError, match=r"did you mean 'minilm-l6'\?"):
+        sources.resolve_model("minilm-l66")
 
 
 def test_unknown_dataset_lists_the_catalogue():

@@ -6,6 +6,7 @@ work with no model hub. A missing package fails with the exact install command.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import shutil
@@ -120,9 +121,11 @@ def resolve_model(name: str) -> Path:
         return path
     if name in MODELS:
         return MODELS[name].path()
+    close = difflib.get_close_matches(name, MODELS, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
     raise TailorError(
         f"model.name: '{name}' is neither a local folder nor a catalogue model "
-        f"(catalogue: {', '.join(MODELS)})"
+        f"(catalogue: {', '.join(MODELS)}){hint}"
     )
 
 
