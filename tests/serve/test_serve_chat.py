@@ -44,9 +44,17 @@ def test_completions_and_limits(lm_server):
     out = client.completions.create(model="chatty", prompt="The capital of France", max_tokens=5,
                                     temperature=0)
     assert out.choices[0].finish_reason in ("stop", "length") and out.usage.completion_tokens <= 5
-    streamed = "".join(c.choices[0].text for c in client.completions.create(
-        model="chatty", prompt="The capital of France", max_tokens=5, temperature=0, stream=True))
-    assert streamed == out.choices[0].text
+    chunks = list(client.completions.create(model="chatty", prompt="The capital of France", max_tokens=5,
+                                            temperature=0, stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == out.choices[0].text
+    assert chunks[-1].choices[0].finish_reason == out.choices[0].finish_reason
+    cut = list(client.completions.create(model="chatty", prompt="The capital of France", max_tokens=1,
+                                         temperature=0, stream=True))
+    assert cut[-1].choices[0].finish_reason == "length"  # was always "stop"
+    for unsupported, why in (({"n": 2}, "n other than 1"), ({"stop": ["2"]}, "stop sequences")):
+        with pytest.raises(openai.BadRequestError, match=why):  # were silently ignored
+            client.chat.completions.create(model="chatty", messages=[{"role": "user", "content": "hi"}],
+                                           max_tokens=4, **unsupported)
     with pytest.raises(openai.BadRequestError, match="limit is 16"):
         client.chat.completions.create(model="chatty", messages=[{"role": "user", "content": "hi"}],
                                        max_tokens=17)

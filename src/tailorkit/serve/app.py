@@ -220,10 +220,12 @@ def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
         created = int(time.time())
         if body.stream:
             async def events():
-                pieces = generation.stream(entry, ids, **args, max_time=settings.request_timeout)
+                finish: list[str] = []
+                pieces = generation.stream(entry, ids, **args, max_time=settings.request_timeout,
+                                           finish=finish)
                 async for piece in iterate_in_threadpool(pieces):
                     yield _sse(ident, kind, created, entry.name, piece, None, chat)
-                yield _sse(ident, kind, created, entry.name, "", "stop", chat)
+                yield _sse(ident, kind, created, entry.name, "", finish[0] if finish else "stop", chat)
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")

@@ -78,8 +78,9 @@ def complete_batch(entry: Served, asks: list[Ask], temperature: float, top_p: fl
 
 
 def stream(entry: Served, ids: list[int], max_tokens: int, temperature: float, top_p: float,
-           seed: int | None, max_time: float) -> Iterator[str]:
-    """Text pieces as they are generated; the model's lock is held until the last one."""
+           seed: int | None, max_time: float, finish: list[str] | None = None) -> Iterator[str]:
+    """Text pieces as they are generated; the model's lock is held until the last one. `finish`
+    receives the finish reason once generation ends: "stop" at a stop token, else "length"."""
     from transformers import TextIteratorStreamer
 
     streamer = TextIteratorStreamer(entry.handle.tokenizer, skip_prompt=True, skip_special_tokens=True,
@@ -89,8 +90,11 @@ def stream(entry: Served, ids: list[int], max_tokens: int, temperature: float, t
     def work() -> None:
         try:
             with torch.inference_mode():
-                entry.handle.model.generate(**_kwargs(entry, ids, max_tokens, temperature, top_p, seed,
-                                                      max_time), streamer=streamer)
+                out = entry.handle.model.generate(**_kwargs(entry, ids, max_tokens, temperature, top_p, seed,
+                                                            max_time), streamer=streamer)
+            stops = set(stop_token_ids(entry.handle.tokenizer))
+            if finish is not None:
+                finish.append("stop" if any(t in stops for t in out[0, len(ids):].tolist()) else "length")
         except BaseException as err:  # surfaced to the reader below, after the stream ends
             failure.append(err)
             streamer.end()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Body(BaseModel):
@@ -36,6 +36,25 @@ class _Sampling(_Body):
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int | None = None
     stream: bool = False
+    n: int = 1
+    stop: str | list[str] | None = None
+
+    # OpenAI fields the server does not implement are refused, not ignored: an answer that
+    # silently ran past a stop sequence, or gave one choice of n, would look like a wrong one.
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, n: int) -> int:
+        if n != 1:
+            raise ValueError("one choice per request; n other than 1 is not supported")
+        return n
+
+    @field_validator("stop")
+    @classmethod
+    def _no_stop_sequences(cls, stop: str | list[str] | None) -> None:
+        if stop:
+            raise ValueError("stop sequences are not supported; generation ends at the model's own stop "
+                             "tokens or at max_tokens")
+        return None
 
 
 class ChatRequest(_Sampling):
