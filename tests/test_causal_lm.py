@@ -165,6 +165,20 @@ def test_generate_refuses_a_classifier_run(finished_run, capsys):
     assert "cannot generate text" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--temperature", "0"], "--temperature 0.0: input should be greater than 0; for the likeliest token use "
+                             "--greedy"),
+    (["--max-tokens", "0"], "--max-tokens 0: input should be greater than or equal to 1"),
+    (["--top-p", "1.5"], "--top-p 1.5: input should be less than or equal to 1")])
+def test_bad_generation_flags_are_one_line_errors(finished_run, capsys, flags, message):
+    """Checked before any model loads (a transformers traceback before), as the recipe checks them."""
+    from tailorkit.cli import main
+
+    assert main(["generate", str(finished_run), "--prompt", "hi", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
 def test_generate_flags_default_to_the_runs_generation_section(runs, capsys, monkeypatch):
     from tailorkit import cli
 

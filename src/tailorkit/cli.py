@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
 from tailorkit import api
@@ -293,8 +293,22 @@ def _answer(handle, messages: list[dict], args) -> str:
                     args.seed)
 
 
+def _check_generation_flags(args) -> None:
+    """The generation flags given, checked as the recipe's generation section checks them."""
+    given = {field: getattr(args, field) for field in GENERATION_FLAGS.values()
+             if getattr(args, field) is not None}
+    try:
+        GenerationConfig(**given)
+    except ValidationError as err:
+        flags = {field: flag for flag, field in GENERATION_FLAGS.items()}
+        problems = [f"{flags[e['loc'][0]]} {given[e['loc'][0]]}: {e['msg'].lower()}" for e in err.errors()]
+        greedy = "; for the likeliest token use --greedy" if given.get("temperature") == 0 else ""
+        raise TailorError("; ".join(problems) + greedy) from None
+
+
 def _start(args) -> tuple[object, list[dict]]:
     """The run's model, and the generation flags not given filled from its recipe."""
+    _check_generation_flags(args)
     recipe, handle = api.load_generator(args.run_dir, trust_remote_code=args.trust_remote_code)
     for field in GENERATION_FLAGS.values():
         if getattr(args, field) is None:

@@ -163,7 +163,7 @@ def load_generator(run_dir: str | Path, *, trust_remote_code: bool = False) -> t
     generation defaults)."""
     recipe, handle, _, _ = load_run(run_dir, trust_remote_code=trust_remote_code)
     if handle.output != "next_token":
-        raise TailorError(f"{run_dir}: a {recipe.task} run cannot generate text; train a causal LM "
+        raise TailorError(f"{run_dir}: this {recipe.task} run cannot generate text; train a causal LM "
                           "(task: causal_lm)")
     return recipe, handle
 
@@ -172,7 +172,7 @@ def predict_images(run_dir: str | Path, paths: list[str], *, trust_remote_code: 
     """Classify image files (a folder stands for the images in it) with an image run."""
     recipe, handle, labels, _ = load_run(run_dir, trust_remote_code=trust_remote_code)
     if handle.modality != "image":
-        raise TailorError(f"{run_dir}: a {recipe.task} run does not classify images; use --text")
+        raise TailorError(f"{run_dir}: this {recipe.task} run does not classify images; use --text")
     files = [f for p in paths for f in (image_files(Path(p)) if Path(p).is_dir() else [Path(p)])]
     if not files:
         raise TailorError(f"--image: no image files in {', '.join(paths)}")

@@ -50,7 +50,7 @@ def preflight(run_dir: Path, recipe: Recipe, fmt: str, dequantize: bool) -> None
         raise TailorError(f"{run_dir}: ONNX export of a {kind.lower()} adapter (virtual tokens built "
                           "inside PEFT's forward) is not supported; serve the run (tailor serve)")
     if fmt == "gguf" and task_of(recipe).output != "next_token":
-        raise TailorError(f"{run_dir}: GGUF export is for causal LMs (llama.cpp); a {recipe.task} run "
+        raise TailorError(f"{run_dir}: GGUF export is for causal LMs (llama.cpp); this {recipe.task} run "
                           "exports as hf or onnx")
     if fmt == "gguf" and has_adapter(run_dir) and kind is None:
         raise TailorError(f"{run_dir}: a bottleneck adapter adds layers that llama.cpp's Llama graph "
@@ -67,7 +67,7 @@ def preflight(run_dir: Path, recipe: Recipe, fmt: str, dequantize: bool) -> None
                           "run's model/ with tailorkit (tailor predict, serve, api.load_run)")
     if fmt == "onnx" and task_of(recipe).output not in ("classes", "scalar"):
         raise TailorError(f"{run_dir}: ONNX export covers classification, regression and image "
-                          f"runs; a {recipe.task} run is not one (export --format hf)")
+                          f"runs; this {recipe.task} run is not one (export --format hf)")
 
 
 def _reshaped(run_dir: Path, recipe: Recipe) -> bool:
