@@ -113,6 +113,16 @@ def test_lora_on_convolutions_trains_saves_and_merges(tmp_path):
         assert torch.allclose(adapted.model(pixel_values=x), merged(x), atol=1e-4)
 
 
+def test_merge_of_a_catalogue_network_does_not_point_to_transformers(tmp_path, capsys):
+    """MobileNetV2 from the catalogue has no config.json: from_pretrained cannot load it."""
+    from tailorkit.cli import main
+
+    run = api.train(recipe_from_dict(_recipe(tmp_path / "lora", [{"lora": {"r": 4}}], epochs=1)))
+    assert main(["merge", str(run), "--out", str(tmp_path / "merged")]) == 0
+    out = capsys.readouterr().out
+    assert "from_pretrained" not in out and f"tailor predict {tmp_path / 'merged'}" in out
+
+
 def test_pretrained_weights_are_loaded(tmp_path):
     from tailorkit.models.vision import load_image_classifier
 

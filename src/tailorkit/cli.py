@@ -284,8 +284,9 @@ def _compressed_line(run_dir: Path) -> str:
 def _cmd_merge(args) -> None:
     out = api.merge(args.run_dir, args.out, trust_remote_code=args.trust_remote_code)
     task = TASKS[api.run_recipe(args.run_dir).task]
-    print(f"merged model written to {out}; load it with {task.auto_class}.from_pretrained, or use "
-          f"the folder as a run: tailor predict {out} ...")
+    loads = (f"load it with {task.auto_class}.from_pretrained, or " if (Path(out) / "config.json").is_file()
+             else "")  # a catalogue network (MobileNetV2) is not a transformers model
+    print(f"merged model written to {out}; {loads}use the folder as a run: tailor predict {out} ...")
 
 
 def _answer(handle, messages: list[dict], args) -> str:
