@@ -92,8 +92,8 @@ def stream(entry: Served, ids: list[int], max_tokens: int, temperature: float, t
             with torch.inference_mode():
                 out = entry.handle.model.generate(**_kwargs(entry, ids, max_tokens, temperature, top_p, seed,
                                                             max_time), streamer=streamer)
-            stops = set(stop_token_ids(entry.handle.tokenizer))
             if finish is not None:
+                stops = set(stop_token_ids(entry.handle.tokenizer))
                 finish.append("stop" if any(t in stops for t in out[0, len(ids):].tolist()) else "length")
         except BaseException as err:  # surfaced to the reader below, after the stream ends
             failure.append(err)
