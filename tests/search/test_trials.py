@@ -60,6 +60,32 @@ def test_on_evaluate_sees_every_validation_and_can_stop_the_run(tiny_recipe):
     assert evals == [loss for _, loss in seen]
 
 
+def test_a_ctrl_c_that_a_library_swallows_still_stops_the_study(trial_recipe, monkeypatch):
+    """A KeyboardInterrupt raised inside a callback that swallows it (SQLAlchemy's garbage-collection
+    hooks do) used to let the whole study run on and exit 0; the worker remembers the signal."""
+    import contextlib
+    import signal
+
+    from tailorkit.search import worker
+
+    started = []
+    real = worker.run_trial
+
+    def swallowing(trial, *args, **kwargs):
+        started.append(trial.number)
+        if len(started) == 1:
+            with contextlib.suppress(KeyboardInterrupt):  # as an "Exception ignored in ..." callback does
+                os.kill(os.getpid(), signal.SIGINT)  # the handler runs before kill returns
+        return real(trial, *args, **kwargs)
+
+    monkeypatch.setattr(worker, "run_trial", swallowing)
+    raw = trial_recipe(space={"train.lr": [1e-3, 2e-3, 3e-3]}, sampler="grid")
+    with pytest.raises(worker.StudyInterrupted):
+        api.tune(recipe_from_dict(raw))
+    assert started == [0]  # the trial under way finished; no other started
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_the_pruner_really_stops_a_trial_and_frees_it(trial_recipe, monkeypatch):
     models = []
     make = assemble.make_trainer

@@ -99,16 +99,24 @@ def run_worker(recipe, study_dir: Path, index: int, threads: int | None, progres
                deadline: float | None) -> int:
     """Ask, train and tell until the study has its trials (or the deadline passes); returns
     how many trials this worker ran."""
-    previous = signal.signal(signal.SIGTERM, _sigterm)
+    _STOP_SEEN[0] = False
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return _work(recipe, study_dir, index, threads, progress, deadline)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def _sigterm(signum, frame) -> None:
-    """`kill` between two trainings (the Trainer handles it inside one): stop like Ctrl-C, so
-    the trial is marked failed rather than left running."""
+_STOP_SEEN = [False]
+
+
+def _stop(signum, frame) -> None:
+    """Ctrl-C or `kill` between two trainings (the Trainer handles them inside one): the trial is
+    marked failed rather than left running. The exception can land in a callback that swallows
+    it (SQLAlchemy's garbage-collection hooks print "Exception ignored"), so the signal is also
+    remembered, and the worker stops before its next trial."""
+    _STOP_SEEN[0] = True
     raise KeyboardInterrupt
 
 
@@ -127,6 +135,9 @@ def _work(recipe, study_dir: Path, index: int, threads: int | None, progress: bo
     wanted = cfg.trials_wanted(grid_size(cfg))
     me, ran = worker_id(), 0
     while deadline is None or time.time() < deadline:
+        if _STOP_SEEN[0]:  # a Ctrl-C some library swallowed
+            print("interrupted; re-run the same command to resume the study")
+            raise StudyInterrupted
         with study_lock(study_dir):
             lost = fail_dead_trials(study)
             trial = _next_trial(study, cfg, grid, dists, wanted)
