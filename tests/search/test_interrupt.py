@@ -49,6 +49,7 @@ def test_kill_stops_the_workers_and_the_same_command_resumes(tiny_recipe, tmp_pa
     trials = study_mod.open_study(recipe, Path(raw["output_dir"])).get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.FAIL] * 2
     assert all(t.user_attrs["error"] == "interrupted" for t in trials)
+    assert all(t.user_attrs["steps"] >= 5 for t in trials)  # each had an evaluation (none was recorded)
 
     study_dir = api.tune(recipe)  # the same recipe: lost trials run again, each point once
     done = study_mod.open_study(recipe, study_dir).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

@@ -26,6 +26,7 @@ from tailorkit.recipe import recipe_from_dict
 from tailorkit.runtime import reset_peak_rss
 from tailorkit.search.folds import fold_sections
 from tailorkit.train.checkpoint import remove_checkpoints
+from tailorkit.train.loop import Interrupted
 
 TRIALS = "trials"
 
@@ -98,6 +99,9 @@ def run_trial(trial, recipe, study_dir: Path, threads: int | None = None,
             trial.set_user_attr("steps", reporter.steps)
             # A pruned run will not be resumed: drop its checkpoint, keep its metrics.
             remove_checkpoints(Path(run["output_dir"]))
+            raise
+        except Interrupted as stop:  # Ctrl-C or kill: the steps it did take count in the study
+            trial.set_user_attr("steps", reporter.offset + stop.step)
             raise
         reporter.offset += summary["steps"]
         reporter.steps = reporter.offset
