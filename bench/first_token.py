@@ -20,7 +20,7 @@ import time
 from contextlib import contextmanager, nullcontext
 
 import torch
-from lora_bound import build, optimizer_for, setup, step
+from lora_bound import build, prepared, setup, step, title
 
 import tailorkit.train.lean_activations as lean_activations
 from tailorkit.models.first_token import first_token_only
@@ -62,10 +62,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     base, batch = setup(args)
-    models = {name: build_variant(name, base) for name in VARIANTS}
-    optimizers = {name: optimizer_for(m) for name, m in models.items()}
-    print(f"MiniLM-L6, batch {args.batch_size} x {args.length} BBC News tokens, {args.threads} thread(s), "
-          f"median of {args.steps} steps, torch {torch.__version__}")
+    models, optimizers = prepared(VARIANTS, base, build_variant)
+    print(title(args))
     print("| variant | precision | whole last layer ms | position 0 only ms | speed-up |")
     print("| --- | --- | ---: | ---: | ---: |")
     for bf16 in (False, True):

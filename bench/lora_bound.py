@@ -92,6 +92,17 @@ def optimizer_for(model):
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
 
 
+def prepared(names: list[str], base, builder=build) -> tuple[dict, dict]:
+    """Each variant's model and optimiser, built from one base."""
+    models = {name: builder(name, base) for name in names}
+    return models, {name: optimizer_for(m) for name, m in models.items()}
+
+
+def title(args) -> str:
+    return (f"MiniLM-L6, batch {args.batch_size} x {args.length} BBC News tokens, {args.threads} thread(s), "
+            f"median of {args.steps} steps, torch {torch.__version__}")
+
+
 def peak_rss(name: str, args) -> float:
     out = subprocess.run([sys.executable, __file__, "--only", name, "--threads", str(args.threads),
                           "--batch-size", str(args.batch_size), "--length", str(args.length)]
@@ -127,10 +138,8 @@ def main() -> None:
             step(args.only, model, optimizer, batch, args.bf16_only)
         print(peak_rss_mb())
         return
-    models = {name: build(name, base) for name in VARIANTS}
-    optimizers = {name: optimizer_for(m) for name, m in models.items()}
-    print(f"MiniLM-L6, batch {args.batch_size} x {args.length} BBC News tokens, {args.threads} thread(s), "
-          f"median of {args.steps} steps, torch {torch.__version__}")
+    models, optimizers = prepared(VARIANTS, base)
+    print(title(args))
     print("| variant | precision | ms / step | speed × full | time ÷ bound | peak RSS MB |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for bf16 in (False, True):

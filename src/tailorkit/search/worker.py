@@ -34,6 +34,8 @@ from tailorkit.search.study import (
 )
 from tailorkit.train.loop import Interrupted
 
+_STOP_SEEN = [False]  # this worker got SIGINT or SIGTERM (see _stop)
+
 
 class StudyInterrupted(Exception):
     """Ctrl-C or SIGTERM: the running trials were marked failed; a re-run resumes."""
@@ -106,9 +108,6 @@ def run_worker(recipe, study_dir: Path, index: int, threads: int | None, progres
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-_STOP_SEEN = [False]
 
 
 def _stop(signum, frame) -> None:

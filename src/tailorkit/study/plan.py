@@ -86,7 +86,7 @@ def plan_runs(cfg: StudyConfig, source: str = "study") -> list[PlannedRun]:
     return planned
 
 
-def _metric_problems(metric: str, planned: list[PlannedRun], source: str) -> list[str]:
+def _metric_problems(metric: str | None, planned: list[PlannedRun], source: str) -> list[str]:
     """The study's metric must be one every variant's task reports."""
     problems = []
     if metric is None:  # run_study takes the task's own
