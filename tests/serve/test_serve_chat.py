@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -155,13 +157,17 @@ def test_a_request_past_the_timeout_gets_504_and_the_server_goes_on(lm_server):
     run_dir = lm_server[0]
     # every request waits max_wait_ms for company, so 1 ms cannot be met
     settings = ServeSettings(max_new_tokens=16, request_timeout=0.001, max_wait_ms=50)
-    with BackgroundServer(create_app(load_served([run_dir]), settings)) as url:
+    served = load_served([run_dir])
+    # the tiny model can make two tokens within 1 ms; with 5 ms a step, only the first one
+    embeddings = served["chatty"].handle.model.get_input_embeddings()
+    embeddings.register_forward_pre_hook(lambda *_: time.sleep(0.005))
+    with BackgroundServer(create_app(served, settings)) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         with pytest.raises(openai.APIStatusError, match="--request-timeout") as err:
             client.chat.completions.create(model="chatty", messages=[{"role": "user", "content": "hi"}],
                                            max_tokens=8, temperature=0)
         assert err.value.status_code == 504
-        # a stream is cut at the same time by generate's own max_time: at most the first token
+        # a stream is cut at the same time by generate's own max_time: after the first token
         pieces = [c.choices[0].text for c in client.completions.create(
             model="chatty", prompt="The capital of France", max_tokens=16, temperature=0, stream=True)]
         assert len([p for p in pieces if p]) <= 2
