@@ -70,6 +70,54 @@ def test_tensorboard_and_mlflow_hold_the_logged_metrics(tiny_model_dir, sentimen
     assert Path(copy).read_bytes() == page.read_bytes()
 
 
+class Crash(Exception):
+    """Stands in for kill -9: the process dies between checkpoints."""
+
+
+@pytest.mark.skipif(bool(MISSING), reason=f"{MISSING} not installed (scripts/setup.sh installs them)")
+def test_a_run_resumed_after_a_crash_sends_each_record_to_the_trackers_once(tiny_model_dir, sentiment_csv,
+                                                                            tmp_path, monkeypatch):
+    from tailorkit.train.loop import Trainer
+
+    raw = recipe_dict(tiny_model_dir, sentiment_csv, tmp_path / "run", epochs=2, checkpoint_steps=4,
+                      eval_steps=3, report_to=["tensorboard", "mlflow"])
+    step = Trainer._step
+
+    def crashing_step(self, group, trainable):  # steps 5 and 6 were tracked, the checkpoint is at 4
+        if self.state.step + 1 == 7:
+            raise Crash
+        return step(self, group, trainable)
+
+    monkeypatch.setattr(Trainer, "_step", crashing_step)
+    with pytest.raises(Crash):
+        api.train(recipe_from_dict(raw))
+    monkeypatch.setattr(Trainer, "_step", step)
+    run_dir = api.resume(tmp_path / "run")
+    records = jsonl(run_dir)
+    losses = [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]
+    accuracies = [(r["step"], r["accuracy"]) for r in records if r.get("split") == "validation"]
+    assert [s for s, _ in losses] == list(range(1, len(losses) + 1)) and 6 in dict(accuracies)
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    # purge_orphaned_data=False: TensorBoard's reader would otherwise hide a repeated step
+    events = EventAccumulator(str(run_dir / "tensorboard"), purge_orphaned_data=False)
+    events.Reload()
+    assert_same_points(events.Scalars("train/loss"), losses)
+    assert_same_points(events.Scalars("validation/accuracy"), accuracies)
+
+    from mlflow.tracking import MlflowClient
+
+    ids = json.loads((run_dir / "tracking.json").read_text())["mlflow"]
+    history = MlflowClient(tracking_uri=ids["uri"]).get_metric_history(ids["run_id"], "train/loss")
+    assert_same_points(sorted(history, key=lambda m: m.step), losses)
+
+
+def assert_same_points(points, expected: list[tuple[int, float]]) -> None:
+    assert [p.step for p in points] == [step for step, _ in expected]
+    assert [p.value for p in points] == pytest.approx([value for _, value in expected])
+
+
 def test_a_tracker_that_is_not_installed_names_its_package(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

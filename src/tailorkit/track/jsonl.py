@@ -34,11 +34,17 @@ class JsonlSink:
 
     def __init__(self, path: Path, trackers: list | None = None) -> None:
         self.path, self.trackers = path, trackers or []
+        # records the trackers got before a crash, dropped from the log on resume: the resumed run
+        # writes them again (the same values, resume being exact), and only the log takes them
+        self._tracked: set[tuple] = set()
 
     def log(self, kind: str, step: int, values: dict) -> None:
         record = {"kind": kind, "step": step, "time": round(time.time(), 3), **values}
         with self.path.open("a") as f:
             f.write(dumps(record) + "\n")
+        if _key(record) in self._tracked:
+            self._tracked.discard(_key(record))
+            return
         for tracker in self.trackers:
             tracker.log(kind, step, finite(values))
 
@@ -51,7 +57,8 @@ class JsonlSink:
 
     def truncate_after(self, step: int) -> None:
         """On resume, drop records written after the checkpoint, so none appear twice; and a
-        last line torn by a crash during its append."""
+        last line torn by a crash during its append. TensorBoard, MLflow and W&B cannot drop
+        theirs, so they are not sent those records again."""
         if not self.path.exists():
             return
         lines = [line for line in self.path.read_text().splitlines() if line.strip()]
@@ -65,6 +72,12 @@ class JsonlSink:
                 continue
             if record["step"] <= step:
                 kept.append(line)
+            else:
+                self._tracked.add(_key(record))
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         tmp.replace(self.path)
+
+
+def _key(record: dict) -> tuple:
+    return record["kind"], record.get("split"), record["step"]
