@@ -106,6 +106,7 @@ def test_metrics_in_prometheus_text_format_after_real_requests(server):
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(ask, ["sentiment", "three"] * 6))
     assert httpx.post(f"{server}/v1/predict", json={"model": "nope", "texts": ["x"]}).status_code == 404
+    assert httpx.post(f"{server}/v1/predict", json={"model": "three", "texts": "x"}).status_code == 400
     metrics = _prometheus(server)
     json_view = httpx.get(f"{server}/metrics.json").json()  # nothing else ran in between
     requests = metrics["tailor_requests"]
@@ -115,6 +116,8 @@ def test_metrics_in_prometheus_text_format_after_real_requests(server):
     labels = {"route": "/v1/predict", "model": "", "status": "404"}  # an unknown name is no label
     assert _count(requests, **labels) - _count(before, **labels) == 1
     assert not any(s.labels["model"] == "nope" for s in requests)
+    labels = {"route": "/v1/predict", "model": "three", "status": "400"}  # a bad body, for a served model
+    assert _count(requests, **labels) - _count(before, **labels) == 1
     assert _count(requests, route="/v1/predict") == sum(json_view["requests"]["/v1/predict"].values())
 
     latency = {(s.name, s.labels.get("quantile")): s.value for s in metrics["tailor_request_duration_seconds"]

@@ -86,7 +86,10 @@ def create_app(models: dict[str, Served], settings: ServeSettings) -> FastAPI:
         return response
 
     @app.exception_handler(RequestValidationError)
-    async def bad_body(_request, err: RequestValidationError):
+    async def bad_body(request: Request, err: RequestValidationError):
+        named = err.body.get("model") if isinstance(err.body, dict) else None
+        if isinstance(named, str) and named in models:  # counted under the model it asked for
+            request.state.model = named
         first = err.errors()[0]
         if first.get("type") == "json_invalid":
             return _error(400, f"malformed JSON body: {first.get('ctx', {}).get('error', first['msg'])}")
