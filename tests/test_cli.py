@@ -408,6 +408,15 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(command, finished_ru
     assert result.returncode == 141
 
 
+def test_ctrl_c_in_any_command_stops_it_with_130_and_no_traceback(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "methods", interrupted)
+    assert cli.main(["methods"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+
+
 # -- never touch a user's file (#15) -------------------------------------------------------------------
 
 @pytest.mark.parametrize("command", ["predict", "eval"])

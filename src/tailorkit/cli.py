@@ -363,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     except TailorError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # commands with something to resume say how; the others just stop
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # Exit quietly, as shell tools do; what is still buffered goes to /dev/null, so the
         # interpreter's last flush raises nothing either.

@@ -112,7 +112,7 @@ def _cmd_tune(args) -> None:
     recipe = load_recipe(args.recipe, args.overrides)
     try:
         study_dir = api.tune(recipe, workers=args.workers)
-    except StudyInterrupted:
+    except (StudyInterrupted, KeyboardInterrupt):  # the latter: Ctrl-C while the report was written
         again = shlex.join(["tailor", "tune", args.recipe, *(f for o in args.overrides for f in ("--set", o)),
                             *(["--workers", str(args.workers)] if args.workers != 1 else [])])
         print(f"\ninterrupted: finished trials are kept; resume with: {again}", file=sys.stderr)

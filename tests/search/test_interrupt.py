@@ -57,8 +57,10 @@ def test_kill_stops_the_workers_and_the_same_command_resumes(tiny_recipe, tmp_pa
     assert points == sorted(itertools.product(*space.values()))
 
 
-def test_the_resume_hint_repeats_the_command_s_options(tiny_recipe, tmp_path, monkeypatch, capsys):
-    """Run as printed, the hint must reopen the same study: same --set options, same workers."""
+@pytest.mark.parametrize("stop", ["StudyInterrupted", "KeyboardInterrupt"])
+def test_the_resume_hint_repeats_the_command_s_options(tiny_recipe, tmp_path, monkeypatch, capsys, stop):
+    """Run as printed, the hint must reopen the same study: same --set options, same workers. A
+    KeyboardInterrupt reaches the command when Ctrl-C comes while the report is written."""
     from tailorkit.cli import main
     from tailorkit.search.worker import StudyInterrupted
 
@@ -67,7 +69,7 @@ def test_the_resume_hint_repeats_the_command_s_options(tiny_recipe, tmp_path, mo
     path.write_text(yaml.safe_dump(raw))
 
     def interrupted(recipe, workers):
-        raise StudyInterrupted
+        raise {"StudyInterrupted": StudyInterrupted, "KeyboardInterrupt": KeyboardInterrupt}[stop]
 
     monkeypatch.setattr(api, "tune", interrupted)
     argv = ["tune", str(path), "--set", "output_dir=runs/my study", "--set", "search.n_trials=3"]
