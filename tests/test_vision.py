@@ -65,12 +65,44 @@ def test_texts_given_to_an_image_run_are_refused_with_the_flag_to_use(full_run, 
     table = tmp_path / "texts.csv"
     table.write_text("text,label\nhello,1\n")
     for argv in (["predict", str(full_run), "--text", "hello"],
-                 ["predict", str(full_run), "--input", str(table)],
-                 ["eval", str(full_run), "--data", str(table)]):
+                 ["predict", str(full_run), "--input", str(table)]):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: {full_run}: this image_classification run classifies images") and \
             "--image" in err and "Traceback" not in err, argv
+    assert main(["eval", str(full_run), "--data", str(table)]) == 2
+    assert capsys.readouterr().err == (f"error: {table}: no column 'image' (columns: text, label); name "
+                                       "the right one with --image-column\n")
+    assert main(["eval", str(full_run), "--data", str(table), "--text-column", "text"]) == 2
+    assert "--text-column and --text-pair-column do not apply" in capsys.readouterr().err
+
+
+def test_eval_scores_an_image_run_on_a_folder_or_a_table_of_labelled_images(full_run, tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rows = []
+    for i in range(1000, 1040):  # the catalogue's split keeps its own test images; any 40 do here
+        label = str(digits.target[i])
+        (tmp_path / "folder" / label).mkdir(parents=True, exist_ok=True)
+        name = f"folder/{label}/{i}.png"
+        Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).save(tmp_path / name)
+        rows.append({"file": name, "digit": label})
+    pd.DataFrame(rows).to_csv(tmp_path / "table.csv", index=False)
+
+    assert main(["eval", str(full_run), "--data", str(tmp_path / "folder"),
+                 "--output", str(tmp_path / "scored.csv")]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    scored = pd.read_csv(tmp_path / "scored.csv", dtype={"label": str, "prediction": str})
+    assert list(scored.columns[:3]) == ["image", "label", "prediction"] and len(scored) == 40
+    assert metrics["accuracy"] == pytest.approx((scored["label"] == scored["prediction"]).mean())
+    assert metrics["accuracy"] > 0.5  # 10 classes; the run tests at about 0.9
+    # the same predictions as tailor predict --image gives for the same files
+    predicted = api.predict_images(full_run, [str(tmp_path / "folder")]).set_index("image")["prediction"]
+    assert scored.set_index("image")["prediction"].to_dict() == predicted.astype(str).to_dict()
+
+    table = api.evaluate(full_run, str(tmp_path / "table.csv"), image_column="file", label_column="digit")
+    assert table["accuracy"] == metrics["accuracy"] and table["f1_macro"] == metrics["f1_macro"]
 
 
 @pytest.mark.parametrize(("methods", "trains"), [

@@ -52,7 +52,7 @@ def _add_force(parser: argparse.ArgumentParser) -> None:
 
 # `tailor eval` / `predict --input` flags: the columns of a file the run did not train on.
 COLUMNS = {"text_column": "the texts", "text_pair_column": "the second texts (a run trained on pairs)",
-           "label_column": "the labels"}
+           "label_column": "the labels", "image_column": "the image paths (an image run's table)"}
 
 
 def _add_columns(parser: argparse.ArgumentParser, file_flag: str, options: list[str]) -> None:
@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="score a finished run on another labelled file")
     p.add_argument("run_dir")
-    p.add_argument("--data", required=True, help="CSV/JSONL/Parquet with the recipe's columns")
-    _add_columns(p, "--data", ["text_column", "text_pair_column", "label_column"])
+    p.add_argument("--data", required=True, help="CSV/JSONL/Parquet with the recipe's columns; for an image "
+                   "run, also a folder of class folders or a .npz file, as data.train takes")
+    _add_columns(p, "--data", ["text_column", "text_pair_column", "label_column", "image_column"])
     p.add_argument("--output", help="also write per-row predictions to this CSV (a new file)")
     _add_force(p)
     add_trust(p)
@@ -169,7 +170,8 @@ def _yaml_value(value) -> str:
 
 def _cmd_eval(args) -> None:
     metrics = api.evaluate(args.run_dir, args.data, args.output, args.text_column, args.text_pair_column,
-                           args.label_column, force=args.force, trust_remote_code=args.trust_remote_code)
+                           args.label_column, image_column=args.image_column, force=args.force,
+                           trust_remote_code=args.trust_remote_code)
     print(json.dumps(metrics, indent=2))
 
 

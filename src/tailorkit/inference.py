@@ -17,7 +17,7 @@ from tailorkit.config.recipe import Recipe
 from tailorkit.data.batching import EncodedSplit
 from tailorkit.data.image_data import EncodedImages
 from tailorkit.data.image_transforms import ImageTransform
-from tailorkit.data.images import ImageSet, image_files, read_image
+from tailorkit.data.images import ImageSet, image_files, load_image_file, read_image
 from tailorkit.data.prepare import SPLITS, Split, prepare_data
 from tailorkit.errors import TailorError
 from tailorkit.evaluate.evaluator import predict_logits, prediction_frame, score
@@ -85,8 +85,8 @@ def check_output_file(output: str | Path, inputs: dict[str, str | None], force: 
 
 
 def evaluate(run_dir: str | Path, data_path: str, output: str | None = None, text_column: str | None = None,
-             text_pair_column: str | None = None, label_column: str | None = None, *, force: bool = False,
-             trust_remote_code: bool = False) -> dict:
+             text_pair_column: str | None = None, label_column: str | None = None, *,
+             image_column: str | None = None, force: bool = False, trust_remote_code: bool = False) -> dict:
     """Score a finished run on another labelled file: the recipe's columns, or those named here
     (`tailor eval --text-column ...`, which messages name). `output` gets the per-row
     predictions; an existing file is replaced only with `force`, and never `data_path`."""
@@ -94,6 +94,13 @@ def evaluate(run_dir: str | Path, data_path: str, output: str | None = None, tex
     if output:
         check_output_file(output, {"--data": data_path}, force)
     saved = run_recipe(run_dir)
+    if task_of(saved).modality == "image":
+        if text_column or text_pair_column:
+            raise TailorError(f"eval: {run_dir} is an image run; --text-column and --text-pair-column do "
+                              "not apply (name a table's columns with --image-column and --label-column)")
+        return _evaluate_images(run_dir, data_path, output, image_column, label_column, trust_remote_code)
+    if image_column:
+        raise TailorError(f"eval: {run_dir} is a {saved.task} run; --image-column is for image runs")
     check_text_predictions(saved, run_dir)
     if text_pair_column and not saved.data.text_pair_column:
         raise TailorError(f"eval: {run_dir} was not trained on text pairs; drop --text-pair-column")
@@ -111,6 +118,29 @@ def evaluate(run_dir: str | Path, data_path: str, output: str | None = None, tex
     if output:
         frame = prediction_frame(handle.output, split.texts, logits, labels, split.targets, split.pairs)
         frame.to_csv(output, index=False)
+    return metrics
+
+
+def _evaluate_images(run_dir: str | Path, data_path: str, output: str | None, image_column: str | None,
+                     label_column: str | None, trust_remote_code: bool) -> dict:
+    """An image run scored on labelled images in any form `data.train` takes: a folder of class
+    folders, a table of paths and labels, a .npz file."""
+    recipe, handle, labels, _ = load_run(run_dir, trust_remote_code=trust_remote_code)
+    cfg = recipe.data
+    images = load_image_file(data_path, image_column=image_column or cfg.image_column,
+                             label_column=label_column or cfg.label_column, classes=labels,
+                             skip_bad=cfg.skip_bad, field="--data",
+                             flags={"image_column": "--image-column", "label_column": "--label-column"})
+    if images.num_skipped:
+        print(f"--data: skipped {images.num_skipped} unreadable images (first: {images.skipped[0]})",
+              file=sys.stderr)
+    data = EncodedImages(images, ImageTransform(cfg.image, train=False))
+    logits = predict_logits(handle, data, recipe.train.eval_batch_size, recipe.train.precision)
+    metrics = score(handle.output, logits, images.labels, labels, TaskLoss(handle.output, recipe.train, None))
+    if output:
+        names = [images.name_of(i) for i in range(len(images))]
+        frame = prediction_frame(handle.output, names, logits, labels, images.labels)
+        frame.rename(columns={"text": "image"}).to_csv(output, index=False)
     return metrics
 
 

@@ -240,9 +240,11 @@ def load_image_folder(root: str | Path, *, classes: list[str] | None = None, ski
 
 def load_image_table(path: str | Path, *, image_column: str = "image", label_column: str = "label",
                      classes: list[str] | None = None, skip_bad: bool = False,
-                     shrink_to: int | None = None, field: str = "data.train") -> ImageSet:
+                     shrink_to: int | None = None, field: str = "data.train",
+                     flags: dict[str, str] | None = None) -> ImageSet:
     """A CSV/TSV/JSONL/Parquet file with an image path and a label per row. Relative paths are
-    relative to the table's own folder, so the table and its images move together."""
+    relative to the table's own folder, so the table and its images move together. `flags`
+    names the command-line flag that sets a column, where one does (`tailor eval`)."""
     path = Path(path).expanduser()
     frame = read_table(path, field)
     if isinstance(frame, dict):
@@ -251,7 +253,9 @@ def load_image_table(path: str | Path, *, image_column: str = "image", label_col
     for option, column in (("image_column", image_column), ("label_column", label_column)):
         if column not in frame.columns:
             raise TailorError(f"{path}: no column '{column}' (columns: "
-                              f"{', '.join(map(str, frame.columns))}); set {option} to the right one")
+                              f"{', '.join(map(str, frame.columns))}); " +
+                              (f"name the right one with {flags[option]}" if flags and option in flags
+                               else f"set {option} to the right one"))
     if len(frame) == 0:
         raise TailorError(f"{path}: has no rows")
     labels = frame[label_column]
@@ -371,7 +375,8 @@ def load_idx(images_path: str | Path, labels_path: str | Path, *,
 
 def load_image_file(path: str | Path, *, image_column: str = "image", label_column: str = "label",
                     classes: list[str] | None = None, skip_bad: bool = False,
-                    shrink_to: int | None = None, field: str = "data.train") -> ImageSet:
+                    shrink_to: int | None = None, field: str = "data.train",
+                    flags: dict[str, str] | None = None) -> ImageSet:
     """One split from a folder of class folders, a .npz file, or a table of paths and labels.
     Catalogue datasets come with their own splits: `tailorkit.data.image_catalogue.load_catalogue_images`."""
     path = Path(path).expanduser()
@@ -381,5 +386,5 @@ def load_image_file(path: str | Path, *, image_column: str = "image", label_colu
     if path.suffix.lower() == ".npz":
         return load_image_arrays(path, classes=classes, field=field)
     return load_image_table(path, image_column=image_column, label_column=label_column,
-                            classes=classes, skip_bad=skip_bad, shrink_to=shrink_to, field=field)
+                            classes=classes, skip_bad=skip_bad, shrink_to=shrink_to, field=field, flags=flags)
 
