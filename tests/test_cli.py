@@ -408,6 +408,18 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(command, finished_ru
     assert result.returncode == 141
 
 
+def test_a_field_found_wrong_while_the_recipe_runs_names_the_recipe_file_or_the_set(tiny_recipe, write_recipe,
+                                                                                   capsys):
+    path = write_recipe({**tiny_recipe, "model": {"name": "minilm-l5"}})
+    assert cli.main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: model.name: 'minilm-l5' is neither a local folder") and \
+        err.rstrip().endswith("did you mean 'minilm-l6'?")
+    assert not Path(tiny_recipe["output_dir"]).exists()
+    assert cli.main(["train", str(path), "--set", "model.name=nowhere"]) == 2
+    assert capsys.readouterr().err.startswith("error: --set model.name=nowhere: model.name: 'nowhere'")
+
+
 def test_ctrl_c_in_any_command_stops_it_with_130_and_no_traceback(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt

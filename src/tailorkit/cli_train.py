@@ -4,6 +4,7 @@ recipes."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import sys
@@ -14,7 +15,7 @@ from tailorkit.cli_flags import add_set
 from tailorkit.errors import TailorError
 from tailorkit.evaluate.evaluator import metric_line
 from tailorkit.pipeline.run_dir import PROGRESS
-from tailorkit.recipe import load_recipe
+from tailorkit.recipe import load_recipe, locate_field_error
 from tailorkit.search.worker import StudyInterrupted
 from tailorkit.tasks import TASKS
 from tailorkit.train import distributed
@@ -84,7 +85,8 @@ def _train(args) -> None:
             run_dir = api.resume(args.resume, allow_data_change=args.allow_data_change)
         else:
             recipe = load_recipe(args.recipe, args.overrides)
-            run_dir = api.train(recipe, overwrite=args.overwrite)
+            with _errors_located(args.recipe, args.overrides):
+                run_dir = api.train(recipe, overwrite=args.overwrite)
     except Interrupted as stop:
         target = args.resume or load_recipe(args.recipe, args.overrides).output_dir
         if main:
@@ -111,7 +113,8 @@ def _cmd_tune(args) -> None:
         return
     recipe = load_recipe(args.recipe, args.overrides)
     try:
-        study_dir = api.tune(recipe, workers=args.workers)
+        with _errors_located(args.recipe, args.overrides):
+            study_dir = api.tune(recipe, workers=args.workers)
     except (StudyInterrupted, KeyboardInterrupt):  # the latter: Ctrl-C while the report was written
         again = shlex.join(["tailor", "tune", args.recipe, *(f for o in args.overrides for f in ("--set", o)),
                             *(["--workers", str(args.workers)] if args.workers != 1 else [])])
@@ -121,6 +124,16 @@ def _cmd_tune(args) -> None:
     best = "front recipes" if recipe.search.multi else "best recipe"
     recipes = study_dir / ("front" if recipe.search.multi else "best_recipe.yaml")
     print(f"{best}: {recipes}  report: {study_dir / 'report.md'}")
+
+
+@contextlib.contextmanager
+def _errors_located(recipe_path: str, overrides: list[str]):
+    """A recipe field found wrong while it ran (a model folder that is not there) names the recipe
+    file, or the --set, as a field wrong in the schema does."""
+    try:
+        yield
+    except TailorError as err:
+        raise TailorError(locate_field_error(str(err), recipe_path, overrides)) from None
 
 
 def _print_summary(run_dir: Path) -> None:

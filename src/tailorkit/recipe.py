@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from types import UnionType
@@ -247,6 +248,16 @@ def _located(line: str, source: str, overrides: Sequence[str]) -> str:
             source = f"--set {text}"
             break
     return f"{source}: {line.removeprefix(': ')}"
+
+
+def locate_field_error(message: str, source: str, overrides: Sequence[str]) -> str:
+    """A problem found while the recipe ran (`model.name: ... not found`), located as a schema
+    error is: in `source` (the recipe file) or the `--set` that wrote the field. Messages that do
+    not start with one of the recipe's fields are returned as they are."""
+    section = re.match(r"([a-z_]+)[.\[:]", message)
+    if section is None or section.group(1) not in Recipe.model_fields:
+        return message
+    return _located(message, source, overrides)
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

@@ -44,9 +44,10 @@ def test_cuda_without_cuda_is_refused_naming_the_field(spec):
 @NO_CUDA
 def test_a_run_on_a_missing_device_stops_before_anything_is_written(tiny_recipe, write_recipe, capsys):
     recipe = {**tiny_recipe, "train": {**tiny_recipe["train"], "device": "cuda"}}
-    assert cli.main(["train", str(write_recipe(recipe))]) == 2
+    recipe_file = write_recipe(recipe)
+    assert cli.main(["train", str(recipe_file)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: train.device: asks for cuda") and "\n" not in err
+    assert err.startswith(f"error: {recipe_file}: train.device: asks for cuda") and "\n" not in err
     assert not Path(recipe["output_dir"]).exists()
 
 
