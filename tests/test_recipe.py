@@ -13,6 +13,7 @@ from tailorkit.recipe import (
     apply_overrides,
     dump_recipe,
     load_recipe,
+    locate_field_error,
     parse_override,
     recipe_from_dict,
     reference_markdown,
@@ -430,3 +431,15 @@ def test_the_fields_tasks_read_are_recipe_fields():
                 assert isinstance(model, type) and issubclass(model, BaseModel), (task.name, path)
                 assert part in model.model_fields, (task.name, path)
                 model = model.model_fields[part].annotation
+
+
+@pytest.mark.parametrize(("message", "located"), [
+    ("model.name: 'x' is not there", "r.yaml: model.name: 'x' is not there"),
+    ("train.class_weights has 3 values", "r.yaml: train.class_weights has 3 values"),
+    ("data.train: a.csv: line 8: bad byte", "--set data.train=a.csv: data.train: a.csv: line 8: bad byte"),
+    ("data.csv: row 3: missing label", "data.csv: row 3: missing label"),  # a file, not a field
+    ("output_dir runs/x holds a study", "output_dir runs/x holds a study"),
+    ("freeze.top=9, but the model has 6 blocks", "freeze.top=9, but the model has 6 blocks"),
+])
+def test_a_problem_found_while_the_recipe_runs_is_located_when_it_names_a_field(message, located):
+    assert locate_field_error(message, recipe_from_dict(BASE), "r.yaml", ["data.train=a.csv"]) == located

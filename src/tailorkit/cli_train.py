@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tailorkit import api
 from tailorkit.cli_flags import add_set
+from tailorkit.config.recipe import Recipe
 from tailorkit.errors import TailorError
 from tailorkit.evaluate.evaluator import metric_line
 from tailorkit.pipeline.run_dir import PROGRESS
@@ -85,7 +86,7 @@ def _train(args) -> None:
             run_dir = api.resume(args.resume, allow_data_change=args.allow_data_change)
         else:
             recipe = load_recipe(args.recipe, args.overrides)
-            with _errors_located(args.recipe, args.overrides):
+            with _errors_located(recipe, args.recipe, args.overrides):
                 run_dir = api.train(recipe, overwrite=args.overwrite)
     except Interrupted as stop:
         target = args.resume or load_recipe(args.recipe, args.overrides).output_dir
@@ -113,7 +114,7 @@ def _cmd_tune(args) -> None:
         return
     recipe = load_recipe(args.recipe, args.overrides)
     try:
-        with _errors_located(args.recipe, args.overrides):
+        with _errors_located(recipe, args.recipe, args.overrides):
             study_dir = api.tune(recipe, workers=args.workers)
     except (StudyInterrupted, KeyboardInterrupt):  # the latter: Ctrl-C while the report was written
         again = shlex.join(["tailor", "tune", args.recipe, *(f for o in args.overrides for f in ("--set", o)),
@@ -127,13 +128,13 @@ def _cmd_tune(args) -> None:
 
 
 @contextlib.contextmanager
-def _errors_located(recipe_path: str, overrides: list[str]):
+def _errors_located(recipe: Recipe, recipe_path: str, overrides: list[str]):
     """A recipe field found wrong while it ran (a model folder that is not there) names the recipe
     file, or the --set, as a field wrong in the schema does."""
     try:
         yield
     except TailorError as err:
-        raise TailorError(locate_field_error(str(err), recipe_path, overrides)) from None
+        raise TailorError(locate_field_error(str(err), recipe, recipe_path, overrides)) from None
 
 
 def _print_summary(run_dir: Path) -> None:

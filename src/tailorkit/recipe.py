@@ -250,12 +250,15 @@ def _located(line: str, source: str, overrides: Sequence[str]) -> str:
     return f"{source}: {line.removeprefix(': ')}"
 
 
-def locate_field_error(message: str, source: str, overrides: Sequence[str]) -> str:
+def locate_field_error(message: str, recipe: Recipe, source: str, overrides: Sequence[str]) -> str:
     """A problem found while the recipe ran (`model.name: ... not found`), located as a schema
     error is: in `source` (the recipe file) or the `--set` that wrote the field. Messages that do
-    not start with one of the recipe's fields are returned as they are."""
-    section = re.match(r"([a-z_]+)[.\[:]", message)
-    if section is None or section.group(1) not in Recipe.model_fields:
+    not start with one of the recipe's fields (`data.csv: row 3: ...`) are returned as they are."""
+    head = re.match(r"([a-z_]+)(?:\.([a-z_]+)[.\[: ]|[\[:])", message)
+    if head is None or head.group(1) not in Recipe.model_fields:
+        return message
+    section, field = getattr(recipe, head.group(1)), head.group(2)
+    if field is not None and not (isinstance(section, BaseModel) and field in type(section).model_fields):
         return message
     return _located(message, source, overrides)
 
