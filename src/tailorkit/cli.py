@@ -15,7 +15,6 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
 from tailorkit import api
-from tailorkit.adapter_set import AdapterSet
 from tailorkit.cli_data import add_data_commands, cmd_data
 from tailorkit.cli_export import EXPORT_COMMANDS, add_export_commands
 from tailorkit.cli_flags import add_set, add_trust
@@ -93,9 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_trust(p)
 
     p = sub.add_parser("predict", help="predict with a finished run (or several adapter runs)")
-    p.add_argument("run_dir", nargs="+",
-                   help="run folder; several adapter runs on one base load it once (see --adapter)")
-    p.add_argument("--adapter", help="with several runs: the run folder name to predict with")
+    p.add_argument("run_dir", nargs="+", help="run folder; with several, --adapter picks one")
+    p.add_argument("--adapter", help="with several runs: the run folder name to predict with (only it "
+                   "is loaded)")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--text", action="append", help="text to classify (repeatable)")
     group.add_argument("--input", help="CSV/JSONL/Parquet with a text column")
@@ -204,7 +203,7 @@ def _cmd_predict(args) -> None:
         if data.text_pair_column:  # a pair task needs its second text too
             pairs = _input_column(args.input, table, args.text_pair_column or data.text_pair_column,
                                   "--text-pair-column")
-    frame = _predict(args.run_dir, args.adapter, texts, pairs, args.trust_remote_code)
+    frame = api.predict(run_dir, texts, pairs, trust_remote_code=args.trust_remote_code)
     _show(frame, args, ["text", "text_pair", "prediction", "confidence"])
 
 
@@ -255,17 +254,6 @@ def _chosen_run(run_dirs: list[str], adapter: str | None) -> str:
     if adapter not in names:
         raise TailorError(f"predict: --adapter {adapter} is not one of {', '.join(names)}")
     return names[adapter]
-
-
-def _predict(run_dirs: list[str], adapter: str | None, texts: list[str], pairs: list[str] | None,
-             trust_remote_code: bool):
-    """One run: its model. Several: one base, each run's adapter named after its folder."""
-    if len(run_dirs) == 1 and adapter is None:
-        return api.predict(run_dirs[0], texts, pairs, trust_remote_code=trust_remote_code)
-    adapters = AdapterSet(trust_remote_code=trust_remote_code)
-    for run_dir in run_dirs:
-        adapters.add(Path(run_dir).name, run_dir)
-    return adapters.predict(texts, adapter, pairs)
 
 
 def _cmd_compress(args) -> None:

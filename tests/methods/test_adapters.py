@@ -230,6 +230,9 @@ def test_cli_predict_picks_an_adapter(runs, capsys):
     assert api.predict(runs["lora3"], TEXTS[:1])["prediction"][0] in capsys.readouterr().out
     assert main(["predict", str(runs["lora"]), str(runs["lora3"]), "--text", "x"]) == 2
     assert "--adapter" in capsys.readouterr().err
+    # only the chosen run loads, so runs that could not share a base may be given together
+    assert main(["predict", str(runs["lora"]), str(runs["ia3"]), "--adapter", "ia3", "--text", TEXTS[0]]) == 0
+    assert api.predict(runs["ia3"], TEXTS[:1])["prediction"][0] in capsys.readouterr().out
 
 
 def test_adapter_set_needs_pairs_for_a_pair_run(runs, tiny_model_dir, tmp_path, capsys):
