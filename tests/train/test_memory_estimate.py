@@ -66,3 +66,22 @@ def test_recipe_validate_estimates_without_training(tiny_recipe, write_recipe, c
     err = capsys.readouterr().err
     assert "valid" in err and "memory estimate: peak" in err and "activations" in err
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())  # nothing trained
+
+
+def test_weights_mapped_from_their_file_count_as_loaded(tmp_path):
+    """from_pretrained maps safetensors weights; they become resident only when read, which the
+    first training step does. The estimate reads them first (SmolLM2: 540 MB it had missed)."""
+    from transformers import BertConfig, BertModel
+
+    from tailorkit.runtime import resident_mb
+    from tailorkit.train.memory_estimate import _read_weights
+
+    config = BertConfig(vocab_size=30_000, hidden_size=512, num_hidden_layers=1, num_attention_heads=8,
+                        intermediate_size=1024)
+    BertModel(config).save_pretrained(tmp_path)
+    weights_mb = (tmp_path / "model.safetensors").stat().st_size / 2**20
+    before = resident_mb()
+    model = BertModel.from_pretrained(tmp_path)
+    _read_weights(model)
+    assert resident_mb() - before > 0.9 * weights_mb  # about 78 MB
+    del model
