@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -99,14 +101,16 @@ def test_trainable_layers_stay_full_precision(llama_dir):
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc/self/maps")
-def test_the_checkpoint_file_is_let_go_once_the_base_is_4bit(llama_dir):
+def test_the_checkpoint_file_is_let_go_once_the_base_is_4bit(llama_dir, tmp_path):
     """transformers maps model.safetensors and the tensors are views into it: while any stays
     there (the tied embeddings), every page read for quantising stays resident."""
-    checkpoint = str((llama_dir / "model.safetensors").resolve())
-    handle = load_causal_lm(llama_dir)
+    folder = Path(shutil.copytree(llama_dir, tmp_path / "llama"))  # no other test's model maps it
+    checkpoint = str((folder / "model.safetensors").resolve())
+    handle = load_causal_lm(folder)
     assert checkpoint in Path("/proc/self/maps").read_text()  # loaded by mapping the file
     embeddings = handle.model.get_input_embeddings().weight.detach().clone()
     quantize_frozen_linears(handle.model, NF4Spec())
+    gc.collect()  # a reference cycle would let go at the next collection anyway
     assert checkpoint not in Path("/proc/self/maps").read_text()
     assert torch.equal(handle.model.get_input_embeddings().weight, embeddings)  # the same values
     assert handle.model.get_output_embeddings().weight is handle.model.get_input_embeddings().weight

@@ -89,8 +89,8 @@ def test_report_renders_in_headless_chromium(study_dir, tmp_path):
     page = build_report(study_dir).read_text()
     probe = tmp_path / "probe.html"  # a copy that writes what the browser saw into its title
     probe.write_text(page.replace("</body>", PROBE + "</body>"))
-    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
     dom = subprocess.run([*flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     shown = re.search(r"<title>loaded:(\d+):(\d+)</title>", dom)

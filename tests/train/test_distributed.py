@@ -122,8 +122,11 @@ def test_accelerate_launch_starts_the_same_data_parallel_run(bert_without_dropou
     launched = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+         "--main_process_port", "0",  # a free port: 29500, the default, may be taken
          "-m", "tailorkit.cli", "train", str(recipe)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+        capture_output=True, text=True, timeout=300,
+        # HF_HOME: no accelerate config file of the user's changes the launch
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HOME": str(tmp_path / "hf")})
     assert launched.returncode == 0, launched.stderr[-3000:]
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["effective_batch_size"] == 8
