@@ -3,6 +3,7 @@ small labelled tables whose labels really depend on the text, so training can be
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -343,3 +344,43 @@ def tiny_llama(tmp_path_factory) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+BARRIER_HOOK = """
+import os
+if os.environ.get("TAILOR_TEST_BARRIER"):
+    import time
+    from pathlib import Path
+
+    import tailorkit.search.worker as _worker
+
+    _original = _worker._work
+
+    def _work(*args, **kwargs):
+        folder, parties = Path(os.environ["TAILOR_TEST_BARRIER"]), int(os.environ["TAILOR_TEST_PARTIES"])
+        (folder / f"ready-{os.getpid()}").touch()
+        deadline = time.time() + 120
+        while len(list(folder.glob("ready-*"))) < parties and time.time() < deadline:
+            time.sleep(0.05)
+        return _original(*args, **kwargs)
+
+    _worker._work = _work
+"""
+
+
+@pytest.fixture
+def worker_barrier(monkeypatch, tmp_path):
+    """`worker_barrier(n)`: tune worker processes started from now on wait until n of them are
+    ready before they ask for a trial, so each takes part however late one starts (a loaded
+    machine starts a process seconds apart, in which the first can finish every trial)."""
+    def arm(parties: int) -> Path:
+        hook = tmp_path / "barrier-hook"
+        (hook / "ready").mkdir(parents=True)
+        (hook / "sitecustomize.py").write_text(BARRIER_HOOK)
+        paths = [str(hook), os.environ.get("PYTHONPATH")]
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, paths)))
+        monkeypatch.setenv("TAILOR_TEST_BARRIER", str(hook / "ready"))
+        monkeypatch.setenv("TAILOR_TEST_PARTIES", str(parties))
+        return hook / "ready"  # a file per worker that waited there
+
+    return arm

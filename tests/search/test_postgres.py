@@ -118,7 +118,8 @@ def _trials(raw: dict, states=None):
     return study_mod.open_study(recipe, Path(recipe.output_dir)).get_trials(deepcopy=False, states=states)
 
 
-def test_two_tune_processes_share_one_postgresql_study(postgres_url, tiny_recipe, tmp_path):
+def test_two_tune_processes_share_one_postgresql_study(postgres_url, tiny_recipe, tmp_path, worker_barrier):
+    ready = worker_barrier(2)
     space = {"train.lr": [1e-3, 3e-3], "train.batch_size": [4, 8]}
     raw, path = _recipe(tiny_recipe, tmp_path, postgres_url, "shared", 6, space)
     procs = [_tune(path) for _ in range(2)]
@@ -131,6 +132,7 @@ def test_two_tune_processes_share_one_postgresql_study(postgres_url, tiny_recipe
     points = sorted((t.params["train.lr"], t.params["train.batch_size"]) for t in trials)
     assert points == sorted(itertools.product(*space.values()))  # none lost, none twice
     assert {t.user_attrs["worker"]["pid"] for t in trials} == {p.pid for p in procs}
+    assert len(list(ready.iterdir())) == 2  # both waited for the other before their first trial
     study_dir = Path(raw["output_dir"])
     assert not (study_dir / study_mod.DB).exists()  # the study is in the server, not in SQLite
     assert (study_dir / "trials.csv").read_text().count("\n") == 5  # the report, read from the server

@@ -138,7 +138,8 @@ def test_the_best_recipe_reproduces_the_best_trial(trial_recipe):
     assert summary["test"]["loss"] == pytest.approx(summary_of_trial["test"]["loss"], abs=1e-6)
 
 
-def test_two_worker_processes_share_one_sqlite_study(trial_recipe):
+def test_two_worker_processes_share_one_sqlite_study(trial_recipe, worker_barrier):
+    ready = worker_barrier(2)
     space = {"train.lr": [1e-3, 3e-3, 1e-2, 3e-2], "train.batch_size": [4, 8]}
     raw = trial_recipe(space=space, sampler="grid")
     raw["train"] = {k: v for k, v in raw["train"].items() if k != "threads"}  # workers share the cores
@@ -150,6 +151,7 @@ def test_two_worker_processes_share_one_sqlite_study(trial_recipe):
     assert points == sorted(itertools.product(*space.values()))  # none lost, none twice
     pids = {t.user_attrs["worker"]["pid"] for t in trials}
     assert len(pids) == 2 and os.getpid() not in pids
+    assert len(list(ready.iterdir())) == 2  # both waited for the other before their first trial
     threads = max(1, len(os.sched_getaffinity(0)) // 2)
     for t in trials:
         run = study_dir / t.user_attrs["run_dir"]
