@@ -199,7 +199,9 @@ def finished_run(tiny_model_dir, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("finished")
     csv = root / "sentiment.csv"
     make_sentences(120).to_csv(csv, index=False)
-    recipe = recipe_dict(tiny_model_dir, csv, root / "run", epochs=6, lr=5e-3)
+    # 15 epochs at 3e-3: test accuracy 0.97-1.0 under seeds 0-9 (6 at 5e-3 stayed at the majority
+    # class under 4 of them)
+    recipe = recipe_dict(tiny_model_dir, csv, root / "run", epochs=15, lr=3e-3)
     return api.train(recipe_from_dict(recipe))
 
 

@@ -32,7 +32,7 @@ def test_run_directory_layout(finished_run):
 def test_resolved_recipe_is_saved(finished_run):
     recipe = load_recipe(finished_run / "recipe.yaml")
     assert recipe.output_dir == str(finished_run)
-    assert recipe.train.epochs == 6 and recipe.train.optimizer == "adamw"  # defaults written out
+    assert recipe.train.epochs == 15 and recipe.train.optimizer == "adamw"  # defaults written out
     text = (finished_run / "recipe.yaml").read_text()
     assert "weight_decay:" in text and "early_stopping:" in text
 
@@ -56,7 +56,7 @@ def test_summary_costs(summary):
     assert params["trainable_pct"] == 100.0
     assert summary["wall_seconds"] >= summary["train_seconds"] > 0
     assert summary["samples_per_second"] > 0 and summary["peak_rss_mb"] > 50
-    assert summary["steps"] == 6 * math.ceil(summary["data"]["train"] / 8) and summary["epochs"] == 6
+    assert summary["steps"] == 15 * math.ceil(summary["data"]["train"] / 8) and summary["epochs"] == 15
     assert summary["versions"]["torch"] == torch.__version__
 
 

@@ -55,7 +55,9 @@ def flipped(tmp_path):
 
 
 def _student(model_dir, data, out, methods) -> dict:
-    raw = recipe_dict(model_dir, data / "train.csv", out, epochs=8, lr=5e-3)
+    # 15 epochs at 3e-3: under seeds 0-9 the plain student scored 0-0.02 and the taught one
+    # 0.98-1.0 (8 at 5e-3: the plain one stayed at the majority class, 0.5, under seed 2)
+    raw = recipe_dict(model_dir, data / "train.csv", out, epochs=15, lr=3e-3)
     raw["data"] = {"train": str(data / "train.csv"), "validation": str(data / "val.csv"),
                    "test": str(data / "test.csv")}
     raw["methods"] = methods
