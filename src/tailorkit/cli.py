@@ -22,7 +22,7 @@ from tailorkit.cli_study import STUDY_COMMANDS, add_study_commands
 from tailorkit.cli_train import TRAIN_COMMANDS, add_train_commands
 from tailorkit.config import GenerationConfig
 from tailorkit.data.prepare import column_texts
-from tailorkit.data.tables import read_table
+from tailorkit.data.tables import read_table, write_csv
 from tailorkit.errors import TailorError
 from tailorkit.generate import generate
 from tailorkit.inference import check_output_file, check_text_predictions
@@ -235,7 +235,7 @@ def _text_pairs(run_dir: str, column: str | None, texts: list[str], pairs: list[
 def _show(frame, args, columns: list[str]) -> None:
     """Write the predictions to --output, or print the main columns."""
     if args.output:  # checked by _cmd_predict: a new file, or --force
-        frame.to_csv(args.output, index=False)
+        write_csv(frame, args.output)
         print(f"wrote {len(frame)} predictions to {args.output}")
     else:
         cols = [c for c in columns if c in frame]

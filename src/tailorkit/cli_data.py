@@ -28,7 +28,7 @@ from tailorkit.data.cleaning.encoder_features import Encoder
 from tailorkit.data.inspection import CLASS_LIMIT, inspect_table
 from tailorkit.data.inspection_chat import render_report, render_text
 from tailorkit.data.inspection_render import html_report, text_report
-from tailorkit.data.tables import read_table
+from tailorkit.data.tables import read_table, write_csv
 from tailorkit.errors import TailorError
 from tailorkit.inference import check_output_file
 from tailorkit.sources import DATASETS, load_catalogue_dataset, resolve_model
@@ -262,7 +262,7 @@ def _cmd_clean(args) -> None:
         _columns(test_source, frames["test"], args)
     cleaned = clean_frames(frames, cfg.model_copy(update={"splits": ["train"]}), columns,
                            numeric=not _is_classes(frame, columns), encoder=encoder)
-    cleaned.frames["train"].to_csv(args.output, index=False)
+    write_csv(cleaned.frames["train"], args.output)
     write_changes(cleaned.changes, _changes_path(args.output))
     for line in count_lines(cleaned.changes) + cleaned.notes:
         print(line.removeprefix("train "))
@@ -294,7 +294,7 @@ def _cmd_augment(args) -> None:
     columns = _columns(source, frame, args)
     synonyms = synonym_source(cfg, resolve_model(args.model) if args.model else None)
     out, added = augment_frame(frame, cfg, columns.text, columns.label, _is_classes(frame, columns), synonyms)
-    out.to_csv(args.output, index=False)
+    write_csv(out, args.output)
     write_changes(added, _changes_path(args.output))
     for line in count_lines(added):
         print(line.removeprefix("train "))

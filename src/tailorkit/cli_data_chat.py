@@ -14,6 +14,7 @@ from tailorkit.config.quality import CleanConfig
 from tailorkit.data.cleaning.changes import count_lines, write_changes
 from tailorkit.data.cleaning.chat import clean_chat_frames
 from tailorkit.data.instructions import detect_format
+from tailorkit.data.tables import write_csv
 from tailorkit.errors import TailorError
 from tailorkit.tasks.base import CLEAN_LABEL_FIELDS
 
@@ -35,7 +36,7 @@ def clean_instruction_file(frame: pd.DataFrame, test: pd.DataFrame | None, cfg: 
         out.to_json(output, orient="records", lines=True, force_ascii=False)
     else:
         out = out.map(lambda v: json.dumps(v, ensure_ascii=False) if isinstance(v, list) else v)
-        out.to_csv(output, index=False)
+        write_csv(out, output)
     write_changes(cleaned.changes, changes_path)
     print(f"instruction data, format {fmt}")
     for line in count_lines(cleaned.changes):

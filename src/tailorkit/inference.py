@@ -19,6 +19,7 @@ from tailorkit.data.image_data import EncodedImages
 from tailorkit.data.image_transforms import ImageTransform
 from tailorkit.data.images import ImageSet, image_files, load_image_file, read_image
 from tailorkit.data.prepare import SPLITS, Split, prepare_data
+from tailorkit.data.tables import write_csv
 from tailorkit.errors import TailorError
 from tailorkit.evaluate.evaluator import predict_logits, prediction_frame, score
 from tailorkit.methods import model_owner
@@ -117,7 +118,7 @@ def evaluate(run_dir: str | Path, data_path: str, output: str | None = None, tex
     metrics = score(handle.output, logits, split.targets, labels, TaskLoss(handle.output, recipe.train, None))
     if output:
         frame = prediction_frame(handle.output, split.texts, logits, labels, split.targets, split.pairs)
-        frame.to_csv(output, index=False)
+        write_csv(frame, output)
     return metrics
 
 
@@ -140,7 +141,7 @@ def _evaluate_images(run_dir: str | Path, data_path: str, output: str | None, im
     if output:
         names = [images.name_of(i) for i in range(len(images))]
         frame = prediction_frame(handle.output, names, logits, labels, images.labels)
-        frame.rename(columns={"text": "image"}).to_csv(output, index=False)
+        write_csv(frame.rename(columns={"text": "image"}), output)
     return metrics
 
 

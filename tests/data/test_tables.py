@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tailorkit.data.tables import read_table
+from tailorkit.data.tables import read_table, write_csv
 from tailorkit.errors import TailorError
 
 FRAME = pd.DataFrame({"text": ["a good film", "a bad film", "so, \"quoted\" text"],
@@ -139,3 +139,22 @@ def test_the_recipe_names_the_encoding(tmp_path):
     path.write_bytes(CP1252)
     texts = read_table(path, "data.train", "cp1252")["text"].tolist()
     assert texts == ["a good film", "un caf\u00e9 cr\u00e8me"]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_a_json_file_with_a_byte_order_mark_reads(tmp_path, suffix):
+    path = tmp_path / f"bom{suffix}"
+    rows = '{"text": "a", "label": 1}\n{"text": "b", "label": 2}\n'
+    path.write_bytes("\ufeff".encode() + (rows if suffix == ".jsonl" else
+                                           '[{"text": "a", "label": 1}, {"text": "b", "label": 2}]').encode())
+    assert read_table(path, "data.train").to_dict("list") == {"text": ["a", "b"], "label": [1, 2]}
+
+
+@pytest.mark.parametrize("texts", [["line\rbreak", "two\nlines", "comma, quote \"", "plain", None],
+                                   ["plain", "comma, here", None, "x", "y"]])
+def test_written_csv_reads_back_row_for_row(tmp_path, texts):
+    """A lone carriage return (old Mac line ends, some tweets) ended the row when read back."""
+    frame = pd.DataFrame({"text": texts, "label": [1, 2, 3, 4, 5], "p": [0.5, 0.25, 1.0, 0.0, None]})
+    write_csv(frame, tmp_path / "out.csv")
+    back = read_table(tmp_path / "out.csv", "--input")
+    pd.testing.assert_frame_equal(back, frame, check_dtype=False)

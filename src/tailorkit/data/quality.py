@@ -26,6 +26,7 @@ from tailorkit.data.cleaning.clean import Cleaned, TableColumns, clean_frames
 from tailorkit.data.cleaning.encoder_features import Encoder
 from tailorkit.data.cleaning.images import clean_image_sets
 from tailorkit.data.images import ImageSet
+from tailorkit.data.tables import write_csv
 
 DATA_DIR = "data"  # in the run directory
 QUALITY = "quality.json"
@@ -136,7 +137,7 @@ class DataQuality:
             if self.suffix == "jsonl":
                 frame.to_json(path, orient="records", lines=True, force_ascii=False)
             else:
-                frame.to_csv(path, index=False)
+                write_csv(frame, path)
         (self.folder / QUALITY).write_text(json.dumps(self.summary(), indent=2) + "\n")
 
 

@@ -1,8 +1,9 @@
 """Read a user's table (CSV, JSON Lines or a JSON array of objects, Parquet or a saved
-`datasets` folder) into pandas."""
+`datasets` folder) into pandas, and write the CSV files tailor gives back."""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import sys
@@ -61,6 +62,15 @@ def read_table(path: str | Path, field: str, encoding: str = "utf-8", encoding_f
         raise TailorError(f"{field}: {path}: cannot read as {path.suffix[1:]}: {first}") from None
 
 
+def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
+    """`frame` as CSV that reads back row for row. Python's csv writer quotes a text holding a
+    newline but not one holding a lone carriage return, where every reader (pandas, csv) then
+    ends the row; a frame with such a text is written with every text quoted."""
+    texts = frame.select_dtypes(include=["object", "string"])
+    carriage = any(texts[c].astype(str).str.contains("\r", regex=False).any() for c in texts.columns)
+    frame.to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC if carriage else csv.QUOTE_MINIMAL)
+
+
 def _detected(path: Path, field: str) -> str:
     """The file's encoding by detection; says so on stderr when it is not UTF-8."""
     data = path.read_bytes()
@@ -93,7 +103,7 @@ class NotATable(Exception):
 
 def _read_json(path: Path, encoding: str) -> pd.DataFrame:
     """JSON Lines (one object per line), or one JSON array of objects."""
-    text = path.read_text(encoding=encoding)
+    text = path.read_text(encoding=encoding).removeprefix("\ufeff")  # a byte-order mark (Notepad's)
     try:
         whole = json.loads(text)
     except json.JSONDecodeError:  # several values, one per line

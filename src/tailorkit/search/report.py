@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from tailorkit.config.search import COSTS
+from tailorkit.data.tables import write_csv
 from tailorkit.errors import TailorError
 from tailorkit.recipe import dump_recipe, recipe_from_dict
 from tailorkit.search.objective import trial_recipe
@@ -194,7 +195,7 @@ def write_report(recipe, study_dir: Path, wall_seconds: float | None = None) -> 
     cfg = recipe.search
     study = open_study(recipe, study_dir)
     rows = trial_rows(study, cfg)
-    _frame(rows).to_csv(study_dir / TABLE, index=False)
+    write_csv(_frame(rows), study_dir / TABLE)
     best = _best(study)
     if best is not None:
         (study_dir / BEST).write_text(best_recipe_text(recipe, best, study_dir))

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from tailorkit.data.tables import write_csv
+
 CHANGES = "changes.csv"
 # rejected: a row augmentation made and then did not add (recorded with why)
 ACTIONS = ("removed", "repaired", "relabelled", "flagged", "added", "rejected")
@@ -44,4 +46,4 @@ def count_lines(changes: list[Change]) -> list[str]:
 
 def write_changes(changes: list[Change], path: Path) -> None:
     columns = list(Change.__dataclass_fields__)
-    pd.DataFrame([asdict(c) for c in changes], columns=columns).to_csv(path, index=False)
+    write_csv(pd.DataFrame([asdict(c) for c in changes], columns=columns), path)
