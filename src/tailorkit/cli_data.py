@@ -28,6 +28,7 @@ from tailorkit.data.cleaning.encoder_features import Encoder
 from tailorkit.data.inspection import CLASS_LIMIT, inspect_table
 from tailorkit.data.inspection_chat import render_report, render_text
 from tailorkit.data.inspection_render import html_report, text_report
+from tailorkit.data.prepare import class_names
 from tailorkit.data.tables import read_table, write_csv
 from tailorkit.errors import TailorError
 from tailorkit.inference import check_output_file
@@ -174,6 +175,14 @@ def _is_classes(frame: pd.DataFrame, columns: TableColumns) -> bool:
     return not (numeric.notna().all() and frame[columns.label].nunique() > CLASS_LIMIT)
 
 
+def _as_classes(source: str, frame: pd.DataFrame, columns: TableColumns, classes: bool) -> pd.DataFrame:
+    """Class labels as training reads them (5.0 and "5.0" are 5), so that clean and augment
+    compare and write the labels training will see."""
+    if not classes:
+        return frame
+    return frame.assign(**{columns.label: class_names(source, frame[columns.label])})
+
+
 def _cmd_inspect(args) -> None:
     for flag in ("json", "html"):
         if getattr(args, flag):
@@ -256,12 +265,14 @@ def _cmd_clean(args) -> None:
         clean_instruction_file(frame, test, cfg, args.format, args.output, _changes_path(args.output))
         return
     columns = _columns(source, frame, args)
-    frames = {"train": frame}
+    classes = _is_classes(frame, columns)
+    frames = {"train": _as_classes(source, frame, columns, classes)}
     if args.test:
-        test_source, frames["test"] = _read(args, "--test", args.test)
-        _columns(test_source, frames["test"], args)
+        test_source, test = _read(args, "--test", args.test)
+        _columns(test_source, test, args)
+        frames["test"] = _as_classes(test_source, test, columns, classes)
     cleaned = clean_frames(frames, cfg.model_copy(update={"splits": ["train"]}), columns,
-                           numeric=not _is_classes(frame, columns), encoder=encoder)
+                           numeric=not classes, encoder=encoder)
     write_csv(cleaned.frames["train"], args.output)
     write_changes(cleaned.changes, _changes_path(args.output))
     for line in count_lines(cleaned.changes) + cleaned.notes:
@@ -292,8 +303,10 @@ def _cmd_augment(args) -> None:
     _check_outputs(args, {"DATA": args.data})
     source, frame = _read(args)
     columns = _columns(source, frame, args)
+    classes = _is_classes(frame, columns)
+    frame = _as_classes(source, frame, columns, classes)
     synonyms = synonym_source(cfg, resolve_model(args.model) if args.model else None)
-    out, added = augment_frame(frame, cfg, columns.text, columns.label, _is_classes(frame, columns), synonyms)
+    out, added = augment_frame(frame, cfg, columns.text, columns.label, classes, synonyms)
     write_csv(out, args.output)
     write_changes(added, _changes_path(args.output))
     for line in count_lines(added):

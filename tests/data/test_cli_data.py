@@ -61,6 +61,23 @@ def test_clean_writes_a_new_table_and_its_record(table, tmp_path, capsys):
     assert "removed 3: label_conflict 3" in out
 
 
+def test_clean_reads_labels_as_training_does(tmp_path, capsys):
+    """1 and 1.0 are one label in training, so one text under both is a duplicate, not a conflict."""
+    path = tmp_path / "mixed.csv"
+    pd.DataFrame({"text": ["same text here", "same text here", "another row", "more words"],
+                  "label": ["1", "1.0", "two", "2"]}).to_csv(path, index=False)
+    code, out, _ = _run(["data", "clean", path, "--output", tmp_path / "c.csv", "--label-errors", "off"],
+                        capsys)
+    assert code == 0 and "removed 1: duplicate 1" in out
+    assert pd.read_csv(tmp_path / "c.csv", dtype=str)["label"].tolist() == ["1", "two", "2"]
+
+
+def test_clean_whose_filters_remove_every_row_says_so(table, tmp_path, capsys):
+    code, out, err = _run(["data", "clean", table, "--output", tmp_path / "c.csv", "--max-chars", 5], capsys)
+    assert code == 0, err
+    assert "label errors not searched: they need at least 2 classes" in out and "wrote 0 of 8 rows" in out
+
+
 def test_clean_removes_rows_that_are_in_the_test_file(table, tmp_path, capsys):
     test = tmp_path / "test.csv"
     pd.DataFrame({"text": ["Bad film"], "label": ["neg"]}).to_csv(test, index=False)

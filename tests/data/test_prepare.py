@@ -342,10 +342,22 @@ def test_labels_of_a_fixed_class_list_are_read_the_same_way(write_table, capsys)
     assert capsys.readouterr().err.count("note: ") == 1  # one file: one note
 
 
+def test_a_decimal_written_as_text_beside_words_is_the_same_label(write_table, capsys):
+    """A CSV column holding 1, 1.0, 2 and two is read as text: "1.0" is still the label 1."""
+    path = write_table(pd.DataFrame({"text": [f"t {i}" for i in range(40)],
+                                     "label": ["1", "1.0", "2", "two"] * 10}), "mixed.csv")
+    data = prepare_data(_cfg(train=str(path)), classes=True)
+    assert data.labels == ["1", "2", "two"]
+    assert "(1.0 -> 1)" in capsys.readouterr().err
+
+
 def test_other_labels_are_left_as_they_are(write_table, capsys):
     frame = pd.DataFrame({"text": [f"t {i}" for i in range(20)], "label": [0.5, 2.5] * 10})
     data = prepare_data(_cfg(train=str(write_table(frame, "f.csv"))), classes=True)
     assert data.labels == ["0.5", "2.5"] and "note" not in capsys.readouterr().err
+    frame["label"] = ["v1.0", "1.5", "10", "1e3"] * 5  # text, never a whole decimal
+    data = prepare_data(_cfg(train=str(write_table(frame, "g.csv"))), classes=True)
+    assert data.labels == ["1.5", "10", "1e3", "v1.0"] and "note" not in capsys.readouterr().err
 
 
 # -- a class too small to stratify is named (#21 item 9) ----------------------------------------------

@@ -7,6 +7,7 @@ seconds with a message naming the file, row or column.
 from __future__ import annotations
 
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -291,18 +292,25 @@ def prepare_data(cfg: DataConfig, classes: bool, labels: list[str] | None = None
 
 def class_names(source: str, column: pd.Series, note: bool = True) -> pd.Series:
     """The labels as class names: text, with missing ones left missing. A whole number stored
-    as a decimal (5.0: a JSON number, or a CSV column with a gap) reads as 5, as the same label
-    stored as an integer does; a note on stderr says so."""
-    whole = column.map(_whole_decimal)
+    as a decimal (5.0: a JSON number, a CSV column with a gap, or "5.0" in a column that also
+    holds words) reads as 5, as the same label stored as an integer does; a note on stderr says so."""
+    whole = column.map(lambda v: _whole(v) is not None)
     if whole.any() and note:
-        example = float(column[whole].iloc[0])
+        example = column[whole].iloc[0]
         print(f"note: {source}: column '{column.name}' holds whole numbers written as decimals; "
-              f"they are read as integer labels ({example} -> {int(example)})", file=sys.stderr)
-    return column.map(lambda v: str(int(v)) if _whole_decimal(v) else v if _missing(v) else str(v))
+              f"they are read as integer labels ({example} -> {_whole(example)})", file=sys.stderr)
+    return column.map(lambda v: _whole(v) or (v if _missing(v) else str(v)))
 
 
-def _whole_decimal(value) -> bool:
-    return isinstance(value, float | np.floating) and float(value).is_integer()
+_WHOLE_DECIMAL = re.compile(r"\s*([+-]?\d+)\.0*\s*")
+
+
+def _whole(value) -> str | None:
+    """The integer a whole decimal (5.0, "5.0", "5.") stands for, as text; else None."""
+    if isinstance(value, float | np.floating):
+        return str(int(value)) if float(value).is_integer() else None
+    match = _WHOLE_DECIMAL.fullmatch(value) if isinstance(value, str) else None
+    return str(int(match.group(1))) if match else None
 
 
 def _missing(value) -> bool:

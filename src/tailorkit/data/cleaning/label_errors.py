@@ -51,10 +51,11 @@ def find_label_issues(texts: list[str], labels: list[str], folds: int, seed: int
     from cleanlab.filter import find_label_issues as cleanlab_issues
 
     names = sorted(set(labels))
-    ids = np.asarray([names.index(label) for label in labels])
-    smallest = int(np.bincount(ids, minlength=len(names)).min())
-    folds = min(folds, smallest)
-    if len(names) < 2 or folds < 2:
+    if len(names) < 2:  # also when the filters before left no row
+        return [], "label errors not searched: they need at least 2 classes"
+    ids = np.asarray([names.index(label) for label in labels], dtype=np.int64)
+    folds = min(folds, int(np.bincount(ids, minlength=len(names)).min()))
+    if folds < 2:
         return [], "label errors not searched: every class needs at least 2 rows"
     probs = out_of_fold_probabilities(texts, ids, folds, seed, features)
     ranked = cleanlab_issues(ids, probs, return_indices_ranked_by="self_confidence")
