@@ -101,6 +101,18 @@ def test_class_weights_accepts_keyword_or_list():
     assert recipe_from_dict(_with(train={"class_weights": [1, 2.5]})).train.class_weights == [1.0, 2.5]
 
 
+def test_a_zero_class_weight_is_refused_before_it_makes_a_nan_loss():
+    """A batch of only zero-weight classes averages its loss over a weight of 0: NaN."""
+    with pytest.raises(TailorError, match=r"train.class_weights: .* number > 0 \(to leave a class out"):
+        recipe_from_dict(_with(train={"class_weights": [0, 1]}))
+
+
+def test_nesterov_without_momentum_is_refused_at_validation():
+    with pytest.raises(TailorError, match="nesterov: true needs momentum > 0"):
+        recipe_from_dict(_with(train={"optimizer": "sgd", "nesterov": True, "momentum": 0}))
+    assert recipe_from_dict(_with(train={"optimizer": "sgd", "nesterov": True})).train.momentum == 0.9
+
+
 @pytest.mark.parametrize(("methods", "expected"), [
     (["full"], [{"full": {}}]),
     ([{"freeze": {"top": 2}}, "layerwise_lr"], [{"freeze": {"top": 2}}, {"layerwise_lr": {}}]),

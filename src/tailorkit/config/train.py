@@ -117,6 +117,13 @@ class TrainConfig(Strict):
                       "(read as that now)", FutureWarning, stacklevel=2)
         return data
 
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> TrainConfig:
+        if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov: true needs momentum > 0 (Nesterov's step looks ahead along the "
+                             "momentum); set train.momentum, e.g. 0.9, or nesterov: false")
+        return self
+
     @field_validator("activation_checkpointing")
     @classmethod
     def _every_n(cls, value: bool | int) -> bool | int:
@@ -154,9 +161,9 @@ class TrainConfig(Strict):
         # One clear message instead of one per member of the union.
         ok = value in ("none", "balanced") if isinstance(value, str) else (
             isinstance(value, list | tuple)
-            and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
                     for v in value))
-        if not ok:
+        if not ok:  # a zero: a batch of only that class would average its loss over weight 0
             raise ValueError(f"must be 'none', 'balanced' or a list of per-class weights, each a finite "
-                             f"number >= 0, got {value!r}")
+                             f"number > 0 (to leave a class out, remove its rows), got {value!r}")
         return value
