@@ -292,3 +292,26 @@ def test_config_errors(make_handle):
         apply_methods(make_handle(), [{"prompt": {"init": "text"}}])
     with pytest.raises(TailorError, match="no adapter_config.json"):
         apply_methods(make_handle(), [{"lora": {"init_from": "/nonexistent"}}])
+
+
+# -- what PEFT refuses, said in one line --------------------------------------------------------------
+
+def test_peft_refusals_are_one_line_errors_naming_the_method(tiny_model_dir, runs, sentiment_csv, tmp_path):
+    raw = recipe_dict(tiny_model_dir, sentiment_csv, tmp_path / "run", max_steps=1)
+    with pytest.raises(TailorError, match=r"^lora: PEFT refuses this configuration: .*the model's linear "
+                                          r"layers, which targets may name: .*query"):
+        api.train(recipe_from_dict({**raw, "methods": [{"lora": {"targets": ["nonexistent"]}}]}))
+    prefix_folder = str(runs["prefix"] / "model")
+    with pytest.raises(TailorError, match=rf"^lora.init_from: {prefix_folder}: PEFT refuses it: "):
+        api.train(recipe_from_dict({**raw, "methods": [{"lora": {"init_from": prefix_folder}}]}))
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+def test_virtual_tokens_and_max_length_must_fit_the_position_table(method, tiny_model_dir, sentiment_csv,
+                                                                   tmp_path):
+    """The tiny BERT has 64 positions: 33 virtual tokens + 32 text tokens would fail in its embeddings."""
+    raw = recipe_dict(tiny_model_dir, sentiment_csv, tmp_path / "run", max_steps=1)
+    with pytest.raises(TailorError, match=rf"^{method}.virtual_tokens: 33 virtual tokens \+ model.max_length "
+                                          r"32 = 65 positions, but the model has 64"):
+        api.train(recipe_from_dict({**raw, "methods": [{method: {"virtual_tokens": 33}}]}))
+    assert api.train(recipe_from_dict({**raw, "methods": [{method: {"virtual_tokens": 32}}]})).is_dir()

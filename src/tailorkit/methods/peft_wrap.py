@@ -81,11 +81,20 @@ class PeftMethod(Method):
             folder = Path(self.config.init_from).expanduser()
             if not (folder / "adapter_config.json").is_file():
                 raise TailorError(f"{self.name}.init_from: {folder} has no adapter_config.json")
-            with quiet_peft():
-                handle.model = PeftModel.from_pretrained(inner, folder, is_trainable=True)
+            try:
+                with quiet_peft():
+                    handle.model = PeftModel.from_pretrained(inner, folder, is_trainable=True)
+            except ValueError as err:  # e.g. a prefix-tuning folder, which PEFT cannot train further
+                raise TailorError(f"{self.name}.init_from: {folder}: PEFT refuses it: "
+                                  f"{_first_line(err)}") from None
         else:
-            with quiet_peft():
-                handle.model = get_peft_model(inner, self.peft_config(handle))
+            try:
+                with quiet_peft():
+                    handle.model = get_peft_model(inner, self.peft_config(handle))
+            except ValueError as err:  # e.g. targets that name no layer of the model
+                raise TailorError(f"{self.name}: PEFT refuses this configuration: {_first_line(err)} (the "
+                                  f"model's linear layers, which targets may name: "
+                                  f"{', '.join(linear_names(inner))})") from None
         handle.rebase(inner)
         replaced = {id(p) for m in handle.model.modules() if hasattr(m, "original_module")
                     for p in m.original_module.parameters()}
@@ -121,6 +130,17 @@ class PeftMethod(Method):
 
     def merge(self, handle: ModelHandle) -> None:
         handle.unwrap(handle.model.merge_and_unload())
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def linear_names(model) -> list[str]:
+    """The last names of the model's linear layers: what `targets` may list."""
+    from torch import nn
+
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
 
 
 def head_modules(handle: ModelHandle) -> list[str] | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, model_validator
+from torch import nn
 
 from tailorkit.errors import TailorError
 from tailorkit.methods.base import register
@@ -22,9 +23,31 @@ from tailorkit.methods.peft_wrap import PeftMethod, PeftMethodConfig, head_modul
 class _VirtualTokens(PeftMethod):
     modalities = frozenset({"text"})
     needs = "it adds virtual tokens to a transformer's input"
+
+    def adapt(self, setup, task, recipe):
+        """The virtual tokens take positions before the text's: with learned absolute positions
+        (BERT's 512) the two together must fit, or the model fails inside its embeddings."""
+        limit = absolute_positions(setup.handle.model)
+        used = self.config.virtual_tokens + recipe.model.max_length
+        if limit is not None and not self.config.init_from and used > limit:
+            raise TailorError(f"{self.name}.virtual_tokens: {self.config.virtual_tokens} virtual tokens + "
+                              f"model.max_length {recipe.model.max_length} = {used} positions, but the model "
+                              f"has {limit}; lower one of them")
+        return super().adapt(setup, task, recipe)
+
     def merge(self, handle) -> None:
         raise TailorError(f"{self.name} cannot be merged: its virtual tokens are extra inputs, not "
                           "weight changes; use the run's adapter folder with the base model")
+
+
+def absolute_positions(model: nn.Module) -> int | None:
+    """How many positions a model's learned position embeddings cover (RoBERTa's start after its
+    padding index); None for a model without them (rotary positions, as in Llama)."""
+    table = next((m for name, m in model.named_modules()
+                  if name.endswith("position_embeddings") and isinstance(m, nn.Embedding)), None)
+    if table is None:
+        return None
+    return table.num_embeddings - (table.padding_idx + 1 if table.padding_idx is not None else 0)
 
 
 class PrefixConfig(PeftMethodConfig):
