@@ -95,6 +95,29 @@ def test_divergence_stops_at_its_step_and_keeps_the_last_finite_checkpoint(tiny_
     assert all(torch.isfinite(t).all() for t in weights.values())
 
 
+def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint_and_says_how_to_go_on(recipe,
+                                                                                           monkeypatch):
+    saves, real_save = [], torch.save
+
+    def save(obj, path, *args, **kwargs):  # what torch.save raised here when the disk filled up
+        saves.append(path)
+        if len(saves) == 2:
+            raise RuntimeError("basic_ios::clear: iostream error")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    run = Path(recipe["output_dir"])
+    expected = (rf"^{run}: could not write a checkpoint \(basic_ios::clear: iostream error; [\d,]+ MB free "
+                rf"on that disk\); the last checkpoint .* is as it was; free space, then continue with "
+                rf"tailor train --resume {run}$")
+    with pytest.raises(TailorError, match=expected):
+        api.train(recipe_from_dict(recipe))
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 2
+    assert not (run / "checkpoint.tmp").exists()
+    monkeypatch.setattr(torch, "save", real_save)
+    assert json.loads((api.resume(run) / "summary.json").read_text())["resumed"] is True
+
+
 def test_skip_batch_skips_a_nonfinite_update_and_says_so(tiny_recipe, monkeypatch):
     raw = {**tiny_recipe, "train": {**tiny_recipe["train"], "on_nonfinite": "skip_batch"}}
     original = Trainer._step

@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tailorkit.errors import TailorError
@@ -104,9 +105,32 @@ def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def save_checkpoint(run_dir: Path, model, optimizer, scheduler, loop_state: dict,
                     rng_state: dict | list[dict], best_state: dict[str, torch.Tensor] | None,
                     scaler: torch.amp.GradScaler | None = None) -> None:
-    """`rng_state`: capture_rng() of this process, or of every process in rank order."""
-    ranks = rng_state if isinstance(rng_state, list) else [rng_state]
+    """`rng_state`: capture_rng() of this process, or of every process in rank order. A write
+    that fails (a full disk) leaves the previous checkpoint as it was and says so."""
     tmp = run_dir / NEW
+    try:
+        _write_new(tmp, model, optimizer, scheduler, loop_state, rng_state, best_state, scaler)
+    except (OSError, RuntimeError, SafetensorError) as err:  # torch.save: "basic_ios::clear: iostream ..."
+        shutil.rmtree(tmp, ignore_errors=True)
+        free = shutil.disk_usage(run_dir).free / 2**20
+        why = str(err).strip() or type(err).__name__
+        kept = "no checkpoint was kept yet"
+        if (run_dir / LIVE).is_dir():
+            kept = (f"the last checkpoint ({run_dir / LIVE}) is as it was; free space, then continue "
+                    f"with tailor train --resume {run_dir}")
+        raise TailorError(f"{run_dir}: could not write a checkpoint ({why}; {free:,.0f} MB free on that "
+                          f"disk); {kept}") from None
+    live, old = run_dir / LIVE, run_dir / OLD
+    if live.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        live.rename(old)  # the previous checkpoint stays, to fall back on
+    tmp.rename(live)
+    _fsync_dir(run_dir)
+
+
+def _write_new(tmp: Path, model, optimizer, scheduler, loop_state: dict, rng_state: dict | list[dict],
+               best_state: dict[str, torch.Tensor] | None, scaler: torch.amp.GradScaler | None) -> None:
+    ranks = rng_state if isinstance(rng_state, list) else [rng_state]
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file(_cpu(changed_state(model, optimizer)), str(tmp / "model.safetensors"))
@@ -125,12 +149,6 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, loop_state: dict
     (tmp / "state.json").write_text(json.dumps({**loop_state, "python_rng": ranks[0]["python"], **extra}))
     _fsync_files(tmp)
     _write_manifest(tmp)  # last: a folder with a matching manifest is whole
-    live, old = run_dir / LIVE, run_dir / OLD
-    if live.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        live.rename(old)  # the previous checkpoint stays, to fall back on
-    tmp.rename(live)
-    _fsync_dir(run_dir)
 
 
 def remove_checkpoints(run_dir: Path) -> None:
