@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tailorkit.compress import build_steps
+from tailorkit.compress import build_steps, order_problems
 from tailorkit.config.compress import CompressConfig
 from tailorkit.config.recipe import Recipe
 from tailorkit.data.batching import EncodedSplit
@@ -234,11 +234,15 @@ def compress_run(run_dir: str | Path, cfg: CompressConfig, overwrite: bool = Fal
     if recipe.compress is not None:
         raise TailorError(f"{run_dir}: already a compressed run; compress its source run with all the steps")
     task = task_of(recipe)
-    for i, step in enumerate(build_steps(cfg.steps)):
+    steps = build_steps(cfg.steps)
+    for i, step in enumerate(steps):
         try:
             step.check_recipe(recipe, task, f"steps[{i}]")
         except ValueError as err:
             raise TailorError(f"compress: {err}") from None
+    order = order_problems(steps, "steps")
+    if order:
+        raise TailorError(f"compress: {order[0]}")
     handle = plain_model(handle, methods, run_dir)
     torch.set_num_threads(cfg.threads or recipe.train.threads or default_threads())
     out_root = claim_run_dir(Path(cfg.output_dir or f"{run_dir}-compressed"), overwrite)

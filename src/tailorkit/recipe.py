@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
-from tailorkit.compress import STEPS, build_steps
+from tailorkit.compress import STEPS, build_steps, order_problems
 from tailorkit.config import (
     CategoricalParam,
     ChatColumns,
@@ -104,9 +104,10 @@ def compress_problems(recipe: Recipe, task, methods) -> list[str]:
     if owner is not None and not owner.mergeable:
         problems.append(f"compress: {owner.name} keeps its weights apart from the model and cannot be "
                         "merged into it; compress a run of a mergeable method (lora, ia3) or a whole model")
-    for i, step in enumerate(build_steps(recipe.compress.steps)):
+    steps = build_steps(recipe.compress.steps)
+    for i, step in enumerate(steps):
         problems += _problems(step.check_recipe, recipe, task, f"compress.steps[{i}]")
-    return problems
+    return problems + order_problems(steps, "compress.steps")
 
 
 def search_problems(recipe: Recipe, task, check_values: bool) -> list[str]:

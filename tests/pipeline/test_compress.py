@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -85,6 +86,20 @@ def test_a_bad_compress_file_gets_one_line_naming_the_field(plan, words, finishe
     assert err.startswith(f"error: {path}: ") and err.count("\n") == 1, err
     for word in words:
         assert word in err
+
+
+@pytest.mark.parametrize("steps", [["quantize", "prune"], ["quantize", "quantize_static"]])
+def test_a_step_after_an_int8_step_is_refused_before_any_step_runs(steps, tiny_recipe, finished_run, tmp_path,
+                                                                   capsys):
+    message = (f"{steps[1]} cannot follow quantize, which stores the model in its own (int8) format; "
+               "put quantize last")
+    with pytest.raises(TailorError, match=rf"compress.steps\[1\]: {re.escape(message)}"):
+        recipe_from_dict({**tiny_recipe, "compress": {"steps": steps}})
+    path = tmp_path / "compress.yaml"
+    path.write_text(json.dumps({"steps": steps, "output_dir": str(tmp_path / "out")}))
+    assert cli.main(["compress", str(finished_run), str(path)]) == 2
+    assert capsys.readouterr().err == f"error: compress: steps[1]: {message}\n"
+    assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
 def test_an_adapter_run_is_merged_first_and_a_non_mergeable_one_is_refused(tiny_recipe, tmp_path):

@@ -4,9 +4,9 @@ each registers its step with `@register`: adding a step is adding one file here.
 import importlib
 import pkgutil
 
-from tailorkit.compress.base import STEPS, Step, build_steps, model_writer, register
+from tailorkit.compress.base import STEPS, Step, build_steps, model_writer, order_problems, register
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["STEPS", "Step", "build_steps", "model_writer", "register"]
+__all__ = ["STEPS", "Step", "build_steps", "model_writer", "order_problems", "register"]

@@ -57,6 +57,17 @@ def build_steps(specs) -> list[Step]:
     return [STEPS[spec.name](spec.config) for spec in specs]
 
 
+def order_problems(steps: list[Step], where: str) -> list[str]:
+    """A step that stores the model in its own format (int8) leaves no float weights for a step
+    after it to work on, so it comes last; checked before any step runs."""
+    stored = next((i for i, step in enumerate(steps) if step.saves_model), None)
+    if stored is None or stored == len(steps) - 1:
+        return []
+    first, after = steps[stored].name, steps[stored + 1].name
+    return [f"{where}[{stored + 1}]: {after} cannot follow {first}, which stores the model in its own "
+            f"(int8) format; put {first} last"]
+
+
 def model_writer(steps: list[Step]) -> Step | None:
     """The last step that writes model/ itself; None: a plain Hugging Face folder."""
     owners = [s for s in steps if s.saves_model]
