@@ -455,3 +455,10 @@ def test_the_fields_tasks_read_are_recipe_fields():
 ])
 def test_a_problem_found_while_the_recipe_runs_is_located_when_it_names_a_field(message, located):
     assert locate_field_error(message, recipe_from_dict(BASE), "r.yaml", ["data.train=a.csv"]) == located
+
+
+def test_a_bare_off_in_yaml_turns_label_errors_off(tmp_path):
+    """YAML 1.1 reads `off` as false."""
+    path = tmp_path / "r.yaml"
+    path.write_text("model: {name: m}\ndata: {train: t.csv, clean: {label_errors: off}}\n")
+    assert load_recipe(path).data.clean.label_errors == "off"

@@ -25,20 +25,14 @@ from pydantic_core import to_jsonable_python
 from tailorkit.compress import STEPS, build_steps, order_problems
 from tailorkit.config import (
     CategoricalParam,
-    ChatColumns,
     CompressConfig,
     DataConfig,
-    EarlyStopping,
     FloatParam,
     GenerationConfig,
-    ImageTransformConfig,
     IntParam,
     MethodSpec,
     ModelConfig,
-    PruningConfig,
     Recipe,
-    SearchConfig,
-    SplitConfig,
     StepSpec,
     TrainConfig,
     format_validation_error,
@@ -341,18 +335,13 @@ def _type_name(annotation: Any) -> str:
 def reference_markdown() -> str:
     """The recipe reference, generated from the schema and the registries (README embeds it;
     a test compares)."""
-    sections: list[tuple[str, type[BaseModel]]] = [
-        ("recipe", Recipe), ("model", ModelConfig), ("data", DataConfig),
-        ("data.split", SplitConfig), ("data.chat", ChatColumns), ("data.image", ImageTransformConfig),
-        ("train", TrainConfig),
-        ("train.early_stopping", EarlyStopping), ("generation", GenerationConfig),
-        ("search", SearchConfig), ("search.pruning", PruningConfig),
-        ("search.space.<path> (float)", FloatParam), ("search.space.<path> (int)", IntParam),
-        ("search.space.<path> (categorical)", CategoricalParam),
-    ]
+    sections = _sections("", Recipe)
+    at = [title for title, _ in sections].index("search.pruning") + 1
+    sections[at:at] = [("search.space.<path> (float)", FloatParam), ("search.space.<path> (int)", IntParam),
+                       ("search.space.<path> (categorical)", CategoricalParam)]
     plugins = {f"methods[].{name}": cls for name, cls in sorted(METHODS.items())}
     plugins |= {f"compress.steps[].{name}": cls for name, cls in sorted(STEPS.items())}
-    sections += [("compress", CompressConfig), *((title, cls.Config) for title, cls in plugins.items())]
+    sections += [(title, cls.Config) for title, cls in plugins.items()]
     out = []
     for title, model in sections:
         out += [f"#### `{title}`", ""]
@@ -375,6 +364,21 @@ def reference_markdown() -> str:
             out.append(f"| `{name}` | {kind} | {default} | {info.description or ''} |")
         out.append("")
     return "\n".join(out)
+
+
+def _sections(path: str, model: type[BaseModel]) -> list[tuple[str, type[BaseModel]]]:
+    """`model` and every section nested in it, depth first, as (dotted path, config class)."""
+    out = [(path or "recipe", model)]
+    for name, info in model.model_fields.items():
+        for nested in _config_classes(info.annotation):
+            out += _sections(f"{path}.{name}" if path else name, nested)
+    return out
+
+
+def _config_classes(annotation) -> list[type[BaseModel]]:
+    if get_origin(annotation) in (Union, UnionType):
+        return [c for arg in get_args(annotation) for c in _config_classes(arg)]
+    return [annotation] if isinstance(annotation, type) and issubclass(annotation, BaseModel) else []
 
 
 def json_default(value: Any) -> str:

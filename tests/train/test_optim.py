@@ -231,3 +231,12 @@ def test_l2_penalty_shrinks_weights(tiny_recipe, tmp_path, make_trainer):
         t.fit()
         runs[name] = math.sqrt(sum(float(p.detach().pow(2).sum()) for p in t.handle.model.parameters()))
     assert runs["l2"] < runs["plain"]
+
+
+def test_warmup_longer_than_the_run_is_said(make_trainer, tiny_recipe, capsys):
+    make_trainer({**tiny_recipe, "train": {**tiny_recipe["train"], "max_steps": 10, "warmup_steps": 100,
+                                           "lr": 1e-4}})
+    assert ("warning: train.warmup_steps is 100 but the run has 10 steps: the learning rate rises to 9.9e-06 "
+            "and never reaches train.lr (0.0001)") in capsys.readouterr().err
+    make_trainer({**tiny_recipe, "train": {**tiny_recipe["train"], "max_steps": 10, "warmup_steps": 9}})
+    assert "warmup_steps" not in capsys.readouterr().err

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tailorkit.config.base import Strict
 
@@ -60,6 +60,12 @@ class CleanConfig(Strict):
     label_error_folds: int = Field(5, ge=2, le=20, description="Cross-validation folds of the "
                                                                 "out-of-fold probabilities.")
     seed: int = Field(0, description="Seed of MinHash and of the label-error folds.")
+
+    @field_validator("label_errors", mode="before")
+    @classmethod
+    def _off_as_yaml_reads_it(cls, value):
+        """YAML 1.1 reads a bare `off` as false."""
+        return "off" if value is False else value
 
     @model_validator(mode="after")
     def _model_needs_encoder(self) -> CleanConfig:

@@ -47,7 +47,7 @@ from tailorkit.train.frozen_prefix import FrozenPrefix, why_not
 from tailorkit.train.lean_activations import lean_activations
 from tailorkit.train.losses import TaskLoss, penalty
 from tailorkit.train.memory_estimate import MemoryEstimate, estimate_memory
-from tailorkit.train.optim import build_optimizer, build_scheduler
+from tailorkit.train.optim import build_optimizer, build_scheduler, lr_factor
 from tailorkit.train.recompute import activation_checkpointing
 from tailorkit.train.setup import TrainingHooks
 
@@ -139,6 +139,11 @@ class Trainer:
         self.steps_per_epoch = math.ceil(n_batches / cfg.grad_accum)
         self.total_steps = cfg.max_steps or math.ceil(cfg.epochs * self.steps_per_epoch)
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, cfg)
+        if self.world.main and cfg.warmup_steps and cfg.warmup_steps >= self.total_steps:
+            peak = cfg.peak_lr * lr_factor(self.total_steps - 1, self.total_steps, cfg)
+            print(f"warning: train.warmup_steps is {cfg.warmup_steps} but the run has {self.total_steps} "
+                  f"steps: the learning rate rises to {peak:.3g} and never reaches train.lr "
+                  f"({cfg.peak_lr:g})", file=sys.stderr)
         self.state = LoopState()
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.last_val: dict = {}
