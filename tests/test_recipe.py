@@ -462,3 +462,16 @@ def test_a_bare_off_in_yaml_turns_label_errors_off(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("model: {name: m}\ndata: {train: t.csv, clean: {label_errors: off}}\n")
     assert load_recipe(path).data.clean.label_errors == "off"
+
+
+@pytest.mark.parametrize(("task", "train"), [
+    ("regression", {"class_weights": "balanced"}), ("regression", {"label_smoothing": 0.2}),
+    ("causal_lm", {"class_weights": [1, 2]}),
+])
+def test_a_training_option_only_other_tasks_read_is_refused(task, train):
+    """Class weights and label smoothing did nothing to a regression, silently."""
+    name = next(iter(train))
+    with pytest.raises(TailorError, match=rf"train.{name}: .* does not apply to task {task} \(only "
+                                          r"classification, image_classification read it\); leave it out"):
+        recipe_from_dict(_with(task=task, train=train))
+    assert recipe_from_dict(_with(task="regression")).train.class_weights == "none"

@@ -33,16 +33,23 @@ def test_a_classifier_that_predicts_one_class_is_called_out():
     found = shortfalls("classes", lazy, trivial, lr=0.001)
     assert found[0].startswith("the model predicts 'a' for every test example; train longer")
     assert "check train.lr (0.001 now) (LoRA and other adapters often need 1e-3" in found[0]
-    assert found[1].startswith("test accuracy 0.5000 does not beat the majority class 'a' (0.5000)")
+    assert found[1].startswith("test accuracy 0.5000 does not beat the majority class 'a', whose test "
+                               "accuracy is 0.5000")
+    assert "train.class_weights: balanced" in found[1]
     good = classification_metrics(y, y, LABELS)
     assert shortfalls("classes", good, trivial) == []
 
 
 def test_a_regressor_worse_than_the_mean_is_called_out():
     trivial = baseline("scalar", np.array([1.0, 3.0]), {"test": np.array([1.0, 3.0])}, [])
-    assert shortfalls("scalar", {"mse": 5.0}, trivial)[0].startswith(
-        "test mse 5 does not beat the training mean 2")
-    assert shortfalls("scalar", {"mse": 0.5}, trivial) == []
+    (found,) = shortfalls("scalar", {"mse": 5.0, "mae": 2.0}, trivial)
+    assert found.startswith("test mse 5 does not beat the training mean 2, whose test mse is 1; train longer")
+    assert "class_weights" not in found  # no classes to weigh
+    assert shortfalls("scalar", {"mse": 0.5, "mae": 0.5}, trivial) == []
+    # with loss: mae the run is judged by the error it minimised: a lower mae passes, a higher mse or not
+    assert shortfalls("scalar", {"mse": 5.0, "mae": 0.9}, trivial, loss="mae") == []
+    assert shortfalls("scalar", {"mse": 0.5, "mae": 1.5}, trivial, loss="mae")[0].startswith(
+        "test mae 1.5 does not beat the training mean 2, whose test mae is 1")
 
 
 def test_every_run_reports_its_baseline(finished_run):

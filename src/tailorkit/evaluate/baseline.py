@@ -13,8 +13,8 @@ from tailorkit.evaluate.evaluator import scalar_metrics
 from tailorkit.evaluate.metrics import classification_metrics, regression_metrics
 
 ADVICE = ("train longer (train.epochs), check train.lr{now} (LoRA and other adapters often need 1e-3 "
-          "or more, full fine-tuning 1e-5 to 1e-4), try train.class_weights: balanced for imbalanced "
-          "classes, or search with tailor tune")
+          "or more, full fine-tuning 1e-5 to 1e-4), {extra}or search with tailor tune")
+IMBALANCE = "try train.class_weights: balanced for imbalanced classes, "
 
 
 def baseline(output: str, train_targets: np.ndarray, splits: dict[str, np.ndarray],
@@ -34,8 +34,10 @@ def baseline(output: str, train_targets: np.ndarray, splits: dict[str, np.ndarra
     return {"rule": rule, **{name: scalar_metrics(m) for name, m in scores.items()}}
 
 
-def shortfalls(output: str, test: dict, trivial: dict | None, lr: float | None = None) -> list[str]:
-    """What the summary must not let pass silently; `lr` is the run's learning rate, for the advice."""
+def shortfalls(output: str, test: dict, trivial: dict | None, lr: float | None = None,
+               loss: str = "auto") -> list[str]:
+    """What the summary must not let pass silently; `lr` is the run's learning rate, for the
+    advice. A regressor is judged by the error its loss minimises (mae with loss: mae, else mse)."""
     if trivial is None or "test" not in trivial:
         return []
     out = []
@@ -45,10 +47,13 @@ def shortfalls(output: str, test: dict, trivial: dict | None, lr: float | None =
             name = test["confusion_matrix"]["labels"][next(i for i, n in enumerate(predicted) if n)]
             out.append(f"the model predicts '{name}' for every test example")
         if test["accuracy"] <= trivial["test"]["accuracy"]:
-            out.append(f"test accuracy {test['accuracy']:.4f} does not beat the {trivial['rule']} "
-                       f"({trivial['test']['accuracy']:.4f})")
-    elif output == "scalar" and test["mse"] >= trivial["test"]["mse"]:
-        out.append(f"test mse {test['mse']:.4g} does not beat the {trivial['rule']} "
-                   f"({trivial['test']['mse']:.4g})")
-    advice = ADVICE.format(now="" if lr is None else f" ({lr:g} now)")
+            out.append(f"test accuracy {test['accuracy']:.4f} does not beat the {trivial['rule']}, whose "
+                       f"test accuracy is {trivial['test']['accuracy']:.4f}")
+    elif output == "scalar":
+        error = "mae" if loss == "mae" else "mse"
+        if test[error] >= trivial["test"][error]:
+            out.append(f"test {error} {test[error]:.4g} does not beat the {trivial['rule']}, whose test "
+                       f"{error} is {trivial['test'][error]:.4g}")
+    advice = ADVICE.format(now="" if lr is None else f" ({lr:g} now)",
+                           extra=IMBALANCE if output == "classes" else "")
     return [f"{w}; {advice}" for w in out]

@@ -186,7 +186,7 @@ def _summary(run: Run, threads: int, started: float) -> dict:
         "test": run.test,
         "validation": trainer.last_val,
         "baseline": trivial,  # the trivial predictor's scores, to read the two above against
-        "warnings": shortfalls(s.handle.output, run.test, trivial, recipe.train.lr),
+        "warnings": shortfalls(s.handle.output, run.test, trivial, recipe.train.lr, recipe.train.loss),
         "parameters": {"trainable": trainable, "total": total,
                        "trainable_pct": round(100 * trainable / total, 4)},
         "artefact_mb": weights_mb(run.run_dir / MODEL),

@@ -68,8 +68,14 @@ class Task:
             raise ValueError("\n".join(problems))
 
     def _ignored_fields(self, recipe: Recipe) -> list[str]:
+        """`ignores`, and the training options only other tasks read (class weights for a
+        regression): a value a user set there would do nothing."""
+        ignored = dict(self.ignores)
+        for path in sorted(p for p in self.unread_fields() if p.startswith("train.")):
+            readers = sorted(t.name for t in TASKS.values() if path in t.reads)
+            ignored[path] = f"only {', '.join(readers)} read it"
         problems = []
-        for path, why in self.ignores.items():
+        for path, why in ignored.items():
             *sections, name = path.split(".")
             node = recipe
             for section in sections:
