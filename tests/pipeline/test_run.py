@@ -111,3 +111,20 @@ def test_a_resume_refuses_data_that_changed_unless_allowed(tiny_recipe, crash_be
                                           r"started.*--allow-data-change"):
         api.resume(run)
     assert (api.resume(run, allow_data_change=True) / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("methods", [["full"], [{"lora": {"r": 2}}]])
+def test_the_saved_model_files_take_the_umask_s_mode(tiny_recipe, methods):
+    """safetensors writes 0600 whatever the umask: the weights alone were unreadable to the
+    others who could read the rest of a shared run folder."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        run = api.train(recipe_from_dict({**tiny_recipe, "methods": methods, "train": {**tiny_recipe["train"],
+                                                                                     "max_steps": 1}}))
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (run / "model").iterdir()}
+    assert any(name.endswith(".safetensors") for name in modes)
+    assert set(modes.values()) == {0o644}, modes

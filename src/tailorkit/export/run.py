@@ -25,7 +25,7 @@ from tailorkit.export.samples import test_samples
 from tailorkit.methods import model_owner
 from tailorkit.models.handle import ModelHandle
 from tailorkit.pipeline.load import load_run, run_recipe
-from tailorkit.pipeline.run_dir import LABELS, model_folder
+from tailorkit.pipeline.run_dir import LABELS, model_folder, modes_as_umask
 
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path, *, tolerance: float | None = None,
@@ -100,6 +100,7 @@ def _export(run_dir: Path, recipe, fmt: str, out: Path, tolerance: float, sample
     record |= {"export_seconds": round(seconds, 2), "size_mb": round(_size(out) / 2**20, 2),
                "source_model_mb": round(_size(model_folder(run_dir)) / 2**20, 2), "parity": parity}
     write_record(out, record)
+    modes_as_umask(out)
     return record
 
 

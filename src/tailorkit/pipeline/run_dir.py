@@ -20,6 +20,7 @@ describing it as a whole model (`methods: [full]`); `model_folder` finds the mod
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -105,5 +106,17 @@ def save_model_atomically(handle: ModelHandle, writer: ModelWriter | None, label
     else:
         writer.save_model(handle, tmp)
     (tmp / LABELS).write_text(json.dumps(labels))
+    modes_as_umask(tmp)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
+
+
+def modes_as_umask(folder: Path) -> None:
+    """Give every file in `folder` the mode the umask gives a new file (0644 under 022).
+    safetensors writes its files 0600 whatever the umask, so in a shared run folder the weights
+    alone were unreadable to the others who can read the rest."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~mask)
