@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import types
 import typing
@@ -141,9 +142,15 @@ def _config(args, model: type[BaseModel]):
              if getattr(args, name, None) is not None}
     try:
         return model(**given)
-    except ValidationError as err:
-        flags = format_validation_error(err, None, model)
-        raise TailorError(flags.replace("\n", "; ").replace("_", "-")) from None
+    except ValidationError as err:  # the recipe's field names, as this command's flags
+        lines = []
+        for line in format_validation_error(err, None, model).splitlines():
+            line = line.removeprefix(": ")  # a problem of the whole section, not of one field
+            for name in model.model_fields:
+                flag = "--back-translate" if name == "back_translation" else "--" + name.replace("_", "-")
+                line = re.sub(rf"\b{name}\b", flag, line)
+            lines.append(line)
+        raise TailorError("; ".join(lines)) from None
 
 
 def _read(args, flag: str = "DATA", path: str | None = None) -> tuple[str, pd.DataFrame]:
@@ -186,7 +193,8 @@ def _as_classes(source: str, frame: pd.DataFrame, columns: TableColumns, classes
 def _cmd_inspect(args) -> None:
     for flag in ("json", "html"):
         if getattr(args, flag):
-            check_output_file(getattr(args, flag), {"DATA": args.data, "--test": args.test}, args.force)
+            check_output_file(getattr(args, flag), {"DATA": args.data, "--test": args.test}, args.force,
+                              f"--{flag}")
     if args.render is not None:
         _cmd_render(args)
         return
@@ -294,6 +302,11 @@ def _encoder(args, cfg: CleanConfig) -> Encoder | None:
     return Encoder(args.model, "--model", args.max_length)
 
 
+AUGMENT_FLAGS = {"data.augment.back_translation.forward": "--back-translate (forward model)",
+                 "data.augment.back_translation.backward": "--back-translate (backward model)",
+                 "data.augment.paraphrase.model": "--paraphrase"}
+
+
 def _cmd_augment(args) -> None:
     if args.back_translate:
         args.back_translation = dict(zip(("forward", "backward"), args.back_translate, strict=True))
@@ -306,7 +319,13 @@ def _cmd_augment(args) -> None:
     classes = _is_classes(frame, columns)
     frame = _as_classes(source, frame, columns, classes)
     synonyms = synonym_source(cfg, resolve_model(args.model) if args.model else None)
-    out, added = augment_frame(frame, cfg, columns.text, columns.label, classes, synonyms)
+    try:
+        out, added = augment_frame(frame, cfg, columns.text, columns.label, classes, synonyms)
+    except TailorError as err:  # the models' messages name the recipe's fields: say the flags
+        message = str(err)
+        for field, flag in AUGMENT_FLAGS.items():
+            message = message.replace(field, flag)
+        raise TailorError(message) from None
     write_csv(out, args.output)
     write_changes(added, _changes_path(args.output))
     for line in count_lines(added):

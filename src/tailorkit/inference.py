@@ -68,20 +68,21 @@ def merged_recipe(recipe: Recipe, run_dir: str | Path, out: Path) -> str:
     return f"# tailor merge {run_dir}: that run's model ({written}) as one plain model here\n{text}"
 
 
-def check_output_file(output: str | Path, inputs: dict[str, str | None], force: bool) -> None:
-    """`--output` may replace an existing file only with `force`, and never one of the command's
-    `inputs` (flag -> path): tailor does not write over a user's data."""
+def check_output_file(output: str | Path, inputs: dict[str, str | None], force: bool,
+                      flag: str = "--output") -> None:
+    """The file of `flag` may replace an existing file only with `force`, and never one of the
+    command's `inputs` (flag -> path): tailor does not write over a user's data."""
     out = Path(output)
     if out.is_dir() or not out.parent.is_dir():
-        raise TailorError(f"--output {out}: name a file in an existing folder")
+        raise TailorError(f"{flag} {out}: name a file in an existing folder")
     if not out.exists():
         return
-    for flag, path in inputs.items():
+    for given, path in inputs.items():
         if path and Path(path).exists() and out.samefile(path):
-            raise TailorError(f"--output must differ from {flag}; tailor never overwrites your data, "
+            raise TailorError(f"{flag} must differ from {given}; tailor never overwrites your data, "
                               "not even with --force")
     if not force:
-        raise TailorError(f"--output {out} already exists; choose another file, or pass --force to "
+        raise TailorError(f"{flag} {out} already exists; choose another file, or pass --force to "
                           "replace it")
 
 

@@ -44,7 +44,7 @@ def test_inspect_prints_and_writes_json_and_html(table, tmp_path, capsys):
     assert json.loads((tmp_path / "r.json").read_text())["label_conflicts"]["groups"] == 1
     assert "<h1>Data inspection" in (tmp_path / "r.html").read_text()
     code, _, err = _run(["data", "inspect", table, "--json", tmp_path / "r.json"], capsys)
-    assert code == 2 and "already exists" in err
+    assert code == 2 and f"--json {tmp_path / 'r.json'} already exists" in err
 
 
 def test_clean_writes_a_new_table_and_its_record(table, tmp_path, capsys):
@@ -116,3 +116,17 @@ def test_bad_input_gets_one_line_errors(table, tmp_path, capsys):
     code, _, err = _run(["data", "clean", table, "--output", tmp_path / "x.csv", "--near-duplicates", "2"],
                         capsys)
     assert code == 2 and "near-duplicates" in err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--per-example", 0], "error: --per-example is 0, --balance is off and there is no --back-translate or "
+                           "--paraphrase: nothing would be added\n"),
+    (["--alpha", 7], "error: --alpha: Input should be less than or equal to 0.5\n"),
+    (["--back-translate", "no_where", "no_where_back"],
+     "error: --back-translate (forward model): 'no_where' is neither a local folder nor a catalogue model"),
+])
+def test_augment_errors_name_the_command_s_flags(argv, message, table, tmp_path, capsys):
+    """Not the recipe's fields (data.augment.back_translation.forward), nor an empty field name;
+    and a file name keeps its underscores."""
+    code, _, err = _run(["data", "augment", table, "--output", tmp_path / "a.csv", *argv], capsys)
+    assert code == 2 and err.startswith(message), err
