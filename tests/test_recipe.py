@@ -475,3 +475,12 @@ def test_a_training_option_only_other_tasks_read_is_refused(task, train):
                                           r"classification, image_classification read it\); leave it out"):
         recipe_from_dict(_with(task=task, train=train))
     assert recipe_from_dict(_with(task="regression")).train.class_weights == "none"
+
+
+
+def test_a_method_refused_as_a_whole_is_one_line():
+    """Its options dropped for the next round left `{}` in the list: a second, spurious line."""
+    with pytest.raises(TailorError) as err:
+        recipe_from_dict(_with(methods=[{"prompt": {"init": "text"}}]))
+    assert str(err.value) == ("recipe: methods[0].prompt: init: text needs init_text, and init_text needs "
+                              "init: text")

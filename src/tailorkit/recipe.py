@@ -219,16 +219,18 @@ def _without_refused(raw: dict[str, Any], err: ValidationError) -> dict[str, Any
     checks can still run; None where that would change what they check against."""
     raw = copy.deepcopy(raw)
     for e in err.errors():
-        holder, key, node = None, None, raw
+        holder, key, node, above, container = None, None, raw, None, None
         for part in e["loc"]:  # the deepest mapping key on the error's path
             if isinstance(node, dict) and part in node:
-                holder, key = node, part
+                holder, key, container = node, part, above
             elif not (isinstance(node, list) and isinstance(part, int) and part < len(node)):
                 break
-            node = node[part]
+            above, node = node, node[part]
         if holder is None or (holder is raw and key in CHECKED_AGAINST):
             return None
         holder.pop(key, None)
+        if not holder and isinstance(container, list):  # a list entry `{prompt: {...}}`, emptied
+            container[:] = [entry for entry in container if entry is not holder]
     return raw
 
 

@@ -186,7 +186,7 @@ BASES = [
      "search": {"space": {"train.lr": {"low": 1e-5, "high": 1e-3, "log": True}, "methods.0.lora.r": [4, 8]},
                 "metric": "accuracy"}},
     {"model": {"name": "minilm-l6"}, "data": {"name": "bbc-news"},
-     "compress": {"steps": ["quantize", {"prune": {"amount": 0.5}}]}},
+     "compress": {"steps": [{"prune": {"amount": 0.5}}, "quantize"]}},
 ]
 
 
