@@ -95,9 +95,8 @@ def compress_problems(recipe: Recipe, task, methods) -> list[str]:
     """Compression works on a whole model: an adapter must merge into it."""
     problems = []
     owner = model_owner(methods)
-    if owner is not None and not owner.mergeable:
-        problems.append(f"compress: {owner.name} keeps its weights apart from the model and cannot be "
-                        "merged into it; compress a run of a mergeable method (lora, ia3) or a whole model")
+    if owner is not None and owner.compress_refusal():
+        problems.append(f"compress: {owner.compress_refusal()}")
     steps = build_steps(recipe.compress.steps)
     for i, step in enumerate(steps):
         problems += _problems(step.check_recipe, recipe, task, f"compress.steps[{i}]")

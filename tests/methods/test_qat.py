@@ -15,6 +15,8 @@ from torch import nn
 from tailorkit import api
 from tailorkit.compress.fake_int8 import FakeInt8Linear, fake_int8_input, fake_quantize_linears
 from tailorkit.compress.quantize import quantize_linears, quantized_layers
+from tailorkit.config.compress import CompressConfig
+from tailorkit.errors import TailorError
 from tailorkit.recipe import recipe_from_dict
 
 
@@ -68,6 +70,11 @@ def test_a_text_qat_run_ends_as_int8_and_reloads_to_its_test_loss(tiny_recipe, t
     setup.handle, setup.labels = handle, labels
     again = TASKS[recipe.task].write_test_outputs(setup, recipe, tmp_path / "again")
     assert again["loss"] == pytest.approx(summary["test"]["loss"], abs=1e-6)
+    # already int8: compressing it again is refused with that reason, not "nothing to merge"
+    with pytest.raises(TailorError, match=rf"^compress: {run}: qat saves an int8 model, compressed already"):
+        api.compress(run, CompressConfig.model_validate({"steps": ["prune"]}))
+    with pytest.raises(TailorError, match=r"compress: qat saves an int8 model, compressed already"):
+        recipe_from_dict({**raw, "compress": {"steps": ["prune"]}})
 
 
 def test_the_fake_quantised_model_still_learns():

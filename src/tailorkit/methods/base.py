@@ -137,6 +137,14 @@ class Method:
         """Why `tailor export --format fmt` cannot hold what this method trained ("" if it can)."""
         return ""
 
+    def compress_refusal(self) -> str:
+        """Why compression cannot start from what this method saved ("" if it can: a whole
+        model, or an adapter that merges into one first)."""
+        if self.mergeable or not self.saves_model:
+            return ""
+        return (f"{self.name} keeps its weights apart from the model and cannot be merged into it; "
+                "compress a run of a mergeable method (lora, ia3) or a whole model")
+
     def merge(self, handle: ModelHandle) -> None:
         """Fold the trained weights into the base so the result is a plain model."""
         raise TailorError(f"method '{self.name}' has nothing to merge: its weights are the model's")

@@ -48,6 +48,10 @@ class QAT(Method):
     def saves_model(self) -> bool:
         return True
 
+    def compress_refusal(self) -> str:
+        return ("qat saves an int8 model, compressed already: no float weights are left to prune or "
+                "quantise; compress a run trained without qat")
+
     def check_recipe(self, recipe, task, where: str) -> None:
         others = [METHODS[spec.name] for spec in recipe.methods if spec.name != self.name]
         if any(cls.adapter or cls.fixed_inputs for cls in others):
