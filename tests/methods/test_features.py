@@ -186,6 +186,8 @@ def test_merge_is_refused(tiny_model_dir, sentiment_csv, tmp_path):
     ({"methods": [{"features": {"options": {"C": 1.0}}}]}, "only scikit-learn heads take options"),
     ({"methods": [{"features": {"head": "logistic_regression", "options": {"Cee": 1.0}}}]},
      "features.options: .*unexpected keyword argument 'Cee'"),
+    ({"methods": [{"features": {"head": "svm", "options": {"C": -1}}}]},  # before extraction, not after
+     r"features.options: The 'C' parameter of SVC must be a float in the range \(0.0, inf\]. Got -1"),
     ({"methods": [{"features": {"pooling": "max"}}]}, "features.pooling: must be one of"),
     ({"methods": [{"features": {"cache": "redis"}}]}, "features.cache: must be one of"),
     ({"task": "mlm", "methods": ["features"]}, "features needs a classifier or regressor"),

@@ -84,11 +84,17 @@ class Estimator:
         return self.builders[output](**options)
 
     def check_options(self, output: str, options: dict, where: str) -> None:
-        """Unknown argument names fail at recipe validation; bad values when fitting."""
+        """Unknown argument names and values scikit-learn's own constraints refuse (C: -1) fail at
+        recipe validation, not after the features were extracted."""
+        from sklearn.base import BaseEstimator
+
         try:
-            self.build(output, options)
-        except TypeError as err:
-            raise ValueError(f"{where}: {err}") from None
+            built = self.build(output, options)
+            inner = [v for v in built.get_params(deep=True).values() if isinstance(v, BaseEstimator)]
+            for estimator in [built, *inner]:
+                estimator._validate_params()  # scikit-learn's declared parameter constraints
+        except (TypeError, ValueError) as err:  # InvalidParameterError is both
+            raise ValueError(f"{where}: {str(err).splitlines()[0]}") from None
 
 
 _TREE = "sklearn.tree._tree.Tree"
