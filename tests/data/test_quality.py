@@ -51,3 +51,18 @@ def test_a_typo_in_the_sections_is_named(tiny_model_dir, sentiment_csv, tmp_path
     raw["data"] |= {"clean": {"near_duplicate": 0.8}}
     with pytest.raises(TailorError, match=r"data.clean.near_duplicate: unknown field; did you mean"):
         recipe_from_dict(raw)
+
+
+def test_a_split_that_cleaning_left_unusable_says_so(tiny_model_dir, tmp_path):
+    """Every negative row is long: max_words 4 leaves one class, and the error says who did it."""
+    rows = [(f"good great fine {i}", "pos") if i % 2 else (f"bad awful poor thing with many words {i}", "neg")
+            for i in range(60)]
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "t.csv", index=False)
+    raw = recipe_dict(tiny_model_dir, tmp_path / "t.csv", tmp_path / "run")
+    raw["data"]["clean"] = {"max_words": 4}
+    with pytest.raises(TailorError, match=r"has one class \('pos'\); .*; data.clean removed \d+ of its rows "
+                                          r"\(loosen its filters"):
+        train(recipe_from_dict(raw))
+    raw["data"]["clean"] = {"max_words": 4, "min_words": 9}
+    with pytest.raises(TailorError, match=r"the train split has no rows; data.clean removed \d+ of its rows"):
+        train(recipe_from_dict({**raw, "output_dir": str(tmp_path / "run2")}))

@@ -41,6 +41,8 @@ class QualitySteps(Protocol):
     shape is named here: the steps themselves sit above this module (label-error features read
     encoded splits, data/batching.py, which imports this module)."""
 
+    changes: list  # the Change records so far (data/cleaning/changes.py)
+
     def clean(self, raw: dict[str, tuple[str, pd.DataFrame]], classes: bool
               ) -> dict[str, tuple[str, pd.DataFrame]]:
         ...
@@ -272,7 +274,10 @@ def prepare_data(cfg: DataConfig, classes: bool, labels: list[str] | None = None
 
     if classes and labels is None:
         train_source, train = raw["train"]
-        labels = _class_names(train_source, train[cfg.label_column])
+        try:
+            labels = _class_names(train_source, train[cfg.label_column])
+        except TailorError as err:
+            raise TailorError(f"{err}{_after_cleaning(quality, 'train')}") from None
     splits = {}
     for name in SPLITS:
         source, frame = raw[name]
@@ -284,10 +289,18 @@ def prepare_data(cfg: DataConfig, classes: bool, labels: list[str] | None = None
             quality.keep(name, frame)
         splits[name] = _to_split(source, frame, cfg, classes, labels, unseen)
         if len(splits[name]) == 0:
-            raise TailorError(f"{source}: the {name} split is empty")
+            raise TailorError(f"{source}: the {name} split is empty{_after_cleaning(quality, name)}")
     if quality is not None:
         quality.write()
     return TaskData(classes=classes, splits=splits, labels=labels or [], quality=quality)
+
+
+def _after_cleaning(quality: QualitySteps | None, split: str) -> str:
+    """What data.clean took from `split`, for a message about what was left."""
+    changes = [] if quality is None else quality.changes
+    removed = sum(c.split == split and c.action == "removed" for c in changes)
+    return (f"; data.clean removed {removed} of its rows (loosen its filters, e.g. min_words or "
+            "max_words)") if removed else ""
 
 
 def class_names(source: str, column: pd.Series, note: bool = True) -> pd.Series:
@@ -326,6 +339,8 @@ def _check_labels_present(source: str, column: pd.Series) -> None:
 
 def _class_names(source: str, column: pd.Series) -> list[str]:
     names = sorted({str(v) for v in column}, key=_natural_key)
+    if not names:
+        raise TailorError(f"{source}: the train split has no rows")
     if len(names) < 2:
         raise TailorError(
             f"{source}: column '{column.name}' has one class ({names[0]!r}); classification "
