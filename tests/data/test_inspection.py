@@ -66,3 +66,15 @@ def test_missing_and_whole_number_labels_read_as_training_reads_them():
     assert r["labels"]["counts"] == {"1": 2, "5": 2} and r["labels"]["missing"] == 2
     assert r["label_conflicts"]["groups"] == 0  # "a b" once labelled, once not: no conflict
     assert "missing label: 2 rows" in text_report(r)
+
+
+def test_labels_that_differ_only_in_case_or_spaces_are_named():
+    frame = pd.DataFrame({"text": ["a", "b", "c", "d", "e"],
+                          "label": ["positive", "positive ", "Positive", "negative", "negative"]})
+    report = inspect_table(frame, "t.csv", TableColumns("text", "label"))
+    assert report["labels"]["lookalikes"] == [["Positive", "positive", "positive "]]
+    assert ("labels that differ only in case or spaces: 'Positive', 'positive', 'positive ' (each is a class "
+            "of its own in training; make them one)") in text_report(report)
+    report = inspect_table(frame.assign(label=["pos", "pos", "neg", "neg", "Neutral"]), "t.csv",
+                           TableColumns("text", "label"))
+    assert report["labels"]["lookalikes"] == [] and "differ only" not in text_report(report)

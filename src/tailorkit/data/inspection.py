@@ -44,7 +44,16 @@ def label_summary(labels: pd.Series) -> dict:
     return {"kind": "classes", "counts": {k: int(v) for k, v in counts.items()},
             "shares": {k: round(v / total, 4) for k, v in counts.items()},
             "imbalance": round(float(counts.max() / counts.min()), 2) if len(counts) else None,
-            "missing": int(labels.isna().sum())}
+            "missing": int(labels.isna().sum()), "lookalikes": lookalike_labels(list(counts.index))}
+
+
+def lookalike_labels(names: list[str]) -> list[list[str]]:
+    """Class names that differ only in case or surrounding spaces ('positive', 'Positive ',
+    'positive'): training keeps each as a class of its own, which is rarely meant."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(str(name).strip().casefold(), []).append(str(name))
+    return [sorted(group) for group in groups.values() if len(group) > 1]
 
 
 def length_summary(texts: list[str], tokenizer=None, max_length: int | None = None) -> dict:

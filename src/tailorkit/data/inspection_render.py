@@ -31,6 +31,9 @@ def text_report(r: dict) -> str:
     elif labels:
         out.append(f"target: mean {labels['mean']:.4g}, std {labels['std']:.4g}, "
                    f"range {labels['min']:.4g} .. {labels['max']:.4g}")
+    for group in (labels or {}).get("lookalikes", []):
+        out.append(f"labels that differ only in case or spaces: {', '.join(map(repr, group))} "
+                   "(each is a class of its own in training; make them one)")
     if labels and labels.get("missing"):
         out.append(f"missing label: {labels['missing']:,} rows (training refuses them; drop or label them)")
     ln = r["lengths"]
