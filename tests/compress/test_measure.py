@@ -10,8 +10,9 @@ import pytest
 
 from conftest import make_sentences, recipe_dict
 from tailorkit import api
-from tailorkit.compress.measure import source_weights_mb, weights_mb
+from tailorkit.compress.measure import parameter_counts, source_weights_mb, weights_mb
 from tailorkit.config.compress import CompressConfig
+from tailorkit.models.handle import load_causal_lm
 from tailorkit.pipeline.compress import plain_model
 from tailorkit.pipeline.load import load_run
 from tailorkit.pipeline.run_dir import MODEL
@@ -49,3 +50,10 @@ def test_compressing_a_lora_run_compares_with_the_merged_model_not_the_adapter(r
     summary = json.loads((step / "summary.json").read_text())
     assert summary["source"]["weights_mb"] == weights_mb(runs["full"] / MODEL)
     assert summary["weights_mb"] < summary["source"]["weights_mb"]  # int8 is smaller than its source
+
+
+def test_a_tied_weight_counts_once(tiny_llama):
+    """The tiny Llama ties its embeddings to its output layer: one tensor, counted twice before."""
+    handle = load_causal_lm(tiny_llama)
+    assert handle.model.get_output_embeddings().weight is handle.model.get_input_embeddings().weight
+    assert parameter_counts(handle)["total"] == sum(p.numel() for p in handle.model.parameters())

@@ -38,12 +38,14 @@ def parameter_counts(handle: ModelHandle) -> dict:
     weights)."""
     total = nonzero = 0
     int8 = set(quantized_layers(handle.model).values())
+    seen: set[int] = set()  # a tied weight (a causal LM's embeddings and output layer) counts once
     for module in handle.model.modules():
         tensors = [module.weight().int_repr(), module.bias()] if module in int8 else []
         if isinstance(module, WeightOnlyLinear):
             tensors = [module.dequantized()]
-        tensors += [p for p in module.parameters(recurse=False)]
-        tensors = [t for t in tensors if t is not None]
+        own = [p for p in module.parameters(recurse=False) if id(p) not in seen]
+        seen |= {id(p) for p in own}
+        tensors = [t for t in tensors + own if t is not None]
         for t in tensors:
             total += t.numel()
             nonzero += int((t != 0).sum())

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from tailorkit.compress.measure import parameter_counts  # an int8 teacher's weights count too
 from tailorkit.data.batching import EncodedSplit, eval_batches
 from tailorkit.data.prepare import Split
 from tailorkit.device import autocast, to_device
@@ -239,8 +240,9 @@ class Distill(Method):
                   file=sys.stderr)
             targets, facts = token_targets(teacher, train, c.top_k, c.temperature, recipe.train.precision)
         setup.splits["train"] = WithTeacher(train, targets)
-        setup.info["distill"] = {"teacher": c.teacher, "teacher_parameters": teacher.count_parameters()[1],
-                                 **facts, "teacher_seconds": round(time.perf_counter() - started, 2)}
+        setup.info["distill"] = {"teacher": c.teacher,
+                                 "teacher_parameters": parameter_counts(teacher)["total"], **facts,
+                                 "teacher_seconds": round(time.perf_counter() - started, 2)}
         return setup
 
     def objective(self, objective: torch.Tensor, logits: torch.Tensor, batch: dict) -> torch.Tensor:
