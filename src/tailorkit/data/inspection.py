@@ -34,9 +34,13 @@ def _finding(frame: pd.DataFrame, mask: pd.Series, column: str, fixed=None) -> d
     return {"count": len(rows), "rows": rows[:50], "examples": examples}
 
 
-def label_summary(labels: pd.Series) -> dict:
+def label_summary(labels: pd.Series, classes: bool | None = None) -> dict:
+    """Class counts, or a numeric target's spread; `classes` None: numbers when every label is
+    one and there are more than CLASS_LIMIT distinct ones."""
     numeric = pd.to_numeric(labels, errors="coerce")
-    if numeric.notna().all() and labels.nunique() > CLASS_LIMIT:
+    if classes is None:
+        classes = not (numeric.notna().all() and labels.nunique() > CLASS_LIMIT)
+    if not classes:
         return {"kind": "numbers", "mean": float(numeric.mean()), "std": float(numeric.std()),
                 "min": float(numeric.min()), "max": float(numeric.max()), "missing": int(labels.isna().sum())}
     counts = class_names("", labels, note=False).dropna().value_counts()  # 5.0 reads as 5, as in training
@@ -151,7 +155,7 @@ def label_errors(frame: pd.DataFrame, columns: TableColumns, features: str, enco
 def inspect_table(frame: pd.DataFrame, source: str, columns: TableColumns, test: pd.DataFrame | None = None,
                   test_source: str | None = None, tokenizer=None, tokenizer_name: str | None = None,
                   max_length: int | None = None, threshold: float | None = 0.9,
-                  label_error_features: str | None = None, encoder=None) -> dict:
+                  label_error_features: str | None = None, encoder=None, classes: bool | None = None) -> dict:
     """The report of one table (and its overlap with a test table); with `label_error_features`
     (tfidf, or encoder with `encoder`), its likely label errors too."""
     text = frame[columns.text]
@@ -161,7 +165,7 @@ def inspect_table(frame: pd.DataFrame, source: str, columns: TableColumns, test:
     report = {"source": source, "rows": len(frame), "columns": [str(c) for c in frame.columns],
               "text_column": columns.text, "label_column": columns.label}
     if columns.label:
-        report["labels"] = label_summary(frame[columns.label])
+        report["labels"] = label_summary(frame[columns.label], classes)
     report["lengths"] = length_summary(as_text[present].tolist(), tokenizer, max_length)
     if tokenizer_name:
         report["lengths"]["tokenizer"] = tokenizer_name
