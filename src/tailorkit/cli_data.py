@@ -102,9 +102,9 @@ def _add_input(p: argparse.ArgumentParser) -> None:
                    help="default: label; a table without it is read as unlabelled text")
     p.add_argument("--encoding", default="utf-8", help="text encoding of CSV/TSV/JSON files (default utf-8; "
                    "auto detects it)")
-    p.add_argument("--task", choices=("auto", "classification", "regression"), default="auto",
-                   help=f"read the labels as classes or as numeric targets (default auto: targets when "
-                        f"every label is a number and there are more than {CLASS_LIMIT} distinct ones)")
+    p.add_argument("--labels", choices=("auto", "classes", "numbers"), default="auto",
+                   help=f"read the labels as classes or as numeric targets (default auto: numbers when "
+                        f"every label is one and there are more than {CLASS_LIMIT} distinct ones)")
 
 
 def _add_output(p: argparse.ArgumentParser) -> None:
@@ -178,18 +178,18 @@ def _columns(source: str, frame: pd.DataFrame, args) -> TableColumns:
     return TableColumns(args.text_column, label)
 
 
-def _is_classes(frame: pd.DataFrame, columns: TableColumns, task: str = "auto") -> bool:
-    """Whether the labels are classes: --task says, else guessed from the column."""
+def _is_classes(frame: pd.DataFrame, columns: TableColumns, labels: str = "auto") -> bool:
+    """Whether the labels are classes: --labels says, else guessed from the column."""
     if columns.label is None:
         return False
     numeric = pd.to_numeric(frame[columns.label], errors="coerce")
     words = numeric.isna() & frame[columns.label].notna()  # missing labels are reported as such
-    if task == "regression" and words.any():
+    if labels == "numbers" and words.any():
         row = int(words.to_numpy().argmax()) + 1
-        raise TailorError(f"--task regression: column '{columns.label}' row {row} holds "
+        raise TailorError(f"--labels numbers: column '{columns.label}' row {row} holds "
                           f"{frame[columns.label].iloc[row - 1]!r}, not a number")
-    if task != "auto":
-        return task == "classification"
+    if labels != "auto":
+        return labels == "classes"
     return not (numeric.notna().all() and frame[columns.label].nunique() > CLASS_LIMIT)
 
 
@@ -215,7 +215,7 @@ def _cmd_inspect(args) -> None:
     encoder = Encoder(args.model, "--model", args.max_length) if args.label_errors == "encoder" else None
     source, frame = _read(args)
     columns = _columns(source, frame, args)
-    classes = _is_classes(frame, columns, args.task)
+    classes = _is_classes(frame, columns, args.labels)
     if args.label_errors and not classes:
         raise TailorError(f"--label-errors: {source} has no class labels (column '{args.label_column}' "
                           "is missing or holds regression targets)")
@@ -285,7 +285,7 @@ def _cmd_clean(args) -> None:
         clean_instruction_file(frame, test, cfg, args.format, args.output, _changes_path(args.output))
         return
     columns = _columns(source, frame, args)
-    classes = _is_classes(frame, columns, args.task)
+    classes = _is_classes(frame, columns, args.labels)
     frames = {"train": _as_classes(source, frame, columns, classes)}
     if args.test:
         test_source, test = _read(args, "--test", args.test)
@@ -328,7 +328,7 @@ def _cmd_augment(args) -> None:
     _check_outputs(args, {"DATA": args.data})
     source, frame = _read(args)
     columns = _columns(source, frame, args)
-    classes = _is_classes(frame, columns, args.task)
+    classes = _is_classes(frame, columns, args.labels)
     frame = _as_classes(source, frame, columns, classes)
     synonyms = synonym_source(cfg, resolve_model(args.model) if args.model else None)
     try:

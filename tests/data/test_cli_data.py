@@ -132,16 +132,16 @@ def test_augment_errors_name_the_command_s_flags(argv, message, table, tmp_path,
     assert code == 2 and err.startswith(message), err
 
 
-def test_task_says_how_to_read_numeric_labels(tmp_path, capsys):
-    """A 1/3/5 rating has few distinct values: guessed as classes, unless --task says otherwise."""
+def test_labels_says_how_to_read_numeric_labels(tmp_path, capsys):
+    """A 1/3/5 rating has few distinct values: guessed as classes, unless --labels says otherwise."""
     path = tmp_path / "stars.csv"
     pd.DataFrame({"text": ["a b", "c d", "e f", "g h", "i j"], "label": [1, 3, 5, 1, 5]}).to_csv(path,
                                                                                              index=False)
     assert "classes (3" in _run(["data", "inspect", path], capsys)[1]
-    assert "target: mean 3" in _run(["data", "inspect", path, "--task", "regression"], capsys)[1]
-    code, _, err = _run(["data", "inspect", path, "--task", "regression", "--label-errors", "tfidf"], capsys)
+    assert "target: mean 3" in _run(["data", "inspect", path, "--labels", "numbers"], capsys)[1]
+    code, _, err = _run(["data", "inspect", path, "--labels", "numbers", "--label-errors", "tfidf"], capsys)
     assert code == 2 and "has no class labels" in err
     pd.DataFrame({"text": ["a", "b"], "label": [1, "two"]}).to_csv(tmp_path / "words.csv", index=False)
-    code, _, err = _run(["data", "clean", tmp_path / "words.csv", "--output", tmp_path / "o.csv", "--task",
-                         "regression"], capsys)
-    assert code == 2 and "--task regression: column 'label' row 2 holds 'two', not a number" in err
+    code, _, err = _run(["data", "clean", tmp_path / "words.csv", "--output", tmp_path / "o.csv", "--labels",
+                         "numbers"], capsys)
+    assert code == 2 and "--labels numbers: column 'label' row 2 holds 'two', not a number" in err

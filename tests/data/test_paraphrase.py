@@ -80,5 +80,5 @@ def test_bad_settings_are_clear_errors(tiny_model_dir, tmp_path, chat_model, cap
     ROWS.to_csv(data, index=False)
     code = cli.main(["data", "augment", str(data), "--output", str(tmp_path / "p.csv"), "--per-example", "0",
                      "--paraphrase", str(tmp_path / "nowhere")])
-    assert code == 2 and "data.augment.paraphrase.model:" in capsys.readouterr().err
+    assert code == 2 and capsys.readouterr().err.startswith("error: --paraphrase: ")
     assert not Path(tmp_path / "p.csv").exists()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from tailorkit.config.plugins import set_options
 from tailorkit.errors import TailorError
@@ -138,8 +139,6 @@ def _first_line(err: Exception) -> str:
 
 def linear_names(model) -> list[str]:
     """The last names of the model's linear layers: what `targets` may list."""
-    from torch import nn
-
     return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
 
 
