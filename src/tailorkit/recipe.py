@@ -92,11 +92,11 @@ def _problems(check, *args) -> list[str]:
 
 
 def compress_problems(recipe: Recipe, task, methods) -> list[str]:
-    """Compression works on a whole model: an adapter must merge into it."""
-    problems = []
+    """Compression works on a whole model (an adapter must merge into it), and each step's
+    options and place in the chain must fit."""
     owner = model_owner(methods)
-    if owner is not None and owner.compress_refusal():
-        problems.append(f"compress: {owner.compress_refusal()}")
+    refusal = owner.compress_refusal() if owner is not None else ""
+    problems = [f"compress: {refusal}"] if refusal else []
     steps = build_steps(recipe.compress.steps)
     for i, step in enumerate(steps):
         problems += _problems(step.check_recipe, recipe, task, f"compress.steps[{i}]")
