@@ -150,5 +150,9 @@ def test_a_run_stopped_before_training_leaves_nothing(tiny_recipe, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         api.train(recipe_from_dict(tiny_recipe))
     assert not Path(tiny_recipe["output_dir"]).exists()
+    nested = Path(tiny_recipe["output_dir"]).parent / "runs" / "today" / "run"  # parents it made go too
+    with pytest.raises(KeyboardInterrupt):
+        api.train(recipe_from_dict({**tiny_recipe, "output_dir": str(nested)}))
+    assert not nested.parent.parent.exists() and nested.parent.parent.parent.is_dir()
     monkeypatch.undo()
     assert (api.train(recipe_from_dict(tiny_recipe)) / "summary.json").is_file()  # not refused

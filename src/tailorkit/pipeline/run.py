@@ -65,7 +65,7 @@ def train(recipe: Recipe, overwrite: bool = False,
         recipe = run_recipe(run_dir)
         return _run(Run(recipe, run_dir, task_of(recipe), on_evaluate=on_evaluate))
     check_installed(recipe.train.report_to)  # before anything is written or loaded
-    created = not Path(recipe.output_dir).exists()
+    made = _first_missing(Path(recipe.output_dir))  # the folders claiming it creates start here
     run_dir = claim_run_dir(Path(recipe.output_dir), overwrite)
     recipe = resolve_defaults(recipe)  # a Recipe built in Python, not read by recipe_from_dict
     if recipe.train.threads is None:  # recorded, so a resume computes with the same threads
@@ -82,8 +82,27 @@ def train(recipe: Recipe, overwrite: bool = False,
         # corrected command.
         started_training = any((run_dir / name).exists() for name in (METRICS, PROGRESS))
         if not started_training and find_checkpoint(run_dir) is None:
-            shutil.rmtree(run_dir) if created else _empty(run_dir)
+            _remove_made(run_dir, made) if made is not None else _empty(run_dir)
         raise
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost of `path` and its parents that does not exist yet."""
+    missing = None
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _remove_made(run_dir: Path, top: Path) -> None:
+    """The run folder, and the parents claiming it made (up to `top`) while they stay empty."""
+    shutil.rmtree(run_dir)
+    folder = run_dir.parent
+    while folder != top.parent and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
 
 
 def _empty(folder: Path) -> None:
