@@ -26,7 +26,8 @@ def add_export_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def add_export_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a finished run (merged HF folder, ONNX, GGUF) with a parity check")
+    p = sub.add_parser("export", help="export a finished run (merged HF folder, ONNX, GGUF) with a parity "
+                                      "check")
     p.add_argument("run_dir")
     p.add_argument("--format", required=True, choices=FORMATS,
                    help="hf: plain transformers folder (adapter merged); onnx: ONNX graph, dynamic "
