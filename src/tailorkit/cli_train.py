@@ -90,9 +90,11 @@ def _train(args) -> None:
                 run_dir = api.train(recipe, overwrite=args.overwrite)
     except Interrupted as stop:
         target = args.resume or load_recipe(args.recipe, args.overrides).output_dir
+        size = distributed.world().size  # resumed on as many processes, it draws the same masks
         if main:
-            print(f"\ninterrupted at step {stop.step}: checkpoint saved; continue with: "
-                  f"tailor train --resume {target}", file=sys.stderr)
+            again = f"tailor train --resume {target}" + (f" --nproc {size}" if size > 1 else "")
+            print(f"\ninterrupted at step {stop.step}: checkpoint saved; continue with: {again}",
+                  file=sys.stderr)
         raise SystemExit(130) from None
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
         target = args.resume or load_recipe(args.recipe, args.overrides).output_dir

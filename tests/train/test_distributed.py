@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -159,6 +161,53 @@ def test_a_two_process_run_whose_worker_dies_resumes_exactly(tiny_recipe, tmp_pa
     steps = [json.loads(line)["step"] for line in (cut / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["kind"] == "train"]
     assert steps == list(range(1, steps[-1] + 1)), "each step logged exactly once"
+
+
+SLOW_HOOK = """
+import os, time
+if os.environ.get("SLOW_STEPS"):
+    from tailorkit.train.loop import Trainer
+    _original = Trainer._step
+
+    def _step(self, group, trainable):
+        time.sleep(0.3)
+        return _original(self, group, trainable)
+
+    Trainer._step = _step
+"""
+
+
+@pytest.mark.parametrize("how", ["kill the launcher", "Ctrl-C in the terminal"])
+def test_a_stopped_two_process_run_checkpoints_exits_130_and_resumes(how, tiny_recipe, tmp_path):
+    """`kill PID` reached only the launcher, and torchrun and the workers trained on to the end;
+    a Ctrl-C ended with torchrun's traceback, status 1 and a resume hint without --nproc."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_HOOK)
+    env = {**os.environ, "SLOW_STEPS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))}
+    run = tmp_path / "run"
+    recipe = _write({**tiny_recipe, "train": {**tiny_recipe["train"], "epochs": 3}, "output_dir": str(run)},
+                    tmp_path / "r.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "tailorkit.cli", "train", str(recipe), "--nproc", "2"],
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    deadline = time.time() + 240
+    while not ((run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text().strip()):
+        assert time.time() < deadline and proc.poll() is None, "training did not start"
+        time.sleep(0.2)
+    if how == "kill the launcher":
+        proc.send_signal(signal.SIGTERM)
+    else:  # a terminal's Ctrl-C reaches the whole process group
+        os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and f"continue with: tailor train --resume {run} --nproc 2" in err
+    time.sleep(3)  # workers left running would train on and finish
+    assert not (run / "summary.json").exists() and (run / "checkpoint" / "state.json").is_file()
+    _tailor("train", "--resume", str(run), "--nproc", "2")
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps == list(range(1, steps[-1] + 1)) and (run / "summary.json").is_file()
 
 
 def test_each_process_takes_an_interleaved_share_of_a_batch():

@@ -16,8 +16,8 @@ the last micro-batch of a step does the same sum for all of them, once per optim
 
 from __future__ import annotations
 
-import contextlib
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -121,10 +121,42 @@ def gather(obj):
 def launch(nproc: int, argv: list[str]) -> int:
     """`tailor train ... --nproc N`: the same command on N processes of this machine, through
     torchrun. Ctrl-C reaches every process (they share the terminal's process group); each
-    finishes its step and rank 0 writes the checkpoint, so this waits for them."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "tailorkit.cli", *argv]
-    with subprocess.Popen(cmd) as proc:
-        while True:
-            with contextlib.suppress(KeyboardInterrupt):
-                return proc.wait()
+    finishes its step and rank 0 writes the checkpoint, so this waits for them. A signal to this
+    process alone (`kill PID`, or SIGINT) is passed on as SIGTERM, which torchrun gives every
+    worker: the same clean stop. A stopped run exits 130."""
+    cmd = [sys.executable, "-c", "from tailorkit.train.distributed import torchrun; torchrun()",
+           "--standalone", f"--nproc-per-node={nproc}", "-m", "tailorkit.cli", *argv]
+    stopped: list[int] = []
+    # torchrun itself handles SIGTERM only: its SIGINT handler would signal the workers a second
+    # time, and a second Ctrl-C interrupts a worker at once, before its checkpoint
+    with subprocess.Popen(cmd, env={**os.environ, "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM"}) as proc:
+        def stop(signum, frame) -> None:
+            stopped.append(signum)
+            proc.send_signal(signal.SIGTERM)
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            code = proc.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    return 130 if stopped and code else code
+
+
+def torchrun() -> None:
+    """torch.distributed.run for `launch`: it ignores Ctrl-C (the workers got it from the terminal
+    and stop by themselves), and a stop ends with status 130 instead of torchrun's traceback.
+    A worker that failed otherwise still shows torchrun's report."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    signal.signal(signal.SIGINT, lambda *_: None)  # a handler, not SIG_IGN: the workers keep the default
+    try:
+        run(parse_args(sys.argv[1:]))
+    except SignalException:
+        sys.exit(130)
+    except ChildFailedError as err:
+        if {failure.exitcode for failure in err.failures.values()} == {130}:  # every worker stopped cleanly
+            sys.exit(130)
+        raise
