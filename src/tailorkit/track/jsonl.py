@@ -35,18 +35,19 @@ class JsonlSink:
     def __init__(self, path: Path, trackers: list | None = None) -> None:
         self.path, self.trackers = path, trackers or []
         # records the trackers got before a crash, dropped from the log on resume: the resumed run
-        # writes them again (the same values, resume being exact), and only the log takes them
+        # writes them again (the same values, resume being exact); a tracker that stored each record
+        # as it came (`durable`) is not sent them twice
         self._tracked: set[tuple] = set()
 
     def log(self, kind: str, step: int, values: dict) -> None:
         record = {"kind": kind, "step": step, "time": round(time.time(), 3), **values}
         with self.path.open("a") as f:
             f.write(dumps(record) + "\n")
-        if _key(record) in self._tracked:
-            self._tracked.discard(_key(record))
-            return
+        again = _key(record) in self._tracked
+        self._tracked.discard(_key(record))
         for tracker in self.trackers:
-            tracker.log(kind, step, finite(values))
+            if not (again and tracker.durable):
+                tracker.log(kind, step, finite(values))
 
     def close(self, run_dir: Path | None = None) -> None:
         """The run is over: trackers mark their runs finished, keeping the files of `run_dir`
@@ -57,8 +58,8 @@ class JsonlSink:
 
     def truncate_after(self, step: int) -> None:
         """On resume, drop records written after the checkpoint, so none appear twice; and a
-        last line torn by a crash during its append. TensorBoard, MLflow and W&B cannot drop
-        theirs, so they are not sent those records again."""
+        last line torn by a crash during its append. TensorBoard and MLflow cannot drop theirs,
+        so they are not sent those records again."""
         if not self.path.exists():
             return
         lines = [line for line in self.path.read_text().splitlines() if line.strip()]

@@ -58,6 +58,8 @@ def scalars(kind: str, values: dict) -> dict[str, float]:
 class TensorBoardTracker:
     """Event files in RUN/tensorboard/ (`tensorboard --logdir RUN/tensorboard`)."""
 
+    durable = True  # flushed at every record: a crash loses none
+
     def __init__(self, run_dir: Path, params: dict[str, str], ids: dict) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
@@ -83,6 +85,8 @@ class TensorBoardTracker:
 class MlflowTracker:
     """One MLflow run per tailorkit run, in `train.mlflow_uri` (default: $MLFLOW_TRACKING_URI, else
     RUN/mlflow.db), experiment `tailorkit`; written through MlflowClient (no global active run)."""
+
+    durable = True  # each record is written to the store as it comes
 
     def __init__(self, run_dir: Path, params: dict[str, str], ids: dict, uri: str | None) -> None:
         from mlflow.entities import Param
@@ -123,6 +127,8 @@ class MlflowTracker:
 class WandbTracker:
     """W&B in offline mode (no network): files in RUN/wandb/, uploadable later with `wandb sync`;
     the finished run's files go with it (`run.save`)."""
+
+    durable = False  # offline W&B buffers: a killed process leaves its records unwritten
 
     def __init__(self, run_dir: Path, params: dict[str, str], ids: dict) -> None:
         import wandb
