@@ -22,7 +22,8 @@ from tailorkit.search import study as study_mod
 
 
 @pytest.mark.slow
-def test_kill_stops_the_workers_and_the_same_command_resumes(tiny_recipe, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])  # SIGINT to this process alone: passed on
+def test_kill_stops_the_workers_and_the_same_command_resumes(tiny_recipe, tmp_path, sig):
     space = {"train.lr": [1e-3, 3e-3], "train.batch_size": [4, 8]}
     raw = {**tiny_recipe, "train": {**tiny_recipe["train"], "max_steps": 300, "eval_steps": 5},
            "output_dir": str(tmp_path / "study"),
@@ -42,7 +43,7 @@ def test_kill_stops_the_workers_and_the_same_command_resumes(tiny_recipe, tmp_pa
                 break
         time.sleep(0.5)
     assert proc.poll() is None, "the study ended before it could be stopped"
-    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, sig)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err
     assert f"resume with: tailor tune {path} --workers 2" in err and "Traceback" not in err

@@ -66,20 +66,26 @@ def run_workers(recipe, study_dir: Path, workers: int, deadline: float | None) -
                              args=(raw, str(study_dir), i, threads, deadline)) for i in range(workers)]
     for proc in procs:
         proc.start()
-    # `kill PID` of this process reaches only this process: pass it on, so each worker stops
-    # its trial cleanly as Ctrl-C would (a terminal's Ctrl-C reaches every worker itself).
-    previous = signal.signal(signal.SIGTERM, lambda *_: [p.terminate() for p in procs if p.is_alive()])
+    # `kill PID` (or a SIGINT) of this process reaches only this process: pass it on as SIGTERM,
+    # so each worker stops its trial cleanly as Ctrl-C would. A terminal's Ctrl-C reaches every
+    # worker itself; the SIGTERM after it changes nothing. Then wait while they record their trials.
+    stopped: list[int] = []
+
+    def stop(signum, frame) -> None:
+        stopped.append(signum)
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for proc in procs:
             proc.join()
-    except KeyboardInterrupt:  # the workers got the same Ctrl-C; let them record their trials
-        for proc in procs:
-            proc.join()
-        raise StudyInterrupted from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     codes = [proc.exitcode for proc in procs]
-    if any(code in (130, -signal.SIGTERM, -signal.SIGINT) for code in codes):
+    if stopped or any(code in (130, -signal.SIGTERM, -signal.SIGINT) for code in codes):
         raise StudyInterrupted
     failed = [i for i, code in enumerate(codes) if code != 0]
     if failed:
