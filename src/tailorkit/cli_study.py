@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tailorkit.report.html import build_report
 from tailorkit.study.plan import load_study
-from tailorkit.study.run import run_study, write_tables
+from tailorkit.study.run import read_status, run_study, write_tables
 
 
 def add_study_commands(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +33,8 @@ def cmd_study(args: argparse.Namespace) -> None:
     print(f"\ntables: {study_dir / 'results.md'}, {study_dir / 'results.csv'}")
     if not args.no_report:
         print(f"report: {build_report(study_dir)}")
+    if any(s["status"] == "failed" for s in read_status(study_dir).values()):
+        raise SystemExit(1)  # the warning above names them; a script must see it too
 
 
 def cmd_report(args: argparse.Namespace) -> None:

@@ -36,6 +36,7 @@ def test_failed_variant_is_recorded_and_the_rest_run_then_a_rerun_resumes(tiny_m
     assert {k: s["status"] for k, s in status.items()} == {
         "full": "done", "head": "done", "broken": "failed", "lora": "done"}
     assert "no/such/file.csv" in status["broken"]["error"]
+    assert "traceback" not in status["broken"]  # a user's error: its message says it all
     for name in ("full", "head", "lora"):  # the variant after the failed one ran too
         assert (study_dir / "runs" / name / "summary.json").is_file()
     def summary(name):
@@ -138,6 +139,17 @@ def test_cli_study_runs_each_variant_in_its_own_process(tiny_model_dir, sentimen
     out = capsys.readouterr().out
     assert "head" in out and "report.html" in out
     assert read_status(tmp_path / "study")["head"]["status"] == "done"
+
+    # a failed variant: the tables and report are written, and the exit status says it failed
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({
+        "base": base, "output_dir": str(tmp_path / "study"),
+        "variants": [{"name": "head", "set": ["methods=[{freeze: {top: 0}}]"]},
+                     {"name": "broken", "set": ["data.train=/no/such/file.csv"]}]}))
+    with pytest.raises(SystemExit) as stopped:
+        main(["study", str(tmp_path / "s.yaml")])
+    assert stopped.value.code == 1 and "report.html" in capsys.readouterr().out
+    broken = read_status(tmp_path / "study")["broken"]
+    assert "no/such/file.csv" in broken["error"] and "traceback" not in broken
     assert (tmp_path / "study" / "report.html").is_file() and (tmp_path / "study" / "results.md").is_file()
     assert main(["report", str(tmp_path / "study" / "runs" / "head"), "--out", str(tmp_path / "r.html")]) == 0
     assert "run report: head" in (tmp_path / "r.html").read_text()

@@ -55,8 +55,11 @@ def run_study(cfg: StudyConfig, source: str = "study", log=print) -> Path:
         except Exception as err:  # noqa: BLE001 - a failed variant is recorded, the rest still run
             error = str(err) if isinstance(err, TailorError) else f"{type(err).__name__}: {err}".strip()
             log(f"[{n}/{len(planned)}] {run.key}: FAILED: {error.splitlines()[0]}")
+            # a bug's traceback, from this process or the run's own; a TailorError says it all
+            where = getattr(err, "child_traceback", None) or (
+                None if isinstance(err, TailorError) else traceback.format_exc(limit=8))
             status[run.key] = {"variant": run.variant, "seed": run.seed, "status": "failed",
-                               "error": error, "traceback": traceback.format_exc(limit=8),
+                               "error": error, **({"traceback": where} if where else {}),
                                "seconds": round(time.time() - started, 2)}
         write_json_atomically(study_dir / STATUS, status)
     write_json_atomically(study_dir / STATUS, status)
@@ -79,15 +82,19 @@ def _train(run: PlannedRun, run_dir: Path, isolate: bool) -> None:
     child.start()
     child.join()
     if child.exitcode != 0:
-        error = errors.get(timeout=5) if not errors.empty() else None
-        raise TailorError(error or f"the run's process exited with code {child.exitcode}")
+        error, where = errors.get(timeout=5) if not errors.empty() else (None, None)
+        failed = TailorError(error or f"the run's process exited with code {child.exitcode}")
+        failed.child_traceback = where
+        raise failed
 
 
 def _child(recipe: dict, run_dir: str, errors) -> None:
     try:
         _train_here(recipe, run_dir)
-    except BaseException as err:
-        errors.put(f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=8)}"[:8000])
+    except BaseException as err:  # (message, traceback or None): a TailorError needs no traceback
+        expected = isinstance(err, TailorError)
+        errors.put((str(err) if expected else f"{type(err).__name__}: {err}",
+                    None if expected else traceback.format_exc(limit=8)[:8000]))
         errors.close()
         errors.join_thread()
         sys.exit(1)
