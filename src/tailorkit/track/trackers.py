@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import time
@@ -91,6 +92,8 @@ class MlflowTracker:
     def __init__(self, run_dir: Path, params: dict[str, str], ids: dict, uri: str | None) -> None:
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
+
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial ... tables"
 
         default = f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
         uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default

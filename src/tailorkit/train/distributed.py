@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -124,12 +125,14 @@ def launch(nproc: int, argv: list[str]) -> int:
     finishes its step and rank 0 writes the checkpoint, so this waits for them. A signal to this
     process alone (`kill PID`, or SIGINT) is passed on as SIGTERM, which torchrun gives every
     worker: the same clean stop. A stopped run exits 130."""
+    logs = tempfile.TemporaryDirectory(prefix="tailor-torchrun-")  # else torchrun leaves one per launch
     cmd = [sys.executable, "-c", "from tailorkit.train.distributed import torchrun; torchrun()",
-           "--standalone", f"--nproc-per-node={nproc}", "-m", "tailorkit.cli", *argv]
+           "--standalone", f"--nproc-per-node={nproc}", f"--log-dir={logs.name}",
+           "-m", "tailorkit.cli", *argv]
     stopped: list[int] = []
     # torchrun itself handles SIGTERM only: its SIGINT handler would signal the workers a second
     # time, and a second Ctrl-C interrupts a worker at once, before its checkpoint
-    with subprocess.Popen(cmd, env={**os.environ, "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM"}) as proc:
+    with logs, subprocess.Popen(cmd, env={**os.environ, "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM"}) as proc:
         def stop(signum, frame) -> None:
             stopped.append(signum)
             proc.send_signal(signal.SIGTERM)
