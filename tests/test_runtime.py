@@ -67,3 +67,31 @@ def test_importing_peft_after_tailorkit_prints_no_kernel_hub_warning():
     assert result.returncode == 0, result.stderr
     assert "kernels-community" not in result.stderr
     assert "another message" in result.stderr
+
+
+def test_a_process_in_the_foreground_of_a_terminal_knows_a_ctrl_c_reaches_its_group():
+    """Under a terminal (a pseudo-terminal here) a launcher need not pass Ctrl-C on; without one
+    (a pipe, a service) it must."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    code = "from tailorkit.runtime import terminal_interrupts_the_group as t; print('answer', t())"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a session of its own, the pseudo-terminal its controlling terminal
+        os.execv(sys.executable, [sys.executable, "-c", code])
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:  # the child has exited
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.waitpid(pid, 0)
+    assert b"answer True" in out, out
+    piped = subprocess.run([sys.executable, "-c", code], stdin=subprocess.PIPE, capture_output=True,
+                           text=True)
+    assert "answer False" in piped.stdout

@@ -7,6 +7,7 @@ import logging
 import os
 import platform
 import resource
+import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -113,3 +114,12 @@ def allocator() -> str:
 def versions() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "transformers": version("transformers")}
+
+
+def terminal_interrupts_the_group() -> bool:
+    """Whether this process is the foreground of its terminal, where a Ctrl-C reaches its whole
+    process group: its workers got the same SIGINT, and must not be sent a second stop."""
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError, AttributeError):  # no terminal (a pipe, a service, a test)
+        return False

@@ -22,6 +22,7 @@ from tailorkit.config.search import COSTS
 from tailorkit.config.space import grid_values
 from tailorkit.errors import TailorError
 from tailorkit.recipe import recipe_from_dict
+from tailorkit.runtime import terminal_interrupts_the_group
 from tailorkit.search.objective import run_trial
 from tailorkit.search.space import distributions, suggest_conditional
 from tailorkit.search.study import (
@@ -66,13 +67,15 @@ def run_workers(recipe, study_dir: Path, workers: int, deadline: float | None) -
                              args=(raw, str(study_dir), i, threads, deadline)) for i in range(workers)]
     for proc in procs:
         proc.start()
-    # `kill PID` (or a SIGINT) of this process reaches only this process: pass it on as SIGTERM,
-    # so each worker stops its trial cleanly as Ctrl-C would. A terminal's Ctrl-C reaches every
-    # worker itself; the SIGTERM after it changes nothing. Then wait while they record their trials.
+    # `kill PID` (or a SIGINT not from the terminal) of this process reaches only this process:
+    # pass it on as SIGTERM, so each worker stops its trial cleanly as Ctrl-C would. A terminal's
+    # Ctrl-C reaches every worker itself. Then wait while they record their trials.
     stopped: list[int] = []
 
     def stop(signum, frame) -> None:
         stopped.append(signum)
+        if signum == signal.SIGINT and terminal_interrupts_the_group():
+            return
         for proc in procs:
             if proc.is_alive():
                 proc.terminate()

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from tailorkit.runtime import terminal_interrupts_the_group
+
 
 @dataclass(frozen=True)
 class World:
@@ -123,8 +125,8 @@ def launch(nproc: int, argv: list[str]) -> int:
     """`tailor train ... --nproc N`: the same command on N processes of this machine, through
     torchrun. Ctrl-C reaches every process (they share the terminal's process group); each
     finishes its step and rank 0 writes the checkpoint, so this waits for them. A signal to this
-    process alone (`kill PID`, or SIGINT) is passed on as SIGTERM, which torchrun gives every
-    worker: the same clean stop. A stopped run exits 130."""
+    process alone (`kill PID`, or a SIGINT not from its terminal) is passed on as SIGTERM, which
+    torchrun gives every worker: the same clean stop. A stopped run exits 130."""
     logs = tempfile.TemporaryDirectory(prefix="tailor-torchrun-")  # else torchrun leaves one per launch
     cmd = [sys.executable, "-c", "from tailorkit.train.distributed import torchrun; torchrun()",
            "--standalone", f"--nproc-per-node={nproc}", f"--log-dir={logs.name}",
@@ -135,7 +137,8 @@ def launch(nproc: int, argv: list[str]) -> int:
     with logs, subprocess.Popen(cmd, env={**os.environ, "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM"}) as proc:
         def stop(signum, frame) -> None:
             stopped.append(signum)
-            proc.send_signal(signal.SIGTERM)
+            if signum == signal.SIGTERM or not terminal_interrupts_the_group():
+                proc.send_signal(signal.SIGTERM)
 
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
