@@ -128,9 +128,8 @@ def launch(nproc: int, argv: list[str]) -> int:
     process alone (`kill PID`, or a SIGINT not from its terminal) is passed on as SIGTERM, which
     torchrun gives every worker: the same clean stop. A stopped run exits 130."""
     logs = tempfile.TemporaryDirectory(prefix="tailor-torchrun-")  # else torchrun leaves one per launch
-    cmd = [sys.executable, "-c", "from tailorkit.train.distributed import torchrun; torchrun()",
-           "--standalone", f"--nproc-per-node={nproc}", f"--log-dir={logs.name}",
-           "-m", "tailorkit.cli", *argv]
+    cmd = [sys.executable, "-m", "tailorkit.train.torchrun", "--standalone", f"--nproc-per-node={nproc}",
+           f"--log-dir={logs.name}", "-m", "tailorkit.cli", *argv]
     stopped: list[int] = []
     # torchrun itself handles SIGTERM only: its SIGINT handler would signal the workers a second
     # time, and a second Ctrl-C interrupts a worker at once, before its checkpoint
@@ -147,22 +146,3 @@ def launch(nproc: int, argv: list[str]) -> int:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     return 130 if stopped and code else code
-
-
-def torchrun() -> None:
-    """torch.distributed.run for `launch`: it ignores Ctrl-C (the workers got it from the terminal
-    and stop by themselves), and a stop ends with status 130 instead of torchrun's traceback.
-    A worker that failed otherwise still shows torchrun's report."""
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import parse_args, run
-
-    signal.signal(signal.SIGINT, lambda *_: None)  # a handler, not SIG_IGN: the workers keep the default
-    try:
-        run(parse_args(sys.argv[1:]))
-    except SignalException:
-        sys.exit(130)
-    except ChildFailedError as err:
-        if {failure.exitcode for failure in err.failures.values()} == {130}:  # every worker stopped cleanly
-            sys.exit(130)
-        raise
