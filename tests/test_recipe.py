@@ -484,3 +484,8 @@ def test_a_method_refused_as_a_whole_is_one_line():
         recipe_from_dict(_with(methods=[{"prompt": {"init": "text"}}]))
     assert str(err.value) == ("recipe: methods[0].prompt: init: text needs init_text, and init_text needs "
                               "init: text")
+
+
+def test_regression_refuses_class_balancing_in_augmentation():
+    with pytest.raises(TailorError, match=r"data.augment.balance: True does not apply to task regression"):
+        recipe_from_dict(_with(task="regression", data={"augment": {"balance": True}}))

@@ -329,6 +329,9 @@ def _cmd_augment(args) -> None:
     source, frame = _read(args)
     columns = _columns(source, frame, args)
     classes = _is_classes(frame, columns, args.labels)
+    if (cfg.balance or cfg.max_per_class is not None) and not classes:
+        raise TailorError(f"--balance and --max-per-class even out classes, and {source} has none (its "
+                          "labels read as numbers or are missing; --labels classes reads them as classes)")
     frame = _as_classes(source, frame, columns, classes)
     synonyms = synonym_source(cfg, resolve_model(args.model) if args.model else None)
     try:

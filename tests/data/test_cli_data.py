@@ -145,3 +145,6 @@ def test_labels_says_how_to_read_numeric_labels(tmp_path, capsys):
     code, _, err = _run(["data", "clean", tmp_path / "words.csv", "--output", tmp_path / "o.csv", "--labels",
                          "numbers"], capsys)
     assert code == 2 and "--labels numbers: column 'label' row 2 holds 'two', not a number" in err
+    code, _, err = _run(["data", "augment", path, "--output", tmp_path / "a.csv", "--labels", "numbers",
+                         "--balance"], capsys)  # it did per-example rows instead, silently
+    assert code == 2 and "--balance and --max-per-class even out classes, and " in err

@@ -21,6 +21,8 @@ class Regression(TextTableTask):
     losses = ("auto", "mse", "mae")
     metrics = REGRESSION_METRICS
     headline = ["mse", "mae", "r2", "loss"]
+    ignores = {f"data.augment.{name}": "regression targets have no classes to even out"
+               for name in ("balance", "max_per_class")}
 
     def prepare(self, recipe: Recipe, run_dir: Path, augment: bool = True) -> Setup:
         setup = super().prepare(recipe, run_dir, augment)
