@@ -26,7 +26,7 @@ from tailorkit.data.augment.synonyms import synonym_source
 from tailorkit.data.cleaning.changes import count_lines, write_changes
 from tailorkit.data.cleaning.clean import TableColumns, clean_frames
 from tailorkit.data.cleaning.encoder_features import Encoder
-from tailorkit.data.inspection import CLASS_LIMIT, inspect_table
+from tailorkit.data.inspection import CLASS_LIMIT, inspect_table, labels_are_classes
 from tailorkit.data.inspection_chat import render_report, render_text
 from tailorkit.data.inspection_render import html_report, text_report
 from tailorkit.data.prepare import class_names
@@ -190,7 +190,7 @@ def _is_classes(frame: pd.DataFrame, columns: TableColumns, labels: str = "auto"
                           f"{frame[columns.label].iloc[row - 1]!r}, not a number")
     if labels != "auto":
         return labels == "classes"
-    return not (numeric.notna().all() and frame[columns.label].nunique() > CLASS_LIMIT)
+    return labels_are_classes(frame[columns.label])
 
 
 def _as_classes(source: str, frame: pd.DataFrame, columns: TableColumns, classes: bool) -> pd.DataFrame:

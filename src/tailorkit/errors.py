@@ -18,3 +18,10 @@ def undecodable(err: UnicodeDecodeError) -> str:
     line = data.count(b"\n", 0, start) + 1
     column = len(data[line_start:start].decode(err.encoding, errors="replace")) + 1
     return f"line {line}, column {column}: byte 0x{data[start]:02x} is not valid {err.encoding}"
+
+
+def first_line(err: Exception) -> str:
+    """The first line of a library's error message (its type where it has none), for a one-line
+    TailorError that quotes it."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

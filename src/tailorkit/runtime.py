@@ -7,8 +7,11 @@ import logging
 import os
 import platform
 import resource
+import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -123,3 +126,23 @@ def terminal_interrupts_the_group() -> bool:
         return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
     except (OSError, ValueError, AttributeError):  # no terminal (a pipe, a service, a test)
         return False
+
+
+@contextmanager
+def stops_passed_on(stop_workers: Callable[[], None]) -> Iterator[list[int]]:
+    """While inside, SIGINT and SIGTERM to this launcher call `stop_workers` (which sends them
+    SIGTERM, a clean stop), except a Ctrl-C from its terminal, which reached them already; yields
+    the signals received, so the launcher can tell a stopped run after its workers exit."""
+    stopped: list[int] = []
+
+    def stop(signum, frame) -> None:
+        stopped.append(signum)
+        if signum == signal.SIGTERM or not terminal_interrupts_the_group():
+            stop_workers()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stopped
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -34,13 +34,17 @@ def _finding(frame: pd.DataFrame, mask: pd.Series, column: str, fixed=None) -> d
     return {"count": len(rows), "rows": rows[:50], "examples": examples}
 
 
-def label_summary(labels: pd.Series, classes: bool | None = None) -> dict:
-    """Class counts, or a numeric target's spread; `classes` None: numbers when every label is
-    one and there are more than CLASS_LIMIT distinct ones."""
+def labels_are_classes(labels: pd.Series) -> bool:
+    """The guess where nobody said: numbers, when every label is one and there are more than
+    CLASS_LIMIT distinct ones; else classes."""
     numeric = pd.to_numeric(labels, errors="coerce")
-    if classes is None:
-        classes = not (numeric.notna().all() and labels.nunique() > CLASS_LIMIT)
-    if not classes:
+    return not (numeric.notna().all() and labels.nunique() > CLASS_LIMIT)
+
+
+def label_summary(labels: pd.Series, classes: bool | None = None) -> dict:
+    """Class counts, or a numeric target's spread; `classes` None: `labels_are_classes`."""
+    numeric = pd.to_numeric(labels, errors="coerce")
+    if not (labels_are_classes(labels) if classes is None else classes):
         return {"kind": "numbers", "mean": float(numeric.mean()), "std": float(numeric.std()),
                 "min": float(numeric.min()), "max": float(numeric.max()), "missing": int(labels.isna().sum())}
     counts = class_names("", labels, note=False).dropna().value_counts()  # 5.0 reads as 5, as in training

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tailorkit.config.plugins import set_options
-from tailorkit.errors import TailorError
+from tailorkit.errors import TailorError, first_line
 from tailorkit.methods.base import Method, MethodConfig, chosen_before
 from tailorkit.models.handle import ModelHandle
 
@@ -87,13 +87,13 @@ class PeftMethod(Method):
                     handle.model = PeftModel.from_pretrained(inner, folder, is_trainable=True)
             except ValueError as err:  # e.g. a prefix-tuning folder, which PEFT cannot train further
                 raise TailorError(f"{self.name}.init_from: {folder}: PEFT refuses it: "
-                                  f"{_first_line(err)}") from None
+                                  f"{first_line(err)}") from None
         else:
             try:
                 with quiet_peft():
                     handle.model = get_peft_model(inner, self.peft_config(handle))
             except ValueError as err:  # e.g. targets that name no layer of the model
-                raise TailorError(f"{self.name}: PEFT refuses this configuration: {_first_line(err)} (the "
+                raise TailorError(f"{self.name}: PEFT refuses this configuration: {first_line(err)} (the "
                                   f"model's linear layers, which targets may name: "
                                   f"{', '.join(linear_names(inner))})") from None
         handle.rebase(inner)
@@ -131,10 +131,6 @@ class PeftMethod(Method):
 
     def merge(self, handle: ModelHandle) -> None:
         handle.unwrap(handle.model.merge_and_unload())
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def linear_names(model) -> list[str]:

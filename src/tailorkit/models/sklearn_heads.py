@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tailorkit.errors import TailorError
+from tailorkit.errors import TailorError, first_line
 
 HEAD_FILE = "head.skops"
 EPS = 1e-12  # probabilities are clipped before the log, so a confident 0 is not -inf
@@ -94,7 +94,7 @@ class Estimator:
             for estimator in [built, *inner]:
                 estimator._validate_params()  # scikit-learn's declared parameter constraints
         except (TypeError, ValueError) as err:  # InvalidParameterError is both
-            raise ValueError(f"{where}: {str(err).splitlines()[0]}") from None
+            raise ValueError(f"{where}: {first_line(err)}") from None
 
 
 _TREE = "sklearn.tree._tree.Tree"

@@ -55,8 +55,9 @@ class Compress(Stage):
 def plain_model(handle: ModelHandle, methods: list[Method], run_dir: Path) -> ModelHandle:
     """The trained model without an adapter: a method that keeps its weights apart merges them."""
     owner = model_owner(methods)
-    if owner is not None and owner.compress_refusal():
-        raise TailorError(f"compress: {run_dir}: {owner.compress_refusal()}")
+    refusal = owner.compress_refusal() if owner is not None else ""
+    if refusal:
+        raise TailorError(f"compress: {run_dir}: {refusal}")
     if owner is not None:
         try:
             owner.merge(handle)

@@ -22,7 +22,7 @@ from tailorkit.config.search import COSTS
 from tailorkit.config.space import grid_values
 from tailorkit.errors import TailorError
 from tailorkit.recipe import recipe_from_dict
-from tailorkit.runtime import terminal_interrupts_the_group
+from tailorkit.runtime import stops_passed_on
 from tailorkit.search.objective import run_trial
 from tailorkit.search.space import distributions, suggest_conditional
 from tailorkit.search.study import (
@@ -68,25 +68,11 @@ def run_workers(recipe, study_dir: Path, workers: int, deadline: float | None) -
     for proc in procs:
         proc.start()
     # `kill PID` (or a SIGINT not from the terminal) of this process reaches only this process:
-    # pass it on as SIGTERM, so each worker stops its trial cleanly as Ctrl-C would. A terminal's
-    # Ctrl-C reaches every worker itself. Then wait while they record their trials.
-    stopped: list[int] = []
-
-    def stop(signum, frame) -> None:
-        stopped.append(signum)
-        if signum == signal.SIGINT and terminal_interrupts_the_group():
-            return
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    # pass it on as SIGTERM, so each worker stops its trial cleanly as Ctrl-C would. Then wait
+    # while they record their trials.
+    with stops_passed_on(lambda: [proc.terminate() for proc in procs if proc.is_alive()]) as stopped:
         for proc in procs:
             proc.join()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     codes = [proc.exitcode for proc in procs]
     if stopped or any(code in (130, -signal.SIGTERM, -signal.SIGINT) for code in codes):
         raise StudyInterrupted

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from tailorkit.runtime import terminal_interrupts_the_group
+from tailorkit.runtime import stops_passed_on
 
 
 @dataclass(frozen=True)
@@ -130,19 +130,10 @@ def launch(nproc: int, argv: list[str]) -> int:
     logs = tempfile.TemporaryDirectory(prefix="tailor-torchrun-")  # else torchrun leaves one per launch
     cmd = [sys.executable, "-m", "tailorkit.train.torchrun", "--standalone", f"--nproc-per-node={nproc}",
            f"--log-dir={logs.name}", "-m", "tailorkit.cli", *argv]
-    stopped: list[int] = []
     # torchrun itself handles SIGTERM only: its SIGINT handler would signal the workers a second
     # time, and a second Ctrl-C interrupts a worker at once, before its checkpoint
-    with logs, subprocess.Popen(cmd, env={**os.environ, "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM"}) as proc:
-        def stop(signum, frame) -> None:
-            stopped.append(signum)
-            if signum == signal.SIGTERM or not terminal_interrupts_the_group():
-                proc.send_signal(signal.SIGTERM)
-
-        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            code = proc.wait()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+    env = {**os.environ, "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM"}
+    with logs, subprocess.Popen(cmd, env=env) as proc, \
+            stops_passed_on(lambda: proc.send_signal(signal.SIGTERM)) as stopped:
+        code = proc.wait()
     return 130 if stopped and code else code

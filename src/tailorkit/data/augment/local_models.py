@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from tailorkit.errors import TailorError
+from tailorkit.errors import TailorError, first_line
 from tailorkit.sources import resolve_model
 
 
@@ -28,6 +28,5 @@ def load_local_model(name: str, field: str, auto_class: str, kind: str):
             warnings.filterwarnings("ignore", message=".*sacremoses")
             tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TailorError(f"{field}: {path} is not a {kind} folder: {first}") from None
+        raise TailorError(f"{field}: {path} is not a {kind} folder: {first_line(err)}") from None
     return path, model.eval(), tokenizer
